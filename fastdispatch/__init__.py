@@ -1,0 +1,61 @@
+"""fastdispatch: GPU kernel calls that cost what the hardware costs.
+
+Lifetimes (one module each): per call ``_keys`` (Cython, twin ``_keys_py``) and ``launchers``;
+per miss ``dispatcher``; per key ``backends``; per process / on disk ``cache``; knobs in
+``knobs``. Public API: :func:`triton_kernel`, :func:`cute_kernel`, :class:`Dispatcher`,
+:func:`scaled_mm`, :func:`info`, :func:`stats`, :func:`clear_caches`.
+"""
+from __future__ import annotations
+
+from fastdispatch import knobs as _knobs_module
+from fastdispatch._log import configure_logging as _configure_logging
+from fastdispatch.dispatcher import Dispatcher
+from fastdispatch import keys as _keys_select
+
+__version__ = "0.1.0"
+__all__ = ["Dispatcher", "triton_kernel", "cute_kernel", "scaled_mm", "info", "stats",
+           "clear_caches", "knobs"]
+
+knobs = _knobs_module
+_configure_logging()
+
+
+def triton_kernel(fn, *, grid, constexprs=None, num_warps=4, num_stages=3, num_ctas=1, **options):
+    """Wrap a ``@triton.jit`` kernel; see :func:`fastdispatch.backends.triton.triton_kernel`."""
+    from fastdispatch.backends.triton import triton_kernel as make
+    return make(fn, grid=grid, constexprs=constexprs, num_warps=num_warps, num_stages=num_stages,
+                num_ctas=num_ctas, **options)
+
+
+def cute_kernel(jit_fn, *args, **kwargs):
+    """Wrap a ``@cute.jit`` host function; see :func:`fastdispatch.backends.cute.cute_kernel`."""
+    from fastdispatch.backends.cute import cute_kernel as make
+    return make(jit_fn, *args, **kwargs)
+
+
+def scaled_mm(a, b, scale_a, scale_b, **kwargs):
+    """fp8 GEMM with ``torch._scaled_mm`` semantics; see :mod:`fastdispatch.kernels.scaled_mm`."""
+    from fastdispatch.kernels.scaled_mm import scaled_mm as impl
+    return impl(a, b, scale_a, scale_b, **kwargs)
+
+
+def info() -> dict:
+    """Versions, which key builder is live and why, the exchange API, GPUs, the cache dir."""
+    from fastdispatch._info import collect
+    return collect()
+
+
+def stats() -> dict:
+    """Counters of the slow path: misses, compiles, compile seconds, disk hits, fallbacks."""
+    from fastdispatch import _stats
+    return _stats.snapshot()
+
+
+def clear_caches() -> None:
+    """Forget in-memory binaries (not the disk cache); wrapped kernels keep their entries
+    until their own ``clear_entries()``."""
+    import sys
+    mod = sys.modules.get("fastdispatch.backends.triton")
+    if mod is not None:
+        mod._files_by_key.clear()
+        mod._loaded.clear()

@@ -1,0 +1,592 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""The per-call hot path: specialization key -> table lookup -> launch.
+
+Lifetime: per call. Everything here runs on every kernel call, so nothing in it reads a Python
+attribute of a tensor when torch exposes the DLPack C exchange API (torch >= 2.11): each tensor
+is read into a stack ``DLTensor`` by ``DLPackDLTensorFromPyObjectNoSync``. Any argument this
+module cannot read in C (tensor subclasses, FakeTensor, unusual scalars, older torch) is read by
+the pure-Python twin ``_keys_py.arg_words``, which produces identical words.
+
+Key words (uint64), in order; ``_keys_py`` documents and mirrors the same layout:
+  [N_ARGS | nargs<<8]
+  per argument: tensor  [TENSOR | ndim<<8, dtype(code|bits<<8|lanes<<16), dev_type|dev_id<<32, shape..., strides...]
+                int     [INT | class<<8]          (class: ==1, i32/i64/u64 x divisible-by-16)
+                float   [FLOAT]   bool [BOOL]   None [NONE]
+                constexpr role: [CONST | sub<<8, value]
+                other   [OBJ | intern_id<<8]      (the slow path validates and raises)
+  [KNOBS | debug<<8 | instrumentation_id<<16]    (Triton kernels only)
+  [ALIGN | count<<8, mask...]                     one bit per tensor: data % 16 == 0
+The words are hashed in C and looked up in an open-addressing table; a hit is verified by
+memcmp of the words, so the key is exact (collisions only cost a miss).
+"""
+from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
+from cpython.dict cimport PyDict_GetItem
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.list cimport PyList_GET_SIZE
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
+from cpython.exc cimport PyErr_Clear, PyErr_Occurred
+from libc.stdint cimport uint64_t, int64_t, uint8_t, uint16_t, int32_t, uint32_t
+from libc.string cimport memcmp, memcpy, memset
+from libc.stdlib cimport malloc, free, calloc
+
+from fastdispatch.launchers._driver cimport (
+    LaunchPlan, launch_plan, driver_available, error_string, fd_CUstream, fd_CUfunction,
+    fd_CUcontext, MAX_PARAMS, MAX_ATTRS, PARAM_PTR, PARAM_I32, PARAM_I64, PARAM_U8, PARAM_F32,
+    PARAM_F64, PARAM_NULL)
+
+from fastdispatch import _keys_py
+from fastdispatch._interned import INTERNED, intern_id
+
+cdef extern from *:
+    """
+    typedef struct { uint32_t major; uint32_t minor; } fd_DLPackVersion;
+    typedef struct { int32_t device_type; int32_t device_id; } fd_DLDevice;
+    typedef struct { uint8_t code; uint8_t bits; uint16_t lanes; } fd_DLDataType;
+    typedef struct {
+        void* data; fd_DLDevice device; int32_t ndim; fd_DLDataType dtype;
+        int64_t* shape; int64_t* strides; uint64_t byte_offset;
+    } fd_DLTensor;
+    typedef struct fd_DLPackExchangeAPIHeader {
+        fd_DLPackVersion version; struct fd_DLPackExchangeAPIHeader* prev_api;
+    } fd_DLPackExchangeAPIHeader;
+    typedef int (*fd_DLTensorFromPyObjectNoSync)(void* py_object, fd_DLTensor* out);
+    typedef int (*fd_CurrentWorkStream)(int32_t device_type, int32_t device_id, void** out);
+    typedef struct {
+        fd_DLPackExchangeAPIHeader header;
+        void* managed_tensor_allocator;
+        void* managed_tensor_from_py_object_no_sync;
+        void* managed_tensor_to_py_object_no_sync;
+        fd_DLTensorFromPyObjectNoSync dltensor_from_py_object_no_sync;
+        fd_CurrentWorkStream current_work_stream;
+    } fd_DLPackExchangeAPI;
+    static inline uint64_t fd_rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+    """
+    ctypedef struct fd_DLPackVersion:
+        uint32_t major
+        uint32_t minor
+    ctypedef struct fd_DLDevice:
+        int32_t device_type
+        int32_t device_id
+    ctypedef struct fd_DLDataType:
+        uint8_t code
+        uint8_t bits
+        uint16_t lanes
+    ctypedef struct fd_DLTensor:
+        void* data
+        fd_DLDevice device
+        int32_t ndim
+        fd_DLDataType dtype
+        int64_t* shape
+        int64_t* strides
+        uint64_t byte_offset
+    ctypedef struct fd_DLPackExchangeAPIHeader:
+        fd_DLPackVersion version
+    ctypedef int (*fd_DLTensorFromPyObjectNoSync)(void* py_object, fd_DLTensor* out) noexcept nogil
+    ctypedef int (*fd_CurrentWorkStream)(int32_t device_type, int32_t device_id, void** out) noexcept nogil
+    ctypedef struct fd_DLPackExchangeAPI:
+        fd_DLPackExchangeAPIHeader header
+        fd_DLTensorFromPyObjectNoSync dltensor_from_py_object_no_sync
+        fd_CurrentWorkStream current_work_stream
+    uint64_t fd_rotl(uint64_t x, int r) nogil
+
+# Word tags: the low byte of a header word. Kept equal to _keys_py's constants (tested).
+cdef enum:
+    # Word tags (low byte of a header word) and entry modes: equal to _keys_py's (tested).
+    T_NARGS = 1
+    T_TENSOR = 2
+    T_INT = 3
+    T_FLOAT = 4
+    T_BOOL = 5
+    T_NONE = 6
+    T_CONST = 7
+    T_OBJ = 8
+    T_KNOBS = 9
+    T_ALIGN = 10
+    MODE_NULL = 0
+    MODE_DRIVER = 1
+    MODE_CALL = 2
+    MODE_SLOW = 3
+
+cdef enum:
+    K_DLCUDA = 2
+
+# Injected once by configure() (no module-global lookups of torch objects per call).
+cdef fd_DLPackExchangeAPI* _api = NULL
+cdef PyTypeObject* _tensor_type = NULL
+cdef PyTypeObject* _param_type = NULL
+cdef object _raw_stream = None           # torch._C._cuda_getCurrentRawStream, when no exchange API
+cdef object _hookchain_type = None
+cdef object _interned_get = INTERNED.get
+_exchange_api_reason = "not configured"
+
+IMPLEMENTATION = "cython"
+
+
+def configure(tensor_type, param_type, api_capsule, raw_stream_fn):
+    """Inject torch's types, its DLPack exchange capsule (or None) and the raw-stream getter."""
+    global _api, _tensor_type, _param_type, _raw_stream, _exchange_api_reason
+    _tensor_type = <PyTypeObject*>tensor_type
+    _param_type = <PyTypeObject*>param_type
+    _raw_stream = raw_stream_fn
+    _api = NULL
+    if api_capsule is None:
+        _exchange_api_reason = "torch has no __dlpack_c_exchange_api__"
+    elif not PyCapsule_IsValid(api_capsule, b"dlpack_exchange_api"):
+        _exchange_api_reason = "__dlpack_c_exchange_api__ is not a 'dlpack_exchange_api' capsule"
+    else:
+        candidate = <fd_DLPackExchangeAPI*>PyCapsule_GetPointer(api_capsule, b"dlpack_exchange_api")
+        if candidate.header.version.major != 1:
+            _exchange_api_reason = f"DLPack exchange API major version {candidate.header.version.major} != 1"
+        elif candidate.dltensor_from_py_object_no_sync == NULL:
+            _exchange_api_reason = "exchange API has no DLTensorFromPyObjectNoSync"
+        else:
+            _api = candidate
+            _exchange_api_reason = (f"DLPack exchange API v{candidate.header.version.major}."
+                                    f"{candidate.header.version.minor}")
+
+
+def set_hookchain_type(hookchain_type):
+    """Triton's HookChain class (injected by the Triton backend; fastdispatch imports without Triton)."""
+    global _hookchain_type
+    _hookchain_type = hookchain_type
+
+
+def exchange_api_status():
+    """(active, reason): whether tensors are read in C through torch's DLPack exchange API."""
+    return _api != NULL, _exchange_api_reason
+
+
+cdef inline uint64_t _hash_words(const uint64_t* w, Py_ssize_t n) noexcept nogil:
+    # xxhash64-style rounds; kept identical to _keys_py.hash_words.
+    cdef uint64_t h = 0x9E3779B97F4A7C15ULL ^ <uint64_t>n
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = fd_rotl(h ^ (w[i] * 0xC2B2AE3D27D4EB4FULL), 31) * 0x9E3779B185EBCA87ULL
+    h ^= h >> 33
+    h *= 0x165667B19E3779F9ULL
+    h ^= h >> 29
+    return h
+
+
+def hash_words(words):
+    """Hash of a word sequence, as the table computes it (for tests)."""
+    cdef Py_ssize_t n = len(words), i
+    cdef uint64_t* buf = <uint64_t*>malloc(max(n, 1) * sizeof(uint64_t))
+    try:
+        for i in range(n):
+            buf[i] = <uint64_t>words[i]
+        return _hash_words(buf, n)
+    finally:
+        free(buf)
+
+
+cdef inline int _int_class(object obj, uint64_t* slot, uint64_t* word) except -1:
+    """Triton's int specialization: ==1, i32 / i64 / u64 by range, divisible by 16 or not."""
+    cdef int overflow = 0
+    cdef long long v = PyLong_AsLongLongAndOverflow(obj, &overflow)
+    cdef unsigned long long u
+    cdef int cls
+    if overflow == 0:
+        if v == -1 and PyErr_Occurred():
+            return -1
+        slot[0] = <uint64_t>v
+        if v == 1:
+            cls = 1
+        elif -2147483648 <= v <= 2147483647:
+            cls = 2 if v % 16 == 0 else 3
+        else:
+            cls = 4 if v % 16 == 0 else 5
+    elif overflow > 0:
+        u = PyLong_AsUnsignedLongLong(obj)
+        if u == <unsigned long long>-1 and PyErr_Occurred():
+            PyErr_Clear()
+            return 0   # beyond u64: not a fast argument
+        slot[0] = u
+        cls = 6 if u % 16 == 0 else 7
+    else:
+        return 0
+    word[0] = T_INT | (<uint64_t>cls << 8)
+    return 1
+
+
+cdef class Entry:
+    """One published specialization (see the pxd). Built by the dispatcher on a miss."""
+
+    def __cinit__(self):
+        self.words = NULL
+        self.n_words = 0
+
+    def __dealloc__(self):
+        free(self.words)
+
+    def __init__(self, words, int mode, *, plan=None, grid=None, fn=None, slow=None,
+                 globals_guard=(), watch_hooks=False, info=None):
+        cdef Py_ssize_t i
+        self.n_words = len(words)
+        self.words = <uint64_t*>malloc(max(self.n_words, 1) * sizeof(uint64_t))
+        for i in range(self.n_words):
+            self.words[i] = <uint64_t>words[i]
+        self.mode = mode
+        self.fn = fn
+        self.slow = slow
+        self.globals_guard = tuple(globals_guard)
+        self.watch_hooks = watch_hooks
+        self.info = info
+        self.grid = None
+        memset(&self.plan, 0, sizeof(LaunchPlan))
+        if mode == MODE_DRIVER:
+            self._set_plan(plan, grid)
+        elif mode == MODE_CALL and fn is None:
+            raise ValueError("MODE_CALL entry needs fn")
+        if mode != MODE_NULL and slow is None:
+            raise ValueError("entry needs a slow launch")
+
+    cdef _set_plan(self, dict plan, grid):
+        cdef int i
+        kinds = plan["param_kinds"]
+        args = plan["param_args"]
+        if len(kinds) > MAX_PARAMS:
+            raise ValueError(f"{len(kinds)} kernel parameters > {MAX_PARAMS}")
+        if len(plan["attrs"]) > MAX_ATTRS:
+            raise ValueError("too many launch attributes")
+        self.plan.function = <fd_CUfunction><uint64_t>plan["function"]
+        self.plan.context = <fd_CUcontext><uint64_t>plan["context"]
+        self.plan.block_x = plan["block_x"]
+        self.plan.num_ctas = plan["num_ctas"]
+        self.plan.shared_bytes = plan["shared_bytes"]
+        self.plan.n_params = len(kinds)
+        for i in range(len(kinds)):
+            self.plan.param_kind[i] = kinds[i]
+            self.plan.param_arg[i] = args[i]
+        self.plan.n_attrs = len(plan["attrs"])
+        for i, (attr_id, value) in enumerate(plan["attrs"]):
+            self.plan.attrs[i].id = attr_id
+            if isinstance(value, tuple):
+                self.plan.attrs[i].value.clusterDim.x = value[0]
+                self.plan.attrs[i].value.clusterDim.y = value[1]
+                self.plan.attrs[i].value.clusterDim.z = value[2]
+            else:
+                self.plan.attrs[i].value.i = value
+        if callable(grid):
+            self.grid = grid
+        else:
+            g = tuple(grid) + (1, 1)
+            self.plan.grid[0] = g[0]
+            self.plan.grid[1] = g[1]
+            self.plan.grid[2] = g[2]
+
+    @property
+    def key_words(self):
+        return tuple(self.words[i] for i in range(self.n_words))
+
+    cdef object run(self, tuple args, const uint64_t* slots, int device_id, object knobs_runtime):
+        cdef fd_CUstream stream = NULL
+        cdef int rc
+        cdef unsigned int gx, gy, gz
+        self.hits += 1
+        if self.mode == MODE_DRIVER:
+            if self.globals_guard and _globals_changed(self.globals_guard):
+                return self.slow(args)   # Triton's own path raises its "global changed" error
+            if self.watch_hooks and _hooks_active(knobs_runtime):
+                return self.slow(args)   # profilers' launch hooks need Triton's launcher
+            if _api != NULL:
+                if _api.current_work_stream(K_DLCUDA, device_id, <void**>&stream) != 0:
+                    return self.slow(args)
+            else:
+                stream = <fd_CUstream><uint64_t>_raw_stream(device_id)
+            if self.grid is None:
+                gx = self.plan.grid[0]; gy = self.plan.grid[1]; gz = self.plan.grid[2]
+            else:
+                g = self.grid(*args)
+                gx = g[0]
+                gy = g[1] if len(g) > 1 else 1
+                gz = g[2] if len(g) > 2 else 1
+            with nogil:
+                rc = launch_plan(&self.plan, gx, gy, gz, stream, slots)
+            if rc != 0:
+                raise RuntimeError(f"fastdispatch: cuLaunchKernelEx failed: {error_string(rc)}")
+            return None
+        if self.mode == MODE_CALL:
+            return self.fn(*args)
+        if self.mode == MODE_SLOW:
+            return self.slow(args)
+        return None  # MODE_NULL: key + lookup only (CPU tests, `bench keys`)
+
+
+cdef bint _globals_changed(tuple guard) except -1:
+    for globals_dict, name, value in guard:
+        if globals_dict.get(name, _MISSING) != value:
+            return True
+    return False
+
+cdef object _MISSING = object()
+
+
+cdef bint _hooks_active(object rt) except -1:
+    # Triton >= 3.5 keeps HookChain objects (never None); an empty chain costs Triton a
+    # LazyDict and two calls per launch, which we skip. Any non-empty hook -> Triton's path.
+    for name in ("launch_enter_hook", "launch_exit_hook"):
+        hook = getattr(rt, name)
+        if hook is None:
+            continue
+        if type(hook) is _hookchain_type:
+            if PyList_GET_SIZE(hook.calls) == 0:
+                continue
+        return True
+    return False
+
+
+cdef class FastKernel:
+    """Key -> entry table for one wrapped kernel; ``__call__`` is the hot path.
+
+    roles: one byte per positional argument, ROLE_RUNTIME (0) or ROLE_CONSTEXPR (1).
+    on_miss(kernel, args, kwargs) runs the slow path (validate, compile, publish, launch).
+    knobs: (triton.knobs.runtime, triton.knobs.compilation) for Triton kernels, else None.
+    """
+
+    def __cinit__(self):
+        self.table_cap = 0
+        self.table_len = 0
+        self.table_hash = NULL
+        self.table_entry = NULL
+
+    def __dealloc__(self):
+        free(self.table_hash)
+        free(self.table_entry)
+
+    def __init__(self, bytes roles, on_miss, knobs=None):
+        self.roles = roles
+        self.role_ptr = roles
+        self.n_roles = len(roles)
+        self.on_miss = on_miss
+        if knobs is None:
+            self.knobs_runtime = None
+            self.knobs_compilation = None
+        else:
+            self.knobs_runtime, self.knobs_compilation = knobs
+        self.entries = []
+        self._resize(16)
+
+    cdef _resize(self, Py_ssize_t cap):
+        cdef uint64_t* hashes = <uint64_t*>calloc(cap, sizeof(uint64_t))
+        cdef void** slots = <void**>calloc(cap, sizeof(void*))
+        cdef Py_ssize_t i, j
+        if hashes == NULL or slots == NULL:
+            free(hashes); free(slots)
+            raise MemoryError()
+        for i in range(self.table_cap):
+            if self.table_entry[i] != NULL:
+                j = self.table_hash[i] & (cap - 1)
+                while slots[j] != NULL:
+                    j = (j + 1) & (cap - 1)
+                hashes[j] = self.table_hash[i]
+                slots[j] = self.table_entry[i]
+        free(self.table_hash)
+        free(self.table_entry)
+        self.table_hash = hashes
+        self.table_entry = slots
+        self.table_cap = cap
+
+    cdef Entry _find(self, uint64_t h, const uint64_t* words, Py_ssize_t n):
+        cdef Py_ssize_t j = h & (self.table_cap - 1)
+        cdef Entry e
+        while self.table_entry[j] != NULL:
+            if self.table_hash[j] == h:
+                e = <Entry>self.table_entry[j]
+                if e.n_words == n and memcmp(e.words, words, n * sizeof(uint64_t)) == 0:
+                    return e
+            j = (j + 1) & (self.table_cap - 1)
+        return None
+
+    def publish(self, Entry entry):
+        """Insert ``entry`` under its key words (slow path; the caller holds the GIL)."""
+        cdef uint64_t h = _hash_words(entry.words, entry.n_words)
+        cdef Py_ssize_t j
+        if self._find(h, entry.words, entry.n_words) is not None:
+            return False
+        if (self.table_len + 1) * 2 > self.table_cap:
+            self._resize(self.table_cap * 2)
+        j = h & (self.table_cap - 1)
+        while self.table_entry[j] != NULL:
+            j = (j + 1) & (self.table_cap - 1)
+        self.entries.append(entry)   # keeps the reference the table points to
+        self.table_hash[j] = h
+        self.table_entry[j] = <void*>entry
+        self.table_len += 1
+        return True
+
+    def lookup(self, words):
+        """The entry published under ``words``, or None (slow path and tests)."""
+        probe = Entry(words, MODE_NULL)
+        return self._find(_hash_words(probe.words, probe.n_words), probe.words, probe.n_words)
+
+    def published(self):
+        """The published entries (a snapshot)."""
+        return list(self.entries)
+
+    def clear(self):
+        """Drop every entry (e.g. after knobs changed in ways the key cannot see)."""
+        memset(self.table_hash, 0, self.table_cap * sizeof(uint64_t))
+        memset(self.table_entry, 0, self.table_cap * sizeof(void*))
+        self.table_len = 0
+        self.entries = []
+
+    @property
+    def num_entries(self):
+        return self.table_len
+
+    @property
+    def roles(self):
+        return self.roles
+
+    def key_of(self, *args):
+        """The key words of a call with ``args`` (tests, the slow path)."""
+        cdef uint64_t words[MAX_WORDS]
+        cdef uint64_t slots[MAX_ARGS]
+        cdef int device_id = -1
+        cdef Py_ssize_t n = self._build(args, words, slots, &device_id)
+        if n < 0:
+            return tuple(_keys_py.build_words(args, self.roles, self.knobs_runtime, self.knobs_compilation)[0])
+        return tuple(words[i] for i in range(n))
+
+    cdef Py_ssize_t _build(self, tuple args, uint64_t* words, uint64_t* slots, int* device_id) except -2:
+        """Fill key words and argument slots; -1 when the call needs the Python twin entirely."""
+        cdef Py_ssize_t nargs = PyTuple_GET_SIZE(args)
+        cdef Py_ssize_t n = 0, i, d, k, n_tensors = 0
+        cdef PyObject* obj
+        cdef PyTypeObject* tp
+        cdef fd_DLTensor dl
+        cdef uint64_t data, word
+        cdef uint64_t masks[MAX_ARGS / 64 + 1]
+        cdef int64_t stride
+        cdef double dval
+        cdef int role
+        if nargs > MAX_ARGS or nargs != self.n_roles:
+            return -1
+        memset(masks, 0, sizeof(masks))
+        words[n] = T_NARGS | (<uint64_t>nargs << 8); n += 1
+        for i in range(nargs):
+            obj = PyTuple_GET_ITEM(args, i)
+            tp = Py_TYPE(<object>obj)
+            role = self.role_ptr[i]
+            slots[i] = 0
+            if n + 8 > MAX_WORDS:
+                return -1
+            if role == 1:
+                # constexpr argument: its exact value is part of the key
+                if tp == <PyTypeObject*>bool:
+                    words[n] = T_CONST | (1 << 8); words[n + 1] = (<object>obj is True); n += 2
+                elif tp == <PyTypeObject*>int:
+                    if not _int_class(<object>obj, &slots[i], &word):
+                        return -1
+                    words[n] = T_CONST | (2 << 8); words[n + 1] = slots[i]; n += 2
+                elif tp == <PyTypeObject*>float:
+                    dval = PyFloat_AS_DOUBLE(<object>obj)
+                    words[n] = T_CONST | (3 << 8); memcpy(&words[n + 1], &dval, 8); n += 2
+                elif <object>obj is None:
+                    words[n] = T_CONST | (4 << 8); words[n + 1] = 0; n += 2
+                else:
+                    try:
+                        found = _interned_get(<object>obj)   # exact: dict equality, not identity
+                    except TypeError:
+                        return -1                            # unhashable: the twin raises clearly
+                    if found is None:
+                        return -1
+                    words[n] = T_CONST | (5 << 8); words[n + 1] = <uint64_t>(<long long>found); n += 2
+                continue
+            if _api != NULL and (tp == _tensor_type or tp == _param_type):
+                if _api.dltensor_from_py_object_no_sync(<void*>obj, &dl) != 0:
+                    PyErr_Clear()
+                    return -1
+                if n + 3 + 2 * dl.ndim > MAX_WORDS:
+                    return -1
+                words[n] = T_TENSOR | (<uint64_t>dl.ndim << 8)
+                words[n + 1] = dl.dtype.code | (<uint64_t>dl.dtype.bits << 8) | (<uint64_t>dl.dtype.lanes << 16)
+                words[n + 2] = <uint32_t>dl.device.device_type | (<uint64_t><uint32_t>dl.device.device_id << 32)
+                n += 3
+                for d in range(dl.ndim):
+                    words[n + d] = <uint64_t>dl.shape[d]
+                if dl.strides != NULL:
+                    for d in range(dl.ndim):
+                        words[n + dl.ndim + d] = <uint64_t>dl.strides[d]
+                else:
+                    stride = 1
+                    for d in range(dl.ndim - 1, -1, -1):
+                        words[n + dl.ndim + d] = <uint64_t>stride
+                        stride *= dl.shape[d]
+                n += 2 * dl.ndim
+                data = <uint64_t>dl.data + dl.byte_offset
+                slots[i] = data
+                if (data & 15) == 0:
+                    masks[n_tensors >> 6] |= (<uint64_t>1) << (n_tensors & 63)
+                n_tensors += 1
+                if device_id[0] < 0 and dl.device.device_type == K_DLCUDA:
+                    device_id[0] = dl.device.device_id
+            elif tp == <PyTypeObject*>int:
+                if not _int_class(<object>obj, &slots[i], &words[n]):
+                    return -1
+                n += 1
+            elif tp == <PyTypeObject*>float:
+                dval = PyFloat_AS_DOUBLE(<object>obj)
+                memcpy(&slots[i], &dval, 8)
+                words[n] = T_FLOAT; n += 1
+            elif tp == <PyTypeObject*>bool:
+                slots[i] = (<object>obj is True)
+                words[n] = T_BOOL; n += 1
+            elif <object>obj is None:
+                words[n] = T_NONE; n += 1
+            else:
+                return -1
+        if self.knobs_runtime is not None:
+            words[n] = _knob_word(self.knobs_runtime, self.knobs_compilation); n += 1
+        words[n] = T_ALIGN | (<uint64_t>n_tensors << 8); n += 1
+        for k in range((n_tensors + 63) // 64):
+            words[n] = masks[k]; n += 1
+        return n
+
+    def __call__(self, *args, **kwargs):
+        cdef uint64_t words[MAX_WORDS]
+        cdef uint64_t slots[MAX_ARGS]
+        cdef int device_id = -1
+        cdef Py_ssize_t n
+        cdef Entry e
+        if kwargs:
+            return self.on_miss(self, args, kwargs)
+        n = self._build(args, words, slots, &device_id)
+        if n < 0:
+            return self._call_twin(args)
+        e = self._find(_hash_words(words, n), words, n)
+        if e is None:
+            return self.on_miss(self, args, None)
+        return e.run(args, slots, device_id, self.knobs_runtime)
+
+    cdef object _call_twin(self, tuple args):
+        # An argument C cannot read (tensor subclass, FakeTensor, exotic scalar): the Python
+        # twin computes the same words and slots; the launch is the same table walk.
+        cdef uint64_t words[MAX_WORDS]
+        cdef uint64_t slots[MAX_ARGS]
+        cdef Py_ssize_t n, i
+        cdef Entry e
+        built, built_slots, device_id = _keys_py.build_words(
+            args, self.roles, self.knobs_runtime, self.knobs_compilation)
+        n = len(built)
+        if n > MAX_WORDS or len(built_slots) > MAX_ARGS:
+            return self.on_miss(self, args, None)
+        for i in range(n):
+            words[i] = <uint64_t>built[i]
+        for i in range(len(built_slots)):
+            slots[i] = <uint64_t>built_slots[i]
+        e = self._find(_hash_words(words, n), words, n)
+        if e is None:
+            return self.on_miss(self, args, None)
+        return e.run(args, slots, device_id, self.knobs_runtime)
+
+
+cdef inline uint64_t _knob_word(object rt, object comp) except? 0:
+    cdef object mode = comp.instrumentation_mode
+    found = _interned_get(mode)
+    if found is None:
+        found = intern_id(mode)
+    return T_KNOBS | ((<uint64_t>(<bint>rt.debug)) << 8) | (<uint64_t>(<long long>found) << 16)
