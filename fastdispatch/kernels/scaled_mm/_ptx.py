@@ -32,8 +32,8 @@ DEFAULT_PREFIXES = (
     "st.local",
 )
 
-# A guard such as `@%p1` or `@!%p3` precedes the opcode of a predicated instruction.
-_GUARD = re.compile(r"^@!?%\w+\s+")
+# A guard such as `@%p1`, `@!%p3` or (inside inline asm) `@P1` precedes a predicated opcode.
+_GUARD = re.compile(r"^@!?%?\w+\s+")
 # Labels (`$L__BB0_3:`) may share a line with the instruction that follows them.
 _LABEL = re.compile(r"^[$\w]+:\s*")
 
@@ -53,7 +53,8 @@ def ptx_opcodes(ptx: str):
                     break
                 stmt = stmt[m.end():]
             stmt = _GUARD.sub("", stmt)
-            if not stmt or stmt[0] in ".{}":
+            # Directives (.reg, .param, ...) and the ( ) of an entry's parameter list.
+            if not stmt or stmt[0] in ".{}()":
                 continue
             yield stmt.split(None, 1)[0]
 
