@@ -315,6 +315,30 @@ cdef class Entry:
         return None  # MODE_NULL: key + lookup only (CPU tests, `bench keys`)
 
 
+    def floor_loop(self, FastKernel kernel, tuple args, long iterations):
+        """Benchmark floor: launch this entry's plan ``iterations`` times from one C loop, with the
+        slots and stream computed once (the cost of cuLaunchKernelEx alone; ``bench launch``)."""
+        cdef uint64_t words[MAX_WORDS]
+        cdef uint64_t slots[MAX_ARGS]
+        cdef int device_id = -1
+        cdef fd_CUstream stream = NULL
+        cdef long i
+        cdef int rc = 0
+        if self.mode != MODE_DRIVER or self.grid is not None:
+            raise ValueError("floor_loop needs a direct-launch entry with a static grid")
+        if kernel._build(args, words, slots, &device_id) < 0:
+            raise ValueError("floor_loop: arguments not readable in C")
+        stream = <fd_CUstream><uint64_t>_raw_stream(device_id)
+        with nogil:
+            for i in range(iterations):
+                rc = launch_plan(&self.plan, self.plan.grid[0], self.plan.grid[1], self.plan.grid[2],
+                                 stream, slots)
+                if rc != 0:
+                    break
+        if rc != 0:
+            raise RuntimeError(f"fastdispatch: cuLaunchKernelEx failed: {error_string(rc)}")
+
+
 cdef bint _globals_changed(tuple guard) except -1:
     for globals_dict, name, value in guard:
         if globals_dict.get(name, _MISSING) != value:

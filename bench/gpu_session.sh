@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One device-machine session: build the extension, then run what is asked (default: info,
+# bench keys, bench launch, GPU tests). Usage on the GPU machine: bash bench/gpu_session.sh [steps...]
+set -uo pipefail
+export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1
+OUT=${OUT:-/tmp/fd-out}; mkdir -p "$OUT"
+python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+steps=${*:-"info keys launch tests"}
+for step in $steps; do
+  echo "=== $step"
+  case $step in
+    info) python3 -m fastdispatch info ;;
+    keys) python3 -m fastdispatch bench keys ;;
+    launch) python3 -m fastdispatch bench launch --json "$OUT/launch.json" --iterations 20000 --repeats 5 ;;
+    tests) python3 -m pytest tests -q -x -p no:cacheprovider -m "gpu" 2>&1 | tail -30 ;;
+    alltests) python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tail -40 ;;
+    bench) python3 -m pytest bench -q -p no:cacheprovider --benchmark-only --benchmark-json "$OUT/bench.json" 2>&1 | tail -60 ;;
+    *) echo "unknown step $step" ;;
+  esac
+done

@@ -1,0 +1,127 @@
+"""``python -m fastdispatch``: info, benchmarks (keys, launch) and kernel inspection.
+
+Benchmarks measure every path side by side in one process, interleaved, and report medians of
+the repeats; they never assert a time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+ARITIES = (2, 8, 16)
+NUMEL = 4096
+
+
+def cmd_info(args) -> int:
+    import fastdispatch
+
+    facts = fastdispatch.info()
+    width = max(len(k) for k in facts)
+    for key, value in facts.items():
+        print(f"{key:<{width}}  {value}")
+    if not facts["gpus"]:
+        print("\nno CUDA GPU here: GPU launches are unavailable (key building, caches and AOT "
+              "compilation work)")
+    return 0
+
+
+def _median_ns(fn, iterations: int, repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter_ns()
+        fn(iterations)
+        samples.append((time.perf_counter_ns() - started) / iterations)
+    return statistics.median(samples)
+
+
+def bench_keys(repeats: int = 7, iterations: int = 20000) -> dict:
+    """Hit-path cost (key + lookup, null launcher) vs reading tensor attributes in Python."""
+    import torch
+
+    from fastdispatch.backends.reference import null_kernel
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = {}
+    for n in ARITIES:
+        tensors = tuple(torch.randn(NUMEL, device=device) for _ in range(n))
+        kernel = null_kernel(n)
+        kernel(*tensors)  # the miss: publishes the entry
+
+        def hits(count, kernel=kernel, tensors=tensors):
+            for _ in range(count):
+                kernel(*tensors)
+
+        def attrs(count, tensors=tensors):
+            for _ in range(count):
+                for t in tensors:
+                    t.data_ptr(); t.shape; t.stride(); t.dtype; t.device
+
+        hit = _median_ns(hits, iterations, repeats)
+        python_attrs = _median_ns(attrs, iterations // 4, repeats)
+        results[str(n)] = {"hit_ns": round(hit, 1), "python_attrs_ns": round(python_attrs, 1)}
+    return results
+
+
+def cmd_bench_keys(args) -> int:
+    from fastdispatch import keys
+
+    results = bench_keys(args.repeats, args.iterations)
+    print(f"key builder: {keys.IMPLEMENTATION} ({keys.reason}); exchange API: {keys.exchange_api_status()}")
+    print(f"{'tensors':>8} {'hit ns':>10} {'py attrs ns':>12} {'ratio':>7}")
+    for n, row in results.items():
+        print(f"{n:>8} {row['hit_ns']:>10.0f} {row['python_attrs_ns']:>12.0f} "
+              f"{row['hit_ns'] / row['python_attrs_ns']:>7.3f}")
+    print(json.dumps(results))
+    return 0
+
+
+def cmd_bench_launch(args) -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("bench launch: no CUDA GPU on this machine; skipped (run `bench keys` for the "
+              "CPU-side hit path)")
+        return 0
+    from fastdispatch.bench_launch import run_launch_bench
+
+    table = run_launch_bench(iterations=args.iterations, repeats=args.repeats)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(table, fh, indent=1)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from fastdispatch.kernels.scaled_mm.inspect import inspect_main
+
+    return inspect_main(args)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fastdispatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="versions, key builder, exchange API, GPUs, cache").set_defaults(func=cmd_info)
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="what", required=True)
+    keys_p = bench.add_parser("keys", help="hit-path cost vs Python attribute reads (any machine)")
+    keys_p.add_argument("--repeats", type=int, default=7)
+    keys_p.add_argument("--iterations", type=int, default=20000)
+    keys_p.set_defaults(func=cmd_bench_keys)
+    launch_p = bench.add_parser("launch", help="launch paths side by side (GPU)")
+    launch_p.add_argument("--repeats", type=int, default=7)
+    launch_p.add_argument("--iterations", type=int, default=20000)
+    launch_p.add_argument("--json", metavar="PATH")
+    launch_p.set_defaults(func=cmd_bench_launch)
+    insp = sub.add_parser("inspect", help="compile a kernel without a GPU and report on it")
+    insp.add_argument("kernel", choices=["scaled_mm"])
+    insp.add_argument("--arch", default="sm_90a", choices=["sm_90a", "sm_100a"])
+    insp.add_argument("--shape", default="4096,4096,4096", help="M,N,K")
+    insp.set_defaults(func=cmd_inspect)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
