@@ -16,9 +16,10 @@ Structure (one CTA pair = one 2-CTA MMA tile of tile_m x tile_n):
   wait (no unrolled prologue, no per-iteration "peek" predicates);
 - `acc_stages` (2) fp32 accumulators in TMEM so the epilogue of tile i overlaps the
   mainloop of tile i+1;
-- epilogue per (cta_m x epi_n) subtile: tcgen05.ld, scale_b (and bias) for those columns
-  read right then (clamped 128-bit loads, no predicates), multiply in fp32, bf16 to SMEM,
-  TMA store (OOB rows/columns are clipped by TMA, so partial tiles need no masks).
+- epilogue per (cta_m x epi_n) subtile: scale_b (and bias) for those columns read right
+  then (clamped 128-bit loads, no predicates), tcgen05.ld, multiply by scale_a (one
+  register per tile: the 32x32b TMEM load gives each thread one row) and scale_b in fp32,
+  bf16 to SMEM, TMA store (OOB rows/columns are clipped by TMA: partial tiles need no masks).
 
 Requirements on the arguments (the dispatcher checks them, the binary assumes them):
 16-byte aligned data pointers, contiguous row-major tensors, K % 16 == 0, N % 8 == 0,
@@ -344,8 +345,11 @@ class ScaledMmSm100:
         smem = SmemAllocator()
         storage = smem.allocate(SharedStorage)
 
-        # A/B ring: TMA (both CTAs, and multicast peers) -> MMA of the leader CTA.
-        num_tma_producers = cute.size(cluster_layout_vmnk.shape[1]) + cute.size(cluster_layout_vmnk.shape[2]) - 1
+        # A/B ring: TMA (both CTAs, and multicast peers) -> MMA of the leader CTA. A stage of
+        # this CTA is free once every MMA reading it has committed: the pairs sharing its A
+        # (along N) and its B (along M) -- one empty-barrier arrival from each.
+        vm, vn = cute.size(cluster_layout_vmnk.shape[1]), cute.size(cluster_layout_vmnk.shape[2])
+        num_tma_producers = vm + vn - 1
         ab_pipe = pipeline.PipelineTmaUmma.create(
             barrier_storage=storage.ab_mbar.data_ptr(),
             num_stages=cfg.ab_stages,
@@ -516,7 +520,7 @@ class ScaledMmSm100:
         )
 
         rSB = cute.make_rmem_tensor((4, epi_n // 4), Float32)
-        rBias = cute.make_rmem_tensor((4, epi_n // 4), cutlass.BFloat16)
+        rBias = cute.make_rmem_tensor((8, epi_n // 8), cutlass.BFloat16)
         epi_bar = pipeline.NamedBarrier(barrier_id=self.epi_sync_bar, num_threads=32 * len(self.epilogue_warps))
         c_pipe = pipeline.PipelineTmaStore.create(
             num_stages=cfg.c_stages,
@@ -531,25 +535,25 @@ class ScaledMmSm100:
             bSG_gC = bSG_gC_all[(None, 0, None, mma_m, mma_n)]
             tTR_tAcc_t = tTR_tAcc[(None, None, None, 0, None, acc_state.index)]
             tTR_cC_t = tTR_cC[(None, None, None, 0, None, mma_m, mma_n)]
-            # This thread's row; rows past M are clipped by the TMA store, so clamping
-            # keeps the load in bounds without a predicate.
+            # This thread's row (one register per tile); rows past M are clipped by the TMA
+            # store, so clamping keeps the load in bounds without a predicate.
             row = tTR_cC_t[0][0]
             scale_row = mSA[cutlass.min(row, m_total - 1)]
             acc_pipe.consumer_wait(acc_state)
             for s in cutlass.range_constexpr(subtiles):
-                # scale_b (and bias) of this subtile's columns, read now rather than for the
-                # whole tile up front (that hoist cost 4x the registers and spilled).
+                # scale_b (and bias) of this subtile's columns, read after the accumulator wait
+                # and only for this subtile: the seed's whole-tile hoist spilled.
                 col0 = mma_n * cfg.tile_n + s * epi_n
                 for v in cutlass.range_constexpr(epi_n // 4):
-                    # Columns past N: clamp to the last aligned vector (N % 8 == 0), whose
+                    # Columns past N: clamp to the last whole vector (N % 8 == 0), whose
                     # values only reach columns the TMA store clips.
                     col = cute.assume(cutlass.min(col0 + 4 * v, n_total - 4), divby=4)
-                    cute.autovec_copy(
-                        cute.make_tensor(mSB.iterator + col, cute.make_layout(4)), rSB[(None, v)]
-                    )
-                    if cutlass.const_expr(self.has_bias):
+                    cute.autovec_copy(cute.make_tensor(mSB.iterator + col, cute.make_layout(4)), rSB[(None, v)])
+                if cutlass.const_expr(self.has_bias):
+                    for v in cutlass.range_constexpr(epi_n // 8):
+                        col = cute.assume(cutlass.min(col0 + 8 * v, n_total - 8), divby=8)
                         cute.autovec_copy(
-                            cute.make_tensor(mBias.iterator + col, cute.make_layout(4)), rBias[(None, v)]
+                            cute.make_tensor(mBias.iterator + col, cute.make_layout(8)), rBias[(None, v)]
                         )
                 cute.copy(t2r, tTR_tAcc_t[(None, None, None, s)], tTR_rAcc)
                 if s == subtiles - 1:
@@ -576,7 +580,6 @@ class ScaledMmSm100:
                 c_buf = (c_buf + 1) % cfg.c_stages
             tile += num_clusters
         c_pipe.producer_tail()
-
 
 
 def _fake_args(has_bias: bool):
