@@ -209,6 +209,15 @@ class ScaledMmSm100:
         self.epi_sync_bar = 1
         self.tmem_alloc_bar = 2
 
+    def __repr__(self):
+        # Goes into the kernel's symbol name (profiles, PTX): stable and descriptive, where
+        # the default repr would hold a memory address.
+        c = self.cfg
+        return (
+            f"scaled_mm_sm100_{c.tile_m}x{c.tile_n}x{c.tile_k}_c{c.cluster_m}x{c.cluster_n}"
+            f"_s{c.ab_stages}a{c.acc_stages}e{c.epi_n}{'_bias' if self.has_bias else ''}"
+        )
+
     # -- host side (traced once per compile) ------------------------------------------
 
     def _tiled_mma(self):
