@@ -171,8 +171,6 @@ def default_config(m: int, n: int, k: int) -> Sm100Config:
 # The kernel
 # ---------------------------------------------------------------------------------------
 
-
-
 Float32, Int32 = cutlass.Float32, cutlass.Int32
 
 
@@ -189,7 +187,8 @@ def _as_mn(t):
 
 
 class ScaledMmSm100:
-    """One compiled variant: a resolved `Sm100Config` plus has_bias."""
+    """One compiled variant: a resolved `Sm100Config` plus has_bias. Entry points `run` /
+    `run_bias` (traced by cute.compile), device code in `kernel` and `_epilogue`."""
 
     def __init__(self, cfg: Sm100Config, has_bias: bool):
         self.cfg = cfg
