@@ -38,3 +38,4 @@ cdef class FastKernel:
     cdef Entry _find(self, uint64_t h, const uint64_t* words, Py_ssize_t n)
     cdef Py_ssize_t _build(self, tuple args, uint64_t* words, uint64_t* slots, int* device_id) except -2
     cdef object _call_twin(self, tuple args)
+    cdef object _call(self, tuple args)
