@@ -38,7 +38,7 @@ def configure(tensor_type, param_type, api_capsule, raw_stream_fn):
     _dtype_words.update(_dlpack_dtype_table())
 
 
-def set_triton_hooks(hookchain_type, runtime_knobs):
+def set_triton_hooks(hookchain_type, runtime_knobs, compilation_knobs):
     """Unused by the twin (its entries always take Triton's own launcher)."""
 
 

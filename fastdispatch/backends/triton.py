@@ -43,7 +43,8 @@ from fastdispatch.knobs import knobs as fd_knobs
 
 log = logging.getLogger("fastdispatch")
 
-keys.impl.set_triton_hooks(getattr(triton_knobs, "HookChain", type(None)), triton_knobs.runtime)
+keys.impl.set_triton_hooks(getattr(triton_knobs, "HookChain", type(None)), triton_knobs.runtime,
+                           triton_knobs.compilation)
 
 # ParamKind values of launchers/_driver.pxd.
 PARAM_PTR, PARAM_I32, PARAM_I64, PARAM_U8, PARAM_F32, PARAM_F64, PARAM_NULL = range(7)
