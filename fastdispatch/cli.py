@@ -94,6 +94,25 @@ def cmd_bench_launch(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    """The main job: info, the key benchmark, and on a GPU the launch and scaled_mm benchmarks."""
+    import torch
+
+    print("== fastdispatch info")
+    cmd_info(args)
+    print("\n== bench keys (hit path vs Python attribute reads)")
+    cmd_bench_keys(argparse.Namespace(repeats=5, iterations=10000))
+    if not torch.cuda.is_available():
+        print("\n== skipped: bench launch and the scaled_mm benchmark need a CUDA GPU (none here)")
+        return 0
+    print("\n== bench launch")
+    cmd_bench_launch(argparse.Namespace(repeats=5, iterations=20000, json=None))
+    print("\n== scaled_mm vs torch._scaled_mm")
+    from fastdispatch.kernels.scaled_mm.bench import main as scaled_mm_bench
+    scaled_mm_bench(quick=True)
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from fastdispatch.kernels.scaled_mm.inspect import inspect_main
 
@@ -114,6 +133,8 @@ def main(argv=None) -> int:
     launch_p.add_argument("--iterations", type=int, default=20000)
     launch_p.add_argument("--json", metavar="PATH")
     launch_p.set_defaults(func=cmd_bench_launch)
+    sub.add_parser("demo", help="the main job: info + benchmarks (skips GPU parts without a GPU)"
+                   ).set_defaults(func=cmd_demo)
     insp = sub.add_parser("inspect", help="compile a kernel without a GPU and report on it")
     insp.add_argument("kernel", choices=["scaled_mm"])
     insp.add_argument("--arch", default="sm_90a", choices=["sm_90a", "sm_100a"])

@@ -1,0 +1,111 @@
+"""scaled_mm vs torch._scaled_mm, side by side in one process (GPU).
+
+Per shape: random e4m3 inputs (never zeros), rowwise fp32 scales; correctness against the fp32
+reference first; then ``triton.testing.do_bench`` medians of both (inputs rotated over several
+buffer sets so that shapes fitting in L2 are not measured from cache), TFLOP/s, and the
+end-to-end wall time per call of a back-to-back loop (which includes launch overhead).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+LARGE = [(4096, 4096, 4096), (8192, 8192, 8192), (16384, 8192, 8192)]
+SMALL_M = [(1, 4096, 4096), (16, 8192, 8192), (128, 8192, 8192)]
+L2_BYTES = 50 * 2**20
+
+
+def make_inputs(m, n, k, device="cuda", seed=0):
+    """Random e4m3 A [M,K] row-major, B [K,N] column-major, rowwise scales."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    a = (torch.randn(m, k, device=device, generator=g) * 0.5).to(torch.float8_e4m3fn)
+    bt = (torch.randn(n, k, device=device, generator=g) * 0.5).to(torch.float8_e4m3fn)
+    scale_a = torch.rand(m, 1, device=device, generator=g) + 0.5
+    scale_b = torch.rand(1, n, device=device, generator=g) + 0.5
+    return a, bt.t(), scale_a, scale_b
+
+
+def rel_error(out, ref) -> float:
+    """||out - ref|| / ||ref|| in fp64."""
+    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+def _rotating(m, n, k):
+    per_set = m * k + n * k + 2 * m * n
+    sets = max(1, min(8, (2 * L2_BYTES) // max(per_set, 1) + 1))
+    return [make_inputs(m, n, k, seed=i) for i in range(sets)]
+
+
+def measure(m, n, k, *, rep_ms=200):
+    """{'fd_ms', 'torch_ms', 'fd_tflops', 'torch_tflops', 'fd_wall_us', 'torch_wall_us', 'rel_err'}."""
+    import triton.testing
+
+    import fastdispatch
+    from fastdispatch.kernels.scaled_mm import reference
+
+    sets = _rotating(m, n, k)
+    outs = [torch.empty(m, n, dtype=torch.bfloat16, device="cuda") for _ in sets]
+    a, b, sa, sb = sets[0]
+    out = outs[0].fill_(float("nan"))
+    fastdispatch.scaled_mm(a, b, sa, sb, out=out)
+    err = rel_error(out, reference(a, b, sa, sb))
+    if not torch.isfinite(out).all():
+        err = float("inf")
+    state = {"i": 0}
+
+    def fd():
+        i = state["i"] = (state["i"] + 1) % len(sets)
+        a, b, sa, sb = sets[i]
+        fastdispatch.scaled_mm(a, b, sa, sb, out=outs[i])
+
+    def cublas():
+        i = state["i"] = (state["i"] + 1) % len(sets)
+        a, b, sa, sb = sets[i]
+        torch._scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16)
+
+    flops = 2.0 * m * n * k
+    result = {"rel_err": err}
+    for name, fn in (("fd", fd), ("torch", cublas)):
+        ms = triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median")
+        result[f"{name}_ms"] = ms
+        result[f"{name}_tflops"] = flops / (ms * 1e-3) / 1e12
+        iters = 200
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+        result[f"{name}_wall_us"] = (time.perf_counter() - started) / iters * 1e6
+    return result
+
+
+def main(quick: bool = False) -> dict:
+    """Print the comparison table; returns {shape: result}."""
+    if not torch.cuda.is_available():
+        print("scaled_mm bench: no CUDA GPU; skipped")
+        return {}
+    from fastdispatch.kernels.scaled_mm.api import variant_for
+
+    cap = torch.cuda.get_device_capability()
+    print(f"{torch.cuda.get_device_name()} (sm_{cap[0]}{cap[1]}), kernel variant: {variant_for(cap)}; "
+          f"torch {torch.__version__}; do_bench median, rotated inputs; wall = back-to-back loop")
+    print(f"{'M x N x K':>20} {'fd ms':>9} {'TFLOP/s':>8} {'cuBLAS ms':>10} {'TFLOP/s':>8} "
+          f"{'speedup':>8} {'fd wall us':>11} {'cuBLAS wall us':>15} {'rel err':>9}")
+    shapes = (SMALL_M + LARGE[:1]) if quick else (SMALL_M + LARGE)
+    results = {}
+    for m, n, k in shapes:
+        try:
+            r = measure(m, n, k)
+        except Exception as exc:  # report and go on: one shape's failure must not hide the rest
+            print(f"{f'{m}x{n}x{k}':>20} FAILED: {type(exc).__name__}: {exc}")
+            continue
+        results[f"{m}x{n}x{k}"] = r
+        print(f"{f'{m}x{n}x{k}':>20} {r['fd_ms']:>9.4f} {r['fd_tflops']:>8.0f} {r['torch_ms']:>10.4f} "
+              f"{r['torch_tflops']:>8.0f} {r['torch_ms'] / r['fd_ms']:>7.2f}x {r['fd_wall_us']:>11.1f} "
+              f"{r['torch_wall_us']:>15.1f} {r['rel_err']:>9.2e}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
