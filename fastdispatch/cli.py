@@ -113,6 +113,25 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_precompile(args) -> int:
+    from fastdispatch import cache
+    from fastdispatch.precompile import precompile
+
+    rows = precompile(args.targets, arch=args.arch, shapes_file=args.shapes)
+    for row in rows:
+        print(f"{row['kernel']:<24} {row['arch']:<8} {'compiled' if row['compiled'] else 'cached':<9} "
+              f"{', '.join(row['files'])}")
+    print(f"{len(rows)} binaries in {cache.cache_root()}")
+    return 0
+
+
+def cmd_bench_coldstart(args) -> int:
+    from fastdispatch.coldstart import run_coldstart
+
+    run_coldstart()
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from fastdispatch.kernels.scaled_mm.inspect import inspect_main
 
@@ -135,6 +154,13 @@ def main(argv=None) -> int:
     launch_p.set_defaults(func=cmd_bench_launch)
     sub.add_parser("demo", help="the main job: info + benchmarks (skips GPU parts without a GPU)"
                    ).set_defaults(func=cmd_demo)
+    pre = sub.add_parser("precompile", help="fill the on-disk binary cache ahead of time")
+    pre.add_argument("targets", nargs="+", metavar="MODULE:ATTR")
+    pre.add_argument("--arch", help="e.g. sm_90 (default: this machine's GPU)")
+    pre.add_argument("--shapes", help="JSON list of argument lists (tensors as {dtype, shape, aligned})")
+    pre.set_defaults(func=cmd_precompile)
+    cold = bench.add_parser("coldstart", help="fresh process to first result, cold vs warm cache (GPU)")
+    cold.set_defaults(func=cmd_bench_coldstart)
     insp = sub.add_parser("inspect", help="compile a kernel without a GPU and report on it")
     insp.add_argument("kernel", choices=["scaled_mm"])
     insp.add_argument("--arch", default="sm_90a", choices=["sm_90a", "sm_100a"])

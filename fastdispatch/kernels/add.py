@@ -66,3 +66,18 @@ ADD_KERNELS = {2: add2, 8: add8, 16: add16}
 def add_grid(*args):
     """Grid of the add kernels: one program per BLOCK elements (n is the last call argument; BLOCK is fixed at wrap time)."""
     return (triton.cdiv(args[-1], BLOCK),)
+
+
+def precompile_specs():
+    """(kernel, args) pairs for ``python -m fastdispatch precompile
+    fastdispatch.kernels.add:precompile_specs``: each add kernel, aligned and unaligned."""
+    import fastdispatch
+    from fastdispatch.precompile import TensorSpec
+
+    pairs = []
+    for n, fn in ADD_KERNELS.items():
+        kernel = fastdispatch.triton_kernel(fn, grid=add_grid, constexprs={"BLOCK": BLOCK})
+        for aligned in (True, False):
+            tensors = [TensorSpec("float32", (4096,), aligned) for _ in range(n + 1)]
+            pairs.append((kernel, (*tensors, 4096)))
+    return pairs
