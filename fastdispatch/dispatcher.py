@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
+
+import torch
 
 from fastdispatch import _stats as stats, keys
 from fastdispatch.cache import SingleFlight
@@ -22,6 +25,44 @@ log = logging.getLogger("fastdispatch")
 
 MODE_NULL, MODE_DRIVER, MODE_CALL, MODE_SLOW = keys.MODE_NULL, keys.MODE_DRIVER, keys.MODE_CALL, keys.MODE_SLOW
 ROLE_RUNTIME, ROLE_CONSTEXPR = keys.ROLE_RUNTIME, keys.ROLE_CONSTEXPR
+
+
+# Argument packing for the generic op schema: layout holds (code, payload) per argument.
+_TENSOR, _INT, _FLOAT, _BOOL, _NONE, _CONST_INT = range(6)
+
+
+def _pack(args, roles):
+    tensors, ints, floats, layout = [], [], [], []
+    for value, role in zip(args, roles):
+        if isinstance(value, torch.Tensor):
+            layout += (_TENSOR, len(tensors)); tensors.append(value)
+        elif value is None:
+            layout += (_NONE, 0)
+        elif isinstance(value, bool):
+            layout += (_BOOL, int(value))
+        elif isinstance(value, int) and role == ROLE_CONSTEXPR:
+            layout += (_CONST_INT, value)
+        elif isinstance(value, (int, torch.SymInt)):
+            layout += (_INT, len(ints)); ints.append(value)
+        elif isinstance(value, float):
+            layout += (_FLOAT, len(floats)); floats.append(value)
+        else:
+            raise TypeError(f"torch.compile: argument of type {type(value).__name__} cannot pass "
+                            f"through the fastdispatch op (tensors, ints, floats, bools, None)")
+    return tensors, ints, floats, layout
+
+
+def _unpack(tensors, ints, floats, layout):
+    out = []
+    for code, payload in zip(layout[0::2], layout[1::2]):
+        out.append(tensors[payload] if code == _TENSOR else ints[payload] if code == _INT
+                   else floats[payload] if code == _FLOAT else bool(payload) if code == _BOOL
+                   else None if code == _NONE else payload)
+    return tuple(out)
+
+
+def _op_ident(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name) or "kernel"
 
 
 class Dispatcher(keys.FastKernel):
@@ -51,6 +92,41 @@ class Dispatcher(keys.FastKernel):
         self.param_names = param_names
         self.defaults = dict(defaults or {})
         self._flight = SingleFlight()
+        self._register_op()
+
+    # -- torch.compile ------------------------------------------------------------------------
+    # Eager calls never come here: FastKernel's C tp_call is (re)installed on every subclass
+    # when its first instance is made, so `k(*args)` runs C. This Python `__call__` is what
+    # TorchDynamo finds when it looks the method up on the type while tracing: it routes the
+    # call through this dispatcher's torch.library custom op, so `torch.compile(fullgraph=True)`
+    # records an opaque op instead of breaking the graph, and eager calls never pay the op
+    # boundary (~6-10 us, pytorch#177109). The op's schema is generic (arguments packed by
+    # type, with a static layout list), so it is registered once, eagerly, at construction.
+    def __call__(self, *args, **kwargs):
+        if kwargs or len(args) != len(self.param_names):
+            args = self.bind(args, kwargs)
+        if torch.compiler.is_compiling():
+            tensors, ints, floats, layout = _pack(args, self.roles)
+            return self._op(tensors, ints, floats, layout)
+        entry = self.lookup(self.key_of(*args))
+        return self._handle_miss(args, None) if entry is None else self.launch_once(entry, args)
+
+    def _register_op(self):
+        """Register this dispatcher's op ``fastdispatch::<name>_<id>`` (all tensors may be written)."""
+        op_name = f"fastdispatch::{_op_ident(self.name)}_{id(self):x}"
+        eager = weakref.ref(self)
+
+        def impl(tensors, ints, floats, layout):
+            eager()(*_unpack(tensors, ints, floats, layout))
+
+        op = torch.library.custom_op(op_name, impl, mutates_args=["tensors"],
+                                     schema="(Tensor(a!)[] tensors, SymInt[] ints, float[] floats, "
+                                            "int[] layout) -> ()")
+        op.register_fake(lambda tensors, ints, floats, layout: None)
+        self._op_def = op   # keeps the registration alive with the dispatcher
+        namespace, name = op_name.split("::")
+        self._op = getattr(getattr(torch.ops, namespace), name).default
+
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}({', '.join(self.param_names)})>"
