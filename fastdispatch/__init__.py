@@ -46,9 +46,15 @@ def info() -> dict:
 
 
 def stats() -> dict:
-    """Counters of the slow path: misses, compiles, compile seconds, disk hits, fallbacks."""
+    """Counters: hits (summed over live kernels' entries), misses, compiles, compile seconds,
+    disk hits/writes/rejects, fallbacks by reason."""
     from fastdispatch import _stats
-    return _stats.snapshot()
+    from fastdispatch.dispatcher import live_dispatchers
+
+    out = _stats.snapshot()
+    out["hits"] = sum(e.hits for d in live_dispatchers() for e in d.published())
+    out["entries"] = sum(d.num_entries for d in live_dispatchers())
+    return out
 
 
 def clear_caches() -> None:

@@ -27,6 +27,24 @@ MODE_NULL, MODE_DRIVER, MODE_CALL, MODE_SLOW = keys.MODE_NULL, keys.MODE_DRIVER,
 ROLE_RUNTIME, ROLE_CONSTEXPR = keys.ROLE_RUNTIME, keys.ROLE_CONSTEXPR
 
 
+_live: "weakref.WeakSet" = weakref.WeakSet()   # for fastdispatch.stats() hit counts
+
+
+def live_dispatchers() -> list:
+    """Every dispatcher still alive in this process."""
+    return list(_live)
+
+
+def _refuse_during_capture(name: str) -> None:
+    # Compiling, loading a module or syncing inside CUDA graph capture corrupts or invalidates
+    # the capture (triton#10596): a miss there is refused before anything happens.
+    if torch.cuda.is_available() and torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(
+            f"fastdispatch: {name}() missed its cache during CUDA graph capture; compiling or "
+            f"loading a kernel now would break the capture. Warm up first: call it once with "
+            f"the same argument types (dtype, alignment, shapes) before capturing.")
+
+
 # Argument packing for the generic op schema: layout holds (code, payload) per argument.
 _TENSOR, _INT, _FLOAT, _BOOL, _NONE, _CONST_INT = range(6)
 
@@ -93,6 +111,7 @@ class Dispatcher(keys.FastKernel):
         self.defaults = dict(defaults or {})
         self._flight = SingleFlight()
         self._register_op()
+        _live.add(self)
 
     # -- torch.compile ------------------------------------------------------------------------
     # Eager calls never come here: FastKernel's C tp_call is (re)installed on every subclass
@@ -159,6 +178,7 @@ class Dispatcher(keys.FastKernel):
         if kwargs or len(args) != len(self.param_names):
             return self(*self.bind(args, kwargs))  # positional now: a hit, or a positional miss
         self.validate(args)
+        _refuse_during_capture(self.name)
         words = self.key_of(*args)
         with self._flight.lock(words):
             entry = self.lookup(words)
