@@ -1,0 +1,144 @@
+"""scaled_mm API: argument checks, the fp32 reference, dispatch table, CPU path, torch.compile;
+GPU correctness (marked) against the fp32 reference on random data."""
+import pytest
+import torch
+
+import fastdispatch
+from fastdispatch.kernels.scaled_mm import check_args, reference, variant_for
+
+FP8 = torch.float8_e4m3fn
+# fp8 inputs are exact in fp32; the kernels accumulate in fp32 and round once to bf16 (8 bits of
+# mantissa): 2e-3 relative error (the issue's bound) is ~1 bf16 ulp averaged over the output.
+BF16_REL_TOL = 2e-3
+
+
+def make(m, n, k, device="cpu", seed=0, rowwise=True):
+    g = torch.Generator(device=device).manual_seed(seed)
+    a = (torch.randn(m, k, generator=g, device=device) * 0.5).to(FP8)
+    bt = (torch.randn(n, k, generator=g, device=device) * 0.5).to(FP8)
+    if rowwise:
+        sa = torch.rand(m, 1, generator=g, device=device) + 0.5
+        sb = torch.rand(1, n, generator=g, device=device) + 0.5
+    else:
+        sa = torch.rand((), generator=g, device=device) + 0.5
+        sb = torch.rand((), generator=g, device=device) + 0.5
+    return a, bt.t(), sa, sb
+
+
+def rel_err(out, ref):
+    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+def fp64_reference(a, b, sa, sb, bias=None):
+    acc = a.double() @ b.double()
+    acc = acc * sa.double().reshape(-1, 1) * sb.double().reshape(1, -1) if sa.numel() > 1 \
+        else acc * sa.double() * sb.double()
+    return acc + bias.double() if bias is not None else acc
+
+
+def test_reference_matches_fp64():
+    a, b, sa, sb = make(33, 48, 64)
+    bias = torch.randn(48).to(torch.bfloat16)
+    out = reference(a, b, sa, sb, bias)
+    assert out.dtype == torch.bfloat16
+    assert rel_err(out, fp64_reference(a, b, sa, sb, bias)) < BF16_REL_TOL
+
+
+@pytest.mark.parametrize("rowwise", [True, False])
+def test_cpu_scaled_mm_is_reference(rowwise):
+    a, b, sa, sb = make(7, 32, 48, rowwise=rowwise)
+    out = fastdispatch.scaled_mm(a, b, sa, sb)
+    assert torch.equal(out, reference(a, b, sa, sb))
+    assert rel_err(out, fp64_reference(a, b, sa, sb)) < BF16_REL_TOL
+
+
+def test_out_argument_is_written():
+    a, b, sa, sb = make(4, 16, 32)
+    out = torch.full((4, 16), float("nan"), dtype=torch.bfloat16)
+    result = fastdispatch.scaled_mm(a, b, sa, sb, out=out)
+    assert result is out and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(a=lambda a: a.float()), "float8_e4m3fn"),
+    (dict(b=lambda b: b.t().contiguous().t().contiguous()), "column-major"),
+    (dict(a=lambda a: a[:, :16]), "inner dimensions"),
+    (dict(sa=lambda s: s.double()), "float32"),
+    (dict(sa=lambda s: s[:3]), "tensorwise"),
+    (dict(a=lambda a: a.to(torch.float8_e5m2)), "float8_e4m3fn"),
+    (dict(a=lambda a: a.t()), "row-major"),
+])
+def test_bad_arguments_are_named(change, message):
+    a, b, sa, sb = make(32, 32, 32)
+    args = dict(a=a, b=b, sa=sa, sb=sb)
+    for name, fn in change.items():
+        args[name] = fn(args[name])
+    with pytest.raises(ValueError, match=message):
+        fastdispatch.scaled_mm(args["a"], args["b"], args["sa"], args["sb"])
+
+
+def test_n_and_k_must_be_multiples_of_16():
+    a, b, sa, sb = make(4, 24, 32)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        check_args(a, b, sa, sb, None, torch.bfloat16, None)
+
+
+def test_bias_and_out_checks():
+    a, b, sa, sb = make(4, 32, 32)
+    with pytest.raises(ValueError, match="bias"):
+        fastdispatch.scaled_mm(a, b, sa, sb, bias=torch.zeros(32))  # float32, not bf16
+    with pytest.raises(ValueError, match="'out'"):
+        fastdispatch.scaled_mm(a, b, sa, sb, out=torch.empty(4, 31, dtype=torch.bfloat16))
+    with pytest.raises(TypeError, match="'scale_b'"):
+        fastdispatch.scaled_mm(a, b, sa, 1.0)
+
+
+@pytest.mark.parametrize("capability, variant", [
+    (None, "reference"), ((9, 0), "sm90"), ((10, 0), "sm100"), ((10, 3), "sm100"),
+    ((8, 9), "torch"), ((12, 0), "torch"), ((8, 0), "torch"),
+])
+def test_dispatch_table(capability, variant):
+    assert variant_for(capability) == variant
+
+
+def test_torch_compile_fullgraph_cpu():
+    a, b, sa, sb = make(8, 32, 64)
+    compiled = torch.compile(lambda a, b, sa, sb: fastdispatch.scaled_mm(a, b, sa, sb) * 2, fullgraph=True)
+    torch.testing.assert_close(compiled(a, b, sa, sb), reference(a, b, sa, sb) * 2)
+
+
+# -- GPU (H100 runs the sm90 kernel; other GPUs torch._scaled_mm) ------------------------------
+SHAPES = [(m, 4096, 4096) for m in (1, 7, 16, 100, 128, 1000)] + [
+    (256, 272, 336), (1000, 272, 336), (4096, 4096, 4096), (128, 8192, 8192)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m, n, k", SHAPES, ids=lambda v: str(v))
+@pytest.mark.parametrize("rowwise", [True, False], ids=["rowwise", "tensorwise"])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
+def test_gpu_correct(m, n, k, rowwise, with_bias):
+    a, b, sa, sb = make(m, n, k, device="cuda", seed=m + n + k, rowwise=rowwise)
+    bias = (torch.randn(n, device="cuda")).to(torch.bfloat16) if with_bias else None
+    out = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")
+    fastdispatch.scaled_mm(a, b, sa, sb, bias=bias, out=out)
+    torch.cuda.synchronize()
+    assert torch.isfinite(out).all(), "unwritten or non-finite outputs"
+    assert rel_err(out, fp64_reference(a, b, sa, sb, bias)) < BF16_REL_TOL
+
+
+@pytest.mark.gpu
+def test_gpu_graph_capture_replays():
+    a, b, sa, sb = make(128, 1024, 1024, device="cuda")
+    out = torch.empty(128, 1024, dtype=torch.bfloat16, device="cuda")
+    fastdispatch.scaled_mm(a, b, sa, sb, out=out)   # warm up: compile outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fastdispatch.scaled_mm(a, b, sa, sb, out=out)
+    expected = out.clone()
+    out.fill_(float("nan"))
+    a.copy_((torch.randn(128, 1024, device="cuda") * 0.5).to(FP8))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert rel_err(out, fp64_reference(a, b, sa, sb)) < BF16_REL_TOL
+    assert not torch.equal(out, expected)  # it really recomputed from the new A
