@@ -14,12 +14,15 @@ arguments); compiled binaries are per (arch, config, bias) and per process.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 
 import torch
 
 from fastdispatch import _stats as stats, keys
 from fastdispatch.dispatcher import MODE_CALL, Dispatcher
+
+log = logging.getLogger("fastdispatch")
 
 FP8 = torch.float8_e4m3fn
 KERNEL_OUT_DTYPES = (torch.bfloat16,)
@@ -156,6 +159,14 @@ def _call_torch(a, b, scale_a, scale_b, out, bias):
     return out
 
 
+def _call_reference(a, b, scale_a, scale_b, out, bias):
+    return out.copy_(reference(a, b, scale_a, scale_b, bias, out.dtype))
+
+
+class _UseTorch(Exception):
+    """This problem goes to torch._scaled_mm (the reason is the message)."""
+
+
 class _ScaledMmDispatcher(Dispatcher):
     """Key (shapes, strides, dtypes, alignment, device) -> the kernel call for that problem."""
 
@@ -164,22 +175,32 @@ class _ScaledMmDispatcher(Dispatcher):
 
     def make_entry(self, args, words):
         a, b, scale_a, scale_b, out, bias = args
-        m, k = a.shape
-        n = b.shape[1]
         cap = torch.cuda.get_device_capability(a.device) if a.device.type == "cuda" else None
         variant = variant_for(cap)
-        if variant in ("sm90", "sm100") and out.dtype in KERNEL_OUT_DTYPES:
-            config = config_for(variant, m, n, k)
-            fn = functools.partial(_call_kernel, _compiled(variant, config, bias is not None))
-            info = {"variant": variant, "config": config}
-        elif variant == "reference":
-            fn = lambda a, b, sa, sb, out, bias: out.copy_(reference(a, b, sa, sb, bias, out.dtype))  # noqa: E731
-            info = {"variant": "reference"}
+        if variant == "reference":
+            fn, info = _call_reference, {"variant": "reference"}
+        elif variant == "torch":
+            fn, info = _call_torch, {"variant": "torch._scaled_mm"}
         else:
-            fn = _call_torch
-            info = {"variant": "torch._scaled_mm"}
+            try:
+                fn, info = self._cute_call(variant, a.shape[0], b.shape[1], a.shape[1], out, bias)
+            except _UseTorch as why:
+                fn, info = _call_torch, {"variant": "torch._scaled_mm", "fallback": str(why)}
+                stats.record_fallback(f"scaled_mm: {why}")
+                log.warning("fastdispatch: scaled_mm on %s uses torch._scaled_mm: %s", variant, why)
         stats.record(f"scaled_mm_{info['variant']}")
         return keys.Entry(words, MODE_CALL, fn=fn, slow=lambda args: fn(*args), info=info)
+
+    @staticmethod
+    def _cute_call(variant, m, n, k, out, bias):
+        if out.dtype not in KERNEL_OUT_DTYPES:
+            raise _UseTorch(f"out_dtype {out.dtype} (the CuTe kernels write bf16)")
+        try:
+            config = config_for(variant, m, n, k)
+            raw = _compiled(variant, config, bias is not None)
+        except ImportError as exc:   # nvidia-cutlass-dsl missing: cuBLAS still serves
+            raise _UseTorch(f"CuTe DSL unavailable ({exc})") from exc
+        return functools.partial(_call_kernel, raw), {"variant": variant, "config": config}
 
 
 _dispatcher = None
