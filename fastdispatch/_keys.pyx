@@ -121,6 +121,13 @@ cdef enum:
     MODE_CALL = 2
     MODE_SLOW = 3
 
+# Python-visible copies of the enums above (tests check them against _keys_py's constants).
+WORD_TAGS = {"T_NARGS": T_NARGS, "T_TENSOR": T_TENSOR, "T_INT": T_INT, "T_FLOAT": T_FLOAT,
+             "T_BOOL": T_BOOL, "T_NONE": T_NONE, "T_CONST": T_CONST, "T_OBJ": T_OBJ,
+             "T_KNOBS": T_KNOBS, "T_ALIGN": T_ALIGN}
+ENTRY_MODES = {"MODE_NULL": MODE_NULL, "MODE_DRIVER": MODE_DRIVER, "MODE_CALL": MODE_CALL,
+               "MODE_SLOW": MODE_SLOW}
+
 cdef enum:
     K_DLCUDA = 2
 
@@ -219,9 +226,11 @@ cdef inline int _int_class(object obj, uint64_t* slot, uint64_t* word) except -1
         else:
             cls = 4 if v % 16 == 0 else 5
     elif overflow > 0:
-        u = PyLong_AsUnsignedLongLong(obj)
-        if u == <unsigned long long>-1 and PyErr_Occurred():
-            PyErr_Clear()
+        # Cython declares PyLong_AsUnsignedLongLong `except? -1`, so it raises on its own:
+        # catch the OverflowError here (2**64 - 1 itself returns -1 without an error).
+        try:
+            u = PyLong_AsUnsignedLongLong(obj)
+        except OverflowError:
             return 0   # beyond u64: not a fast argument
         slot[0] = u
         cls = 6 if u % 16 == 0 else 7
