@@ -1,0 +1,653 @@
+"""Hopper (sm_90a, WGMMA) fp8 e4m3 GEMM with rowwise scales, in CuTe DSL (per key).
+
+    out[m, n] = bf16((A[m, :] @ Bt[n, :]) * scale_a[m] * scale_b[n] (+ bias[n]))
+
+A e4m3 [M, K] row-major, Bt e4m3 [N, K] row-major (B K-major: ``b.t()`` of torch._scaled_mm's
+column-major B; Hopper fp8 WGMMA reads both operands K-major only), scale_a fp32 [M], scale_b
+fp32 [N], optional bias bf16 [N], out bf16 [M, N] row-major. Accumulation in fp32 registers;
+both scales (and the bias) are applied in fp32 before the one bf16 rounding.
+
+Tensorwise scales: the kernel always reads one scale per row of A and per row of Bt; a caller
+with tensorwise (one-element) scales passes them expanded to contiguous [M] and [N] vectors
+(``api._call_kernel`` does this). Contiguous, not stride-0 views: the binary assumes unit stride.
+
+Structure (one CTA per SM, clusters of ``cluster_m x cluster_n`` CTAs):
+- persistent: the grid holds ``num_sms // cluster size`` clusters that walk the output tiles
+  in our own static, L2-grouped order (`_tile_coords`), the same in every role;
+- warp specialization: warpgroup 0 is the producer (warp 0 issues the TMA loads of A and Bt,
+  multicast across the cluster where ``cluster_m/n > 1``; its registers are given to the
+  consumers with ``setmaxnreg``), warpgroups 1..``consumer_wgs`` issue WGMMA and run the
+  epilogue; the consumers split the tile along M (64 or 128 rows each);
+- a ``stages``-deep A/B SMEM ring (`PipelineTmaAsync`); the consumer keeps one k-tile of
+  WGMMAs in flight (``wgmma.wait_group 1``) and frees a stage once the MMAs reading it retired;
+- epilogue: the fp32 accumulator is scaled in place (row scale x column scale, + bias) with
+  coordinates from an identity tensor partitioned like the accumulator, then either staged
+  through SMEM (``stmatrix``) and written with TMA stores in ``tile_m x epi_n`` subtiles (the
+  normal path; TMA clips partial tiles), or written with predicated stores (``swap_ab``).
+
+Small M (decode, M <= 128) is bandwidth-bound on B: ``swap_ab`` computes out^T = Bt @ A^T so
+that N fills the MMA's 64-row side and M (8..128) its N side; the grid then has N / 64 tiles.
+
+Requirements on the arguments (the dispatcher checks them, the binary assumes them): 16-byte
+aligned data pointers, contiguous row-major tensors, K % 16 == 0, N % 8 == 0, M, N, K >= 1.
+One binary per (config, bias) serves every M/N/K.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+import cutlass
+import cutlass.cute as cute
+import cutlass.pipeline as pipeline
+from cutlass.cute.nvgpu import cpasync, warpgroup
+from cutlass.cute.runtime import make_fake_compact_tensor, make_fake_stream
+from cutlass.pipeline import pipeline_init_arrive, pipeline_init_wait
+from cutlass.utils import SmemAllocator
+
+__all__ = [
+    "Sm90Config",
+    "compile_sm90",
+    "default_config",
+    "max_stages",
+    "ptx_sm90",
+    "raw_callable",
+    "smem_bytes",
+]
+
+ARCH = "sm_90a"
+#: Dynamic SMEM one CTA may use on H100 (227 KB).
+SMEM_CAPACITY = 232448
+#: Reserved for the mbarriers and alignment padding.
+SMEM_RESERVED = 1024
+#: Streaming multiprocessors of an H100 SXM (sizes the persistent grid).
+H100_SMS = 132
+
+# cute.compile is not thread-safe (shared MLIR context and DSL singletons).
+_COMPILE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Sm90Config:
+    """Compile-time configuration of the sm_90a scaled_mm kernel (hashable: a cache key).
+
+    Tile sizes are in the kernel's own MMA terms: ``tile_m`` rows of the first operand (A, or
+    Bt when ``swap_ab``) by ``tile_n`` rows of the second (Bt, or A), ``tile_k`` deep.
+
+    - ``tile_m``: 64 or 128 per consumer warpgroup times ``consumer_wgs`` (at most 128 rows
+      per warpgroup: the accumulator lives in registers).
+    - ``tile_n``: a multiple of 8 in [8, 256] (WGMMA N); a multiple of ``epi_n`` unless
+      ``swap_ab``.
+    - ``tile_k``: 64 or 128 (one 128-byte swizzle row of fp8 at 128).
+    - ``consumer_wgs``: WGMMA warpgroups (1 or 2); they split ``tile_m``.
+    - ``stages``: A/B ring depth; ``None`` = as many as fit in SMEM (`max_stages`).
+    - ``cluster_m, cluster_n``: cluster shape; ``cluster_n > 1`` multicasts A tiles along N,
+      ``cluster_m > 1`` multicasts B tiles along M.
+    - ``swap_ab``: compute out^T = Bt @ A^T (small M): epilogue with predicated stores.
+    - ``epi_n``: columns per TMA-store subtile (normal path), ``epi_stages`` its SMEM buffers.
+    - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
+    - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
+    """
+
+    tile_m: int = 128
+    tile_n: int = 256
+    tile_k: int = 128
+    consumer_wgs: int = 2
+    stages: Optional[int] = None
+    cluster_m: int = 1
+    cluster_n: int = 1
+    swap_ab: bool = False
+    epi_n: int = 32
+    epi_stages: int = 2
+    group_m: int = 8
+    num_sms: int = H100_SMS
+
+    def __post_init__(self):
+        errs = []
+        if self.consumer_wgs not in (1, 2):
+            errs.append("consumer_wgs must be 1 or 2")
+        elif self.tile_m % self.consumer_wgs or self.tile_m // self.consumer_wgs not in (64, 128):
+            errs.append("tile_m // consumer_wgs must be 64 or 128")
+        if not (8 <= self.tile_n <= 256 and self.tile_n % 8 == 0):
+            errs.append("tile_n must be a multiple of 8 in [8, 256]")
+        if self.tile_k not in (64, 128):
+            errs.append("tile_k must be 64 or 128")
+        for c in (self.cluster_m, self.cluster_n):
+            if c < 1 or c & (c - 1):
+                errs.append("cluster_m and cluster_n must be powers of two")
+        if self.cluster_m * self.cluster_n > 4:
+            errs.append("cluster size must be <= 4")
+        if not self.swap_ab and self.tile_m != 64 * self.consumer_wgs:
+            errs.append("the TMA-store epilogue (swap_ab=False) needs 64 rows per consumer warpgroup")
+        if not self.swap_ab and (self.epi_n not in (16, 32, 64) or self.tile_n % self.epi_n):
+            errs.append("epi_n must be 16, 32 or 64 and divide tile_n")
+        if self.epi_stages < 1 or self.group_m < 1 or self.num_sms < self.cluster_m * self.cluster_n:
+            errs.append("epi_stages, group_m >= 1 and num_sms >= cluster size")
+        if self.stages is not None and self.stages < 2:
+            errs.append("stages must be >= 2")
+        if errs:
+            raise ValueError(f"invalid Sm90Config {self}: " + "; ".join(errs))
+
+    def resolved(self) -> "Sm90Config":
+        """This config with ``stages`` filled in (and checked against the SMEM budget)."""
+        most = max_stages(self)
+        if self.stages is None:
+            return dataclasses.replace(self, stages=most)
+        if self.stages > most:
+            raise ValueError(f"stages={self.stages} does not fit in SMEM (at most {most})")
+        return self
+
+
+def _stage_bytes(cfg: Sm90Config) -> int:
+    return (cfg.tile_m + cfg.tile_n) * cfg.tile_k  # 1 byte per e4m3 element
+
+
+def _epilogue_bytes(cfg: Sm90Config) -> int:
+    return 0 if cfg.swap_ab else cfg.epi_stages * cfg.tile_m * cfg.epi_n * 2  # bf16 staging
+
+
+def max_stages(config: Sm90Config) -> int:
+    """Deepest A/B ring that fits the SMEM budget (232448 B per CTA on H100, minus the epilogue
+    staging and 1 KB for barriers): 4 at 128x256x128, 8 at 128x128x128."""
+    free = SMEM_CAPACITY - SMEM_RESERVED - _epilogue_bytes(config)
+    return free // _stage_bytes(config)
+
+
+def smem_bytes(config: Sm90Config) -> int:
+    """SMEM one CTA uses for ``config`` (ring + epilogue staging + reserved barrier space)."""
+    cfg = config.resolved()
+    return cfg.stages * _stage_bytes(cfg) + _epilogue_bytes(cfg) + SMEM_RESERVED
+
+
+#: Shipped configs: (name, config). `default_config` picks among them; tests compile each.
+LARGE = Sm90Config(tile_m=128, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2)
+MEDIUM = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2)
+
+
+def _small_m_config(m: int) -> Sm90Config:
+    # N side 64 rows per tile (N=8192 -> 128 CTAs streaming Bt), M side rounded up to the
+    # WGMMA N granularity; deep ring: the kernel is bound by how much of Bt is in flight.
+    tile_n = 16 if m <= 16 else (32 if m <= 32 else (64 if m <= 64 else 128))
+    return Sm90Config(tile_m=64, tile_n=tile_n, tile_k=128, consumer_wgs=1, swap_ab=True)
+
+
+def shipped_configs() -> dict[str, Sm90Config]:
+    """Every config `default_config` can return, by name (what the tests compile)."""
+    return {
+        "large": LARGE,
+        "medium": MEDIUM,
+        **{f"small_m{m}": _small_m_config(m) for m in (16, 32, 64, 128)},
+    }
+
+
+def default_config(m: int, n: int, k: int) -> Sm90Config:
+    """The config for an M x N x K problem (a small table, measured on the lent H100):
+    M <= 128 -> swap-AB with the M side rounded up to 16/32/64/128; otherwise 128x256x128
+    with a 2x1 cluster (B multicast) when that makes at least one wave of tiles, else
+    128x128x128 (more tiles for small problems)."""
+    del k
+    if m <= 128:
+        return _small_m_config(m).resolved()
+    tiles_large = -(-m // 128) * -(-n // 256)
+    return (LARGE if tiles_large >= H100_SMS else MEDIUM).resolved()
+
+
+# ---------------------------------------------------------------------------------------
+# The kernel
+# ---------------------------------------------------------------------------------------
+
+Float32, Int32 = cutlass.Float32, cutlass.Int32
+
+
+class ScaledMmSm90:
+    """One compiled variant: a resolved `Sm90Config` plus has_bias. Entry points `run` /
+    `run_bias` (traced by cute.compile), device code in `kernel` and the epilogues."""
+
+    def __init__(self, cfg: Sm90Config, has_bias: bool):
+        self.cfg = cfg
+        self.has_bias = has_bias
+        self.ab_dtype = cutlass.Float8E4M3FN
+        self.acc_dtype = Float32
+        self.c_dtype = cutlass.BFloat16
+        self.tiler = (cfg.tile_m, cfg.tile_n, cfg.tile_k)
+        self.epi_tile = (cfg.tile_m, cfg.epi_n)
+        self.cluster_mn = (cfg.cluster_m, cfg.cluster_n)
+        self.max_clusters = cfg.num_sms // (cfg.cluster_m * cfg.cluster_n)
+        self.consumer_threads = 128 * cfg.consumer_wgs
+        self.threads = 128 + self.consumer_threads
+        # setmaxnreg budgets (65536 registers per SM): the producer warpgroup keeps 40, the
+        # consumers take the rest (232 with two consumer warpgroups: 40*128 + 232*256 <= 64K).
+        self.producer_regs = 40
+        self.consumer_regs = 232 if cfg.consumer_wgs == 2 else 240
+        self.epi_bar_id = 1
+
+    def __repr__(self):
+        # Goes into the kernel's symbol name (profiles, PTX): stable and descriptive.
+        c = self.cfg
+        return (
+            f"scaled_mm_sm90_{c.tile_m}x{c.tile_n}x{c.tile_k}_w{c.consumer_wgs}_c{c.cluster_m}x{c.cluster_n}"
+            f"_s{c.stages}{'_swap' if c.swap_ab else ''}{'_bias' if self.has_bias else ''}"
+        )
+
+    # -- host side (traced once per compile) ------------------------------------------
+
+    def _tiled_mma(self):
+        cfg = self.cfg
+        op = warpgroup.MmaF8Op(
+            self.ab_dtype,
+            self.ab_dtype,
+            self.acc_dtype,
+            (64, cfg.tile_n, 32),
+            warpgroup.OperandSource.SMEM,
+            warpgroup.OperandMajorMode.K,
+            warpgroup.OperandMajorMode.K,
+        )
+        # Consumer warpgroups stacked along M; a warpgroup with 128 rows runs 2 m64 atoms.
+        return cute.make_tiled_mma(cute.make_mma_atom(op), (cfg.consumer_wgs, 1, 1))
+
+    def _ab_smem_layout(self, rows: int):
+        kind = (
+            warpgroup.SmemLayoutAtomKind.K_SW128 if self.cfg.tile_k == 128 else warpgroup.SmemLayoutAtomKind.K_SW64
+        )
+        atom = warpgroup.make_smem_layout_atom(kind, self.ab_dtype)
+        return cute.tile_to_shape(atom, (rows, self.cfg.tile_k, self.cfg.stages), order=(0, 1, 2))
+
+    def _c_smem_layout(self):
+        # bf16 row-major subtile: epi_n * 2 bytes per row picks the swizzle (64 -> 128 B).
+        kind = {
+            16: warpgroup.SmemLayoutAtomKind.K_SW32,
+            32: warpgroup.SmemLayoutAtomKind.K_SW64,
+            64: warpgroup.SmemLayoutAtomKind.K_SW128,
+        }[self.cfg.epi_n]
+        atom = warpgroup.make_smem_layout_atom(kind, self.c_dtype)
+        return cute.tile_to_shape(atom, (*self.epi_tile, self.cfg.epi_stages), order=(0, 1, 2))
+
+    @cute.jit
+    def run(self, a, bt, scale_a, scale_b, out, stream):
+        """Entry without bias: fn(a, bt, scale_a, scale_b, out)."""
+        self._launch(a, bt, scale_a, scale_b, out, None, stream)
+
+    @cute.jit
+    def run_bias(self, a, bt, scale_a, scale_b, out, bias, stream):
+        """Entry with bias: fn(a, bt, scale_a, scale_b, out, bias)."""
+        self._launch(a, bt, scale_a, scale_b, out, bias, stream)
+
+    @cute.jit
+    def _launch(self, a, bt, scale_a, scale_b, out, bias, stream):
+        cfg = self.cfg
+        m, n = out.shape
+        if cutlass.const_expr(cfg.swap_ab):
+            # out^T = Bt @ A^T: the MMA's rows are out's columns. The transposed view of out
+            # is written with plain stores; scale_b scales its rows, scale_a its columns.
+            mP, mQ, row_scale, col_scale = bt, a, scale_b, scale_a
+            mC = cute.make_tensor(out.iterator, cute.make_layout((n, m), stride=(1, n)))
+        else:
+            mP, mQ, row_scale, col_scale = a, bt, scale_a, scale_b
+            mC = out
+        tiled_mma = self._tiled_mma()
+        cta_layout_mnk = cute.make_layout((*self.cluster_mn, 1))
+        a_smem = self._ab_smem_layout(cfg.tile_m)
+        b_smem = self._ab_smem_layout(cfg.tile_n)
+        a_smem_one = cute.slice_(a_smem, (None, None, 0))
+        b_smem_one = cute.slice_(b_smem, (None, None, 0))
+        tx_bytes = cute.size_in_bytes(self.ab_dtype, a_smem_one) + cute.size_in_bytes(self.ab_dtype, b_smem_one)
+        # max_stages() sized the ring in plain Python; hold it to the real layouts.
+        assert tx_bytes == _stage_bytes(cfg), tx_bytes
+
+        # A tiles are shared by the cluster's CTAs along N, B tiles by those along M: each CTA
+        # loads its 1/cluster slice and multicasts it.
+        def g2s(mcast):
+            return cpasync.CopyBulkTensorTileG2SMulticastOp() if mcast > 1 else cpasync.CopyBulkTensorTileG2SOp()
+
+        tma_atom_a, tma_a = cpasync.make_tiled_tma_atom(
+            g2s(cfg.cluster_n), mP, a_smem_one, (cfg.tile_m, cfg.tile_k), num_multicast=cfg.cluster_n
+        )
+        tma_atom_b, tma_b = cpasync.make_tiled_tma_atom(
+            g2s(cfg.cluster_m), mQ, b_smem_one, (cfg.tile_n, cfg.tile_k), num_multicast=cfg.cluster_m
+        )
+        tma_atom_c, tma_c, c_smem = None, mC, None
+        if cutlass.const_expr(not cfg.swap_ab):
+            c_smem = self._c_smem_layout()
+            assert cute.size_in_bytes(self.c_dtype, c_smem) == _epilogue_bytes(cfg)
+            tma_atom_c, tma_c = cpasync.make_tiled_tma_atom(
+                cpasync.CopyBulkTensorTileS2GOp(), mC, cute.slice_(c_smem, (None, None, 0)), self.epi_tile
+            )
+
+        rows, cols = mC.shape
+        tiles_m = (rows + cfg.tile_m * cfg.cluster_m - 1) // (cfg.tile_m * cfg.cluster_m)
+        tiles_n = (cols + cfg.tile_n * cfg.cluster_n - 1) // (cfg.tile_n * cfg.cluster_n)
+        num_clusters = cutlass.min(tiles_m * tiles_n, self.max_clusters)
+
+        self.kernel(
+            tiled_mma, tma_atom_a, tma_a, tma_atom_b, tma_b, tma_atom_c, tma_c,
+            row_scale, col_scale, bias, cta_layout_mnk, a_smem, b_smem, c_smem,
+            tiles_m, tiles_n, tx_bytes,
+        ).launch(
+            grid=(cfg.cluster_m, cfg.cluster_n, num_clusters),
+            block=[self.threads, 1, 1],
+            cluster=(cfg.cluster_m, cfg.cluster_n, 1),
+            min_blocks_per_mp=1,
+            stream=stream,
+        )
+
+    # -- device side ------------------------------------------------------------------
+
+    @cute.jit
+    def _tile_coords(self, tile, tiles_m, tiles_n, cluster_coord):
+        """Linear cluster-tile index -> this CTA's tile (m, n): L2 groups of `group_m` cluster
+        rows, walked column by column inside a group (every role computes the same)."""
+        group = self.cfg.group_m * tiles_n
+        first_m = (tile // group) * self.cfg.group_m
+        rows = cutlass.min(tiles_m - first_m, self.cfg.group_m)
+        in_group = tile % group
+        cm = first_m + in_group % rows
+        cn = in_group // rows
+        return cm * self.cfg.cluster_m + cluster_coord[0], cn * self.cfg.cluster_n + cluster_coord[1]
+
+    @cute.kernel
+    def kernel(
+        self,
+        tiled_mma: cute.TiledMma,
+        tma_atom_a: cute.CopyAtom,
+        mA: cute.Tensor,
+        tma_atom_b: cute.CopyAtom,
+        mB: cute.Tensor,
+        tma_atom_c: Optional[cute.CopyAtom],
+        mC: cute.Tensor,
+        mRowScale: cute.Tensor,
+        mColScale: cute.Tensor,
+        mBias: Optional[cute.Tensor],
+        cta_layout_mnk: cute.Layout,
+        a_smem: cute.ComposedLayout,
+        b_smem: cute.ComposedLayout,
+        c_smem: Optional[cute.ComposedLayout],
+        tiles_m: Int32,
+        tiles_n: Int32,
+        tx_bytes: cutlass.Constexpr,
+    ):
+        cfg = self.cfg
+        tidx, _, _ = cute.arch.thread_idx()
+        warp_idx = cute.arch.make_warp_uniform(cute.arch.warp_idx())
+        wg_idx = cute.arch.make_warp_uniform(tidx // 128)
+        # Hoisted once: this CTA's place in its cluster and the persistent walk.
+        cta_rank = cute.arch.make_warp_uniform(cute.arch.block_idx_in_cluster())
+        cluster_coord = cta_layout_mnk.get_flat_coord(cta_rank)
+        _, _, cluster_id = cute.arch.block_idx()
+        _, _, num_clusters = cute.arch.grid_dim()
+        num_tiles = tiles_m * tiles_n
+
+        if warp_idx == 0:
+            cpasync.prefetch_descriptor(tma_atom_a)
+            cpasync.prefetch_descriptor(tma_atom_b)
+            if cutlass.const_expr(not cfg.swap_ab):
+                cpasync.prefetch_descriptor(tma_atom_c)
+
+        @cute.struct
+        class SharedStorage:
+            ab_mbar: cute.struct.MemRange[cutlass.Int64, cfg.stages * 2]
+
+        smem = SmemAllocator()
+        storage = smem.allocate(SharedStorage)
+        # A stage is free once every consumer warp of every CTA that reads it (this CTA and
+        # the multicast peers that received the same tiles) has arrived on its empty barrier.
+        ab_pipe = pipeline.PipelineTmaAsync.create(
+            barrier_storage=storage.ab_mbar.data_ptr(),
+            num_stages=cfg.stages,
+            producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread),
+            consumer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, self.consumer_threads),
+            tx_count=tx_bytes,
+            cta_layout_vmnk=cute.make_layout((1, *cta_layout_mnk.shape)),
+            enable_multicast_signaling=True,
+            defer_sync=True,
+        )
+        pipeline_init_arrive(cluster_shape_mn=self.cluster_mn, is_relaxed=True)
+
+        sA = smem.allocate_tensor(self.ab_dtype, a_smem.outer, byte_alignment=1024, swizzle=a_smem.inner)
+        sB = smem.allocate_tensor(self.ab_dtype, b_smem.outer, byte_alignment=1024, swizzle=b_smem.inner)
+
+        gA = cute.local_tile(mA, (cfg.tile_m, cfg.tile_k), (None, None))  # (TM, TK, RestM, RestK)
+        gB = cute.local_tile(mB, (cfg.tile_n, cfg.tile_k), (None, None))
+        k_tiles = cute.size(gA, mode=[3])
+        tAsA, tAgA = cpasync.tma_partition(
+            tma_atom_a,
+            cluster_coord[1],
+            cute.make_layout(cute.slice_(cta_layout_mnk, (0, None, 0)).shape),
+            cute.group_modes(sA, 0, 2),
+            cute.group_modes(gA, 0, 2),
+        )
+        tBsB, tBgB = cpasync.tma_partition(
+            tma_atom_b,
+            cluster_coord[0],
+            cute.make_layout(cute.slice_(cta_layout_mnk, (None, 0, 0)).shape),
+            cute.group_modes(sB, 0, 2),
+            cute.group_modes(gB, 0, 2),
+        )
+
+        pipeline_init_wait(cluster_shape_mn=self.cluster_mn)
+
+        # ---------------- producer warpgroup: warp 0 issues every TMA load ----------------
+        if wg_idx == 0:
+            cute.arch.setmaxregister_decrease(self.producer_regs)
+            if warp_idx == 0:
+                a_mcast = Int32(0)
+                b_mcast = Int32(0)
+                if cutlass.const_expr(cfg.cluster_n > 1):
+                    a_mcast = cute.make_layout_image_mask(cta_layout_mnk, cluster_coord, mode=1)
+                if cutlass.const_expr(cfg.cluster_m > 1):
+                    b_mcast = cute.make_layout_image_mask(cta_layout_mnk, cluster_coord, mode=0)
+                state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, cfg.stages)
+                tile = cluster_id
+                while tile < num_tiles:
+                    tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
+                    tAgA_t = tAgA[(None, tm, None)]
+                    tBgB_t = tBgB[(None, tn, None)]
+                    for k in cutlass.range(k_tiles, unroll=1):
+                        # Blocking acquire: the first `stages` iterations fill the ring.
+                        ab_pipe.producer_acquire(state)
+                        bar = ab_pipe.producer_get_barrier(state)
+                        cute.copy(tma_atom_a, tAgA_t[(None, k)], tAsA[(None, state.index)],
+                                  tma_bar_ptr=bar, mcast_mask=a_mcast)
+                        cute.copy(tma_atom_b, tBgB_t[(None, k)], tBsB[(None, state.index)],
+                                  tma_bar_ptr=bar, mcast_mask=b_mcast)
+                        state.advance()
+                    tile += num_clusters
+                ab_pipe.producer_tail(state)
+
+        # ---------------- consumer warpgroups: WGMMA + epilogue --------------------------
+        if wg_idx > 0:
+            cute.arch.setmaxregister_increase(self.consumer_regs)
+            ctidx = tidx - 128
+            # A/B descriptors are per warpgroup (slice at its first thread); the accumulator
+            # coordinates are per thread (slice at this thread).
+            thr_mma = tiled_mma.get_slice((wg_idx - 1) * 128)
+            tCrA = tiled_mma.make_fragment_A(thr_mma.partition_A(sA))
+            tCrB = tiled_mma.make_fragment_B(thr_mma.partition_B(sB))
+            tCcC = tiled_mma.get_slice(ctidx).partition_C(cute.make_identity_tensor((cfg.tile_m, cfg.tile_n)))
+            acc = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
+            num_kblocks = cute.size(tCrA, mode=[2])
+
+            epi = None
+            if cutlass.const_expr(not cfg.swap_ab):
+                epi = self._tma_epilogue_setup(ctidx, tiled_mma, acc, tma_atom_c, mC, c_smem, smem)
+
+            read = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, cfg.stages)
+            release = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, cfg.stages)
+            n_done = Int32(0)
+            tile = cluster_id
+            while tile < num_tiles:
+                tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
+                acc.fill(0.0)
+                tiled_mma.set(warpgroup.Field.ACCUMULATE, True)
+                warpgroup.fence()
+                for k in cutlass.range(k_tiles, unroll=1):
+                    ab_pipe.consumer_wait(read)
+                    for kb in cutlass.range_constexpr(num_kblocks):
+                        crd = (None, None, kb, read.index)
+                        cute.gemm(tiled_mma, acc, tCrA[crd], tCrB[crd], acc)
+                    warpgroup.commit_group()
+                    # One k-tile of WGMMAs stays in flight; the one before it has retired, so
+                    # its stage can go back to the producer.
+                    warpgroup.wait_group(1)
+                    if k > 0:
+                        ab_pipe.consumer_release(release)
+                        release.advance()
+                    read.advance()
+                warpgroup.wait_group(0)
+                ab_pipe.consumer_release(release)
+                release.advance()
+
+                self._scale(acc, tCcC, tm, tn, mRowScale, mColScale, mBias)
+                if cutlass.const_expr(cfg.swap_ab):
+                    self._store_epilogue(acc, tCcC, tm, tn, mC)
+                else:
+                    self._tma_epilogue(epi, acc, tm, tn, n_done, warp_idx)
+                n_done += 1
+                tile += num_clusters
+            if cutlass.const_expr(not cfg.swap_ab):
+                epi[-1].producer_tail()
+
+    @cute.jit
+    def _scale(self, acc, tCcC, tm, tn, mRowScale, mColScale, mBias):
+        """acc *= row_scale[r] * col_scale[c] (+ bias), in fp32, over the whole fragment.
+        Coordinates past the problem are clamped (those values are never stored), so the
+        loads need no predicates; repeated rows/columns are loaded once (CSE)."""
+        cfg = self.cfg
+        rows = mRowScale.shape[0]
+        cols = mColScale.shape[0]
+        r0 = tm * cfg.tile_m
+        c0 = tn * cfg.tile_n
+        for i in cutlass.range_constexpr(cute.size(acc)):
+            r, c = tCcC[i]
+            r = cutlass.min(r0 + r, rows - 1)
+            c = cutlass.min(c0 + c, cols - 1)
+            v = acc[i] * mRowScale[r] * mColScale[c]
+            if cutlass.const_expr(self.has_bias):
+                v = v + Float32(mBias[r if cfg.swap_ab else c])
+            acc[i] = v
+
+    @cute.jit
+    def _store_epilogue(self, acc, tCcC, tm, tn, mC):
+        """Predicated bf16 stores straight from registers (swap-AB: out is tiny next to Bt)."""
+        cfg = self.cfg
+        rows, cols = mC.shape
+        r0 = tm * cfg.tile_m
+        c0 = tn * cfg.tile_n
+        for i in cutlass.range_constexpr(cute.size(acc)):
+            r, c = tCcC[i]
+            if r0 + r < rows and c0 + c < cols:
+                mC[(r0 + r, c0 + c)] = acc[i].to(self.c_dtype)
+
+    @cute.jit
+    def _tma_epilogue_setup(self, ctidx, tiled_mma, acc, tma_atom_c, mC, c_smem, smem):
+        """Per-CTA epilogue state: the stmatrix copy, its views of SMEM and of the accumulator,
+        the TMA-store partition of out and the store pipeline."""
+        sC = smem.allocate_tensor(self.c_dtype, c_smem.outer, byte_alignment=1024, swizzle=c_smem.inner)
+        stm = cute.make_copy_atom(cute.nvgpu.warp.StMatrix8x8x16bOp(False, 4), self.c_dtype)
+        r2s = cute.make_tiled_copy_S(stm, cute.make_tiled_copy_C_atom(stm, tiled_mma))
+        thr_r2s = r2s.get_slice(ctidx)
+        tRS_sC = thr_r2s.partition_D(sC)  # (R2S, R2S_M, R2S_N, EPI_STAGE)
+        tRS_rAcc = r2s.retile(acc)  # the accumulator in stmatrix order, subtile after subtile
+        sub_shape = cute.shape(thr_r2s.partition_S(sC))[:3]
+        tRS_rC = cute.make_rmem_tensor(sub_shape, self.c_dtype)
+        gC = cute.local_tile(mC, (self.cfg.tile_m, self.cfg.tile_n), (None, None))  # (TM, TN, RestM, RestN)
+        gC_epi = cute.flat_divide(gC, self.epi_tile)  # (EPI_M, EPI_N, 1, SUB, RestM, RestN)
+        bSG_sC, bSG_gC = cpasync.tma_partition(
+            tma_atom_c, 0, cute.make_layout(1), cute.group_modes(sC, 0, 2), cute.group_modes(gC_epi, 0, 2)
+        )
+        c_pipe = pipeline.PipelineTmaStore.create(
+            num_stages=self.cfg.epi_stages,
+            producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, self.consumer_threads),
+        )
+        return tRS_sC, tRS_rAcc, tRS_rC, r2s, bSG_sC, bSG_gC, tma_atom_c, c_pipe
+
+    @cute.jit
+    def _tma_epilogue(self, epi, acc, tm, tn, n_done, warp_idx):
+        """Scaled accumulator -> bf16 -> SMEM (stmatrix) -> TMA store, one tile_m x epi_n
+        subtile at a time through `epi_stages` buffers (TMA clips partial tiles)."""
+        cfg = self.cfg
+        tRS_sC, tRS_rAcc, tRS_rC, r2s, bSG_sC, bSG_gC, tma_atom_c, c_pipe = epi
+        epi_bar = pipeline.NamedBarrier(barrier_id=self.epi_bar_id, num_threads=self.consumer_threads)
+        subtiles = cfg.tile_n // cfg.epi_n
+        per_sub = cute.size(tRS_rC)
+        for s in cutlass.range_constexpr(subtiles):
+            for v in cutlass.range_constexpr(per_sub):
+                tRS_rC[v] = tRS_rAcc[s * per_sub + v].to(self.c_dtype)
+            buf = (n_done * subtiles + s) % cfg.epi_stages
+            cute.copy(r2s, tRS_rC, tRS_sC[(None, None, None, buf)])
+            # Make the st.shared visible to the TMA (async proxy) before it reads.
+            cute.arch.fence_proxy("async.shared", space="cta")
+            epi_bar.arrive_and_wait()
+            if warp_idx == 4:
+                cute.copy(tma_atom_c, bSG_sC[(None, buf)], bSG_gC[(None, 0, s, tm, tn)])
+                c_pipe.producer_commit()
+                c_pipe.producer_acquire()
+            epi_bar.arrive_and_wait()
+
+
+def _fake_args(has_bias: bool):
+    # Symbolic sizes: one binary for every M/N/K. Divisibility is what TMA needs for 16-byte
+    # row strides (K fp8 elements, N bf16 elements).
+    m = cute.sym_int32(symbol="M")
+    n = cute.sym_int32(divisibility=8, symbol="N")
+    k = cute.sym_int32(divisibility=16, symbol="K")
+    row_major = dict(stride_order=(1, 0), assumed_align=16)
+    args = [
+        make_fake_compact_tensor(cutlass.Float8E4M3FN, (m, k), **row_major),  # a
+        make_fake_compact_tensor(cutlass.Float8E4M3FN, (n, k), **row_major),  # bt
+        make_fake_compact_tensor(cutlass.Float32, (m,), assumed_align=16),  # scale_a
+        make_fake_compact_tensor(cutlass.Float32, (n,), assumed_align=16),  # scale_b
+        make_fake_compact_tensor(cutlass.BFloat16, (m, n), **row_major),  # out
+    ]
+    if has_bias:
+        args.append(make_fake_compact_tensor(cutlass.BFloat16, (n,), assumed_align=16))
+    args.append(make_fake_stream(use_tvm_ffi_env_stream=True))
+    return args
+
+
+def _compile(config: Sm90Config, has_bias: bool, out_dtype: str, *, dump_dir: str | None):
+    if out_dtype != "bf16":
+        raise NotImplementedError(f"out_dtype={out_dtype!r}: only 'bf16' is implemented")
+    kern = ScaledMmSm90(config.resolved(), has_bias)
+    # --gpu-arch makes the compile independent of the local GPU (none needed).
+    opts = [f"--gpu-arch {ARCH}", "--enable-tvm-ffi"]
+    if dump_dir is not None:
+        opts += ["--keep-ptx", "--keep-cubin", f"--dump-dir {dump_dir}"]
+    entry = kern.run_bias if has_bias else kern.run
+    with _COMPILE_LOCK:
+        return cute.compile(entry, *_fake_args(has_bias), options=" ".join(opts))
+
+
+def compile_sm90(config: Sm90Config, *, has_bias: bool, out_dtype="bf16", keep_ptx: bool = False):
+    """Compile the kernel for sm_90a: one binary for all M/N/K, TVM-FFI enabled.
+
+    Call the result with torch tensors, on torch's current stream (graph capture works):
+    ``fn(a, bt, scale_a, scale_b, out)`` or, with ``has_bias``, ``fn(..., out, bias)``.
+    4.8.1 wraps it in a kwargs wrapper; `raw_callable` gives the positional fast path. See the
+    module docstring for the argument requirements. ``keep_ptx`` keeps the PTX and cubin
+    reachable as ``fn.__ptx__`` / ``fn.__cubin__``. Compiles under a process lock
+    (cute.compile is not thread-safe); compiling needs no GPU.
+    """
+    if keep_ptx:
+        # The DSL writes the artifacts to files and reads them back into the function.
+        with tempfile.TemporaryDirectory(prefix="fastdispatch_sm90_") as d:
+            return _compile(config, has_bias, out_dtype, dump_dir=d)
+    return _compile(config, has_bias, out_dtype, dump_dir=None)
+
+
+def raw_callable(compiled):
+    """The positional TVM-FFI function under `compile_sm90`'s kwargs wrapper (~0.36 us a call
+    on the lent H100, against several us through the wrapper)."""
+    return compiled.__tvm_ffi_object__()
+
+
+def ptx_sm90(config: Sm90Config, *, has_bias: bool = False) -> str:
+    """Compile for sm_90a (no GPU needed) and return the kernel's PTX."""
+    fn = compile_sm90(config, has_bias=has_bias, keep_ptx=True)
+    ptx = fn.__ptx__
+    if not ptx:
+        raise RuntimeError("cute.compile produced no PTX")
+    return ptx
