@@ -12,9 +12,14 @@ for step in $steps; do
     info) python3 -m fastdispatch info ;;
     keys) python3 -m fastdispatch bench keys ;;
     launch) python3 -m fastdispatch bench launch --json "$OUT/launch.json" --iterations 20000 --repeats 5 ;;
+    launchall) python3 bench/launch_all.py --json "$OUT/launch_all.json" ;;
+    probe) python3 bench/probe_hot_path.py ;;
+    coldstart) python3 -m fastdispatch bench coldstart ;;
+    scaledmm) python3 bench/bench_scaled_mm.py --json "$OUT/scaled_mm.json" ;;
+    gputests) python3 -m pytest tests -q -p no:cacheprovider -m "gpu" -x --timeout 600 2>&1 | tee "$OUT/gputests.log" | tail -40 ;;
     tests) python3 -m pytest tests -q -x -p no:cacheprovider -m "gpu" 2>&1 | tail -30 ;;
     alltests) python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tail -40 ;;
-    bench) python3 -m pytest bench -q -p no:cacheprovider --benchmark-only --benchmark-json "$OUT/bench.json" 2>&1 | tail -60 ;;
+    bench) python3 -m pytest bench -q -p no:cacheprovider -p fastdispatch.pytest_plugin --benchmark-only --benchmark-json "$OUT/bench.json" 2>&1 | tail -60 ;;
     *) echo "unknown step $step" ;;
   esac
 done

@@ -65,3 +65,6 @@ def clear_caches() -> None:
     if mod is not None:
         mod._files_by_key.clear()
         mod._loaded.clear()
+    cute = sys.modules.get("fastdispatch.backends.cute")
+    if cute is not None:
+        cute.clear_memory_cache()
