@@ -34,3 +34,53 @@ def private_cache_dir(tmp_path_factory):
     knobs.cache_dir = str(tmp_path_factory.mktemp("fastdispatch-cache"))
     yield knobs.cache_dir
     knobs.cache_dir = saved
+
+
+# -- key builders ---------------------------------------------------------------------------------
+# Every key test runs against both implementations (STYLE §5). `keys` configures both at import.
+from fastdispatch import keys as _keys_select  # noqa: E402,F401  (configures both builders)
+from fastdispatch import _keys_py  # noqa: E402
+
+try:
+    from fastdispatch import _keys as _keys_c
+except ImportError:  # the extension is not built: its half of the parametrization skips
+    _keys_c = None
+
+KEY_IMPLS = {"cython": _keys_c, "python": _keys_py}
+
+
+@pytest.fixture(params=sorted(KEY_IMPLS))
+def keys_impl(request):
+    """The key builder module under test: ``fastdispatch._keys`` or ``fastdispatch._keys_py``."""
+    module = KEY_IMPLS[request.param]
+    if module is None:
+        pytest.skip("fastdispatch._keys is not built (python setup.py build_ext --inplace)")
+    return module
+
+
+@pytest.fixture
+def fresh_cache_dir(tmp_path, monkeypatch):
+    """A cache directory of this test's own (on top of the session's private one)."""
+    path = tmp_path / "cache"
+    path.mkdir()
+    monkeypatch.setattr(knobs, "cache_dir", str(path))
+    return path
+
+
+class _StatsDelta:
+    """Growth of ``fastdispatch.stats()`` counters since creation (or the last ``reset()``)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.before = fastdispatch.stats()
+
+    def __call__(self, name):
+        return fastdispatch.stats().get(name, 0) - self.before.get(name, 0)
+
+
+@pytest.fixture
+def stats_delta():
+    """``stats_delta("compiles")``: how much a counter grew during this test."""
+    return _StatsDelta()
