@@ -52,7 +52,11 @@ def add2():
     return fastdispatch.triton_kernel(ADD_KERNELS[2], grid=add_grid, constexprs={"BLOCK": BLOCK})
 
 
-@pytest.mark.skipif(keys.IMPLEMENTATION != "cython", reason="direct launches need the compiled key builder")
+needs_cython = pytest.mark.skipif(keys.IMPLEMENTATION != "cython",
+                                  reason="direct launches need the compiled key builder")
+
+
+@needs_cython
 def test_fast_path_by_default(no_gpu_needed):
     """With every check passing, make_entry primes a direct-launch (MODE_DRIVER) entry."""
     t = x()
@@ -96,6 +100,7 @@ def test_python_key_builder_gives_slow_entries(no_gpu_needed, monkeypatch):
     assert no_gpu_needed == []
 
 
+@needs_cython
 def test_priming_failure_is_slow_for_good_with_one_warning(monkeypatch, no_gpu_needed, caplog, stats_delta):
     """launch_plan raising: slow entry, one warning line, and every later key slow without retrying."""
     calls = []
@@ -122,6 +127,7 @@ def test_priming_failure_is_slow_for_good_with_one_warning(monkeypatch, no_gpu_n
     assert other.mode == (keys.MODE_DRIVER if keys.IMPLEMENTATION == "cython" else keys.MODE_SLOW)
 
 
+@needs_cython
 def test_inexpressible_binary_is_slow_for_that_key_only(monkeypatch, no_gpu_needed, caplog):
     """_NoFastPath (e.g. scratch memory) makes that entry slow, logs at info, and retries next key."""
     calls = []
