@@ -2,9 +2,9 @@
 
 Lifetime: per key (a miss). Specialization is Triton's own (``native_specialize_impl``, the
 function ``JITFunction.run`` uses), compiled ahead of time with ``triton.compile(ASTSource)``
-for the tensors' device (or any ``GPUTarget``, without a GPU). The full Triton cache key
-(``get_cache_key``: source and dependencies, options, Triton/libtriton, backend/ptxas and
-cache-invalidating env vars) plus the exact arch names the binary in our caches.
+for the tensors' device (or any ``GPUTarget``, without a GPU). The key of a binary in our
+caches names the exact arch, the toolchain (Triton version, libtriton and ptxas identity), the
+source and its dependencies, the options and the cache-invalidating env vars.
 
 The launch plan mirrors Triton's C launcher (3.6's generated one and 3.9's table-driven one):
 kernel parameters are the non-constexpr arguments, then Triton's trailing scratch pointers
@@ -29,11 +29,16 @@ import torch
 import triton
 import triton.knobs as triton_knobs
 from triton.compiler import ASTSource, make_backend
-from triton.compiler.compiler import CompiledKernel, get_cache_key
+from triton.compiler.compiler import CompiledKernel
 from triton.backends.compiler import GPUTarget
 from triton._C.libtriton import get_cache_invalidating_env_vars, native_specialize_impl
 from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import KernelParam
+
+try:  # imported lazily by native_specialize_impl on its first call (~80 ms): pay it at import
+    import triton.experimental.gluon  # noqa: F401
+except ImportError:
+    pass
 
 from fastdispatch import _stats as stats, cache, keys
 from fastdispatch.dispatcher import (MODE_DRIVER, MODE_SLOW, ROLE_CONSTEXPR, ROLE_RUNTIME,
@@ -59,6 +64,28 @@ _files_by_key: dict = {}          # key text -> {filename: bytes}  (per process)
 _loaded: dict = {}                # (key text, device) -> CompiledKernel with handles loaded
 _load_lock = threading.Lock()
 _file_dirs: dict = {}             # key text -> directory holding the files (for CompiledKernel)
+
+
+@functools.lru_cache(maxsize=None)
+def toolchain_fingerprint(arch: int) -> str:
+    """Triton's version plus the identity (size, mtime) of libtriton and the ptxas Triton
+    would use for ``arch`` -- no subprocess, no hashing of the install."""
+    def ident(path):
+        try:
+            st = os.stat(path)
+            return f"{os.path.basename(path)}:{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            return f"{os.path.basename(path)}:missing"
+
+    from triton._C import libtriton
+    nvidia_bin = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    if arch >= 100:
+        ptxas = os.environ.get("TRITON_PTXAS_BLACKWELL_PATH") or os.path.join(nvidia_bin, "ptxas-blackwell")
+        if not os.path.exists(ptxas):
+            ptxas = os.environ.get("TRITON_PTXAS_PATH") or os.path.join(nvidia_bin, "ptxas")
+    else:
+        ptxas = os.environ.get("TRITON_PTXAS_PATH") or os.path.join(nvidia_bin, "ptxas")
+    return f"triton-{triton.__version__}+{ident(libtriton.__file__)}+{ident(ptxas)}"
 
 
 def device_capability(device: int) -> tuple[int, int]:
@@ -166,9 +193,15 @@ class TritonKernel(Dispatcher):
         opts.setdefault("enable_fp_fusion", os.environ.get("TRITON_DEFAULT_FP_FUSION", "1") != "0")
         options = backend.parse_options(opts)
         src = ASTSource(self.fn, signature, constexprs, attrs)
-        env_vars = get_cache_invalidating_env_vars()
-        key_text = (f"fastdispatch-triton|arch={target.backend}:{target.arch}:{target.warp_size}|"
-                    f"{get_cache_key(src, backend, options, env_vars)}")
+        env_vars = sorted(get_cache_invalidating_env_vars().items())
+        # Not Triton's get_cache_key: its triton_key() hashes the whole Triton install and
+        # libtriton.so (~0.5-1 s per process on the lent H100's host), which is most of a warm
+        # cold start. The toolchain fingerprint below names the same things by version and
+        # file identity instead (DESIGN §4: key the exact arch, every toolchain version, the
+        # source hash, the options and the codegen-affecting env vars).
+        key_text = (f"fastdispatch-triton|v1|arch={target.backend}:{target.arch}:{target.warp_size}|"
+                    f"toolchain={toolchain_fingerprint(target.arch)}|src={src.hash()}|"
+                    f"options={options.hash()}|env={env_vars}")
         return key_text, src, options
 
     def compile_for(self, *args, target: GPUTarget):
