@@ -204,12 +204,11 @@ def test_constexpr_values_differ(keys_impl, case):
     assert key(keys_impl, b"\0\1", (x, a)) != key(keys_impl, b"\0\1", (x, b))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: constexpr values are interned by Python equality, so "
-                   "(1,) and (True,) (or (1.0,)) share a key, while Triton compiles them apart")
 def test_constexpr_tuples_of_equal_but_different_types_differ(keys_impl):
-    """(1,) and (True,) as a constexpr are different Triton specializations."""
+    """(1,), (True,) and (1.0,) as a constexpr are different Triton specializations."""
     x = torch.empty(4)
-    assert key(keys_impl, b"\0\1", (x, (1,))) != key(keys_impl, b"\0\1", (x, (True,)))
+    keys = {key(keys_impl, b"\0\1", (x, v)) for v in ((1,), (True,), (1.0,))}
+    assert len(keys) == 3
 
 
 def test_same_class_same_key(keys_impl):
