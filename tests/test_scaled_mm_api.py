@@ -142,3 +142,16 @@ def test_gpu_graph_capture_replays():
     torch.cuda.synchronize()
     assert rel_err(out, fp64_reference(a, b, sa, sb)) < BF16_REL_TOL
     assert not torch.equal(out, expected)  # it really recomputed from the new A
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m, n, k", [(4096, 4096, 4096), (1000, 272, 336), (16, 8192, 8192)], ids=str)
+def test_gpu_fast_accum(m, n, k):
+    """use_fast_accum=True (tensor cores accumulate all of K, as cuBLAS's fast mode): a looser
+    bound, 4e-3, since fp32 partial sums are not promoted per k-tile (cuBLAS measures ~2-3e-3)."""
+    a, b, sa, sb = make(m, n, k, device="cuda", seed=7)
+    out = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")
+    fastdispatch.scaled_mm(a, b, sa, sb, out=out, use_fast_accum=True)
+    torch.cuda.synchronize()
+    assert torch.isfinite(out).all()
+    assert rel_err(out, fp64_reference(a, b, sa, sb)) < 4e-3

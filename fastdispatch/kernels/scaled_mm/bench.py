@@ -1,5 +1,8 @@
 """scaled_mm vs torch._scaled_mm, side by side in one process (GPU).
 
+Both libraries run in the same accumulation mode per row: "fp32" (use_fast_accum=False, the
+default: each k-tile promoted into an fp32 accumulator) or "fast" (use_fast_accum=True).
+
 Per shape: random e4m3 inputs (never zeros), rowwise fp32 scales; correctness against the fp32
 reference first; then ``triton.testing.do_bench`` medians of both (inputs rotated over several
 buffer sets so that shapes fitting in L2 are not measured from cache), TFLOP/s, and the
@@ -37,7 +40,7 @@ def _rotating(m, n, k):
     return [make_inputs(m, n, k, seed=i) for i in range(sets)]
 
 
-def measure(m, n, k, *, rep_ms=200):
+def measure(m, n, k, *, rep_ms=200, fast_accum=False):
     """{'fd_ms', 'torch_ms', 'fd_tflops', 'torch_tflops', 'fd_wall_us', 'torch_wall_us', 'rel_err'}."""
     import triton.testing
 
@@ -48,7 +51,7 @@ def measure(m, n, k, *, rep_ms=200):
     outs = [torch.empty(m, n, dtype=torch.bfloat16, device="cuda") for _ in sets]
     a, b, sa, sb = sets[0]
     out = outs[0].fill_(float("nan"))
-    fastdispatch.scaled_mm(a, b, sa, sb, out=out)
+    fastdispatch.scaled_mm(a, b, sa, sb, out=out, use_fast_accum=fast_accum)
     err = rel_error(out, reference(a, b, sa, sb))
     if not torch.isfinite(out).all():
         err = float("inf")
@@ -57,12 +60,12 @@ def measure(m, n, k, *, rep_ms=200):
     def fd():
         i = state["i"] = (state["i"] + 1) % len(sets)
         a, b, sa, sb = sets[i]
-        fastdispatch.scaled_mm(a, b, sa, sb, out=outs[i])
+        fastdispatch.scaled_mm(a, b, sa, sb, out=outs[i], use_fast_accum=fast_accum)
 
     def cublas():
         i = state["i"] = (state["i"] + 1) % len(sets)
         a, b, sa, sb = sets[i]
-        torch._scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16)
+        torch._scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16, use_fast_accum=fast_accum)
 
     flops = 2.0 * m * n * k
     result = {"rel_err": err}
@@ -90,18 +93,19 @@ def main(quick: bool = False) -> dict:
     cap = torch.cuda.get_device_capability()
     print(f"{torch.cuda.get_device_name()} (sm_{cap[0]}{cap[1]}), kernel variant: {variant_for(cap)}; "
           f"torch {torch.__version__}; do_bench median, rotated inputs; wall = back-to-back loop")
-    print(f"{'M x N x K':>20} {'fd ms':>9} {'TFLOP/s':>8} {'cuBLAS ms':>10} {'TFLOP/s':>8} "
+    print(f"{'M x N x K':>20} {'accum':>6} {'fd ms':>9} {'TFLOP/s':>8} {'cuBLAS ms':>10} {'TFLOP/s':>8} "
           f"{'speedup':>8} {'fd wall us':>11} {'cuBLAS wall us':>15} {'rel err':>9}")
     shapes = (SMALL_M + LARGE[:1]) if quick else (SMALL_M + LARGE)
     results = {}
-    for m, n, k in shapes:
+    for (m, n, k), fast in [(s, False) for s in shapes] + [(s, True) for s in LARGE[:1 if quick else 3]]:
+        mode = "fast" if fast else "fp32"
         try:
-            r = measure(m, n, k)
+            r = measure(m, n, k, fast_accum=fast)
         except Exception as exc:  # report and go on: one shape's failure must not hide the rest
-            print(f"{f'{m}x{n}x{k}':>20} FAILED: {type(exc).__name__}: {exc}")
+            print(f"{f'{m}x{n}x{k}':>20} {mode:>6} FAILED: {type(exc).__name__}: {exc}")
             continue
-        results[f"{m}x{n}x{k}"] = r
-        print(f"{f'{m}x{n}x{k}':>20} {r['fd_ms']:>9.4f} {r['fd_tflops']:>8.0f} {r['torch_ms']:>10.4f} "
+        results[f"{m}x{n}x{k}/{mode}"] = r
+        print(f"{f'{m}x{n}x{k}':>20} {mode:>6} {r['fd_ms']:>9.4f} {r['fd_tflops']:>8.0f} {r['torch_ms']:>10.4f} "
               f"{r['torch_tflops']:>8.0f} {r['torch_ms'] / r['fd_ms']:>7.2f}x {r['fd_wall_us']:>11.1f} "
               f"{r['torch_wall_us']:>15.1f} {r['rel_err']:>9.2e}")
     return results
