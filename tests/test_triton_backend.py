@@ -117,7 +117,7 @@ def test_launch_plan_parameter_mapping(fake_driver):
     x = aligned()
     args = (x, 7, 0.5, True, x, 1, 4)          # m == 1 specializes away; SCALE is per call
     _, src, _ = k.specialize(args, GPUTarget("cuda", 90, 32))
-    kernel = types.SimpleNamespace(metadata=_metadata(), function=0x1234)
+    kernel = types.SimpleNamespace(metadata=_metadata(), fd_handles=(0x1234, 0xC0FFEE, 0))
     plan = k.launch_plan(kernel, src, 0)
     assert plan["param_kinds"] == [tb.PARAM_PTR, tb.PARAM_I32, tb.PARAM_F32, tb.PARAM_U8, tb.PARAM_PTR,
                                    tb.PARAM_NULL, tb.PARAM_NULL]
@@ -145,7 +145,18 @@ def test_launch_plan_refuses_what_it_cannot_express(fake_driver, changes, reason
     x = aligned()
     _, src, _ = k.specialize((x, x, x, 64), GPUTarget("cuda", 90, 32))
     with pytest.raises(tb._NoFastPath, match=reason):
-        k.launch_plan(types.SimpleNamespace(metadata=_metadata(**changes), function=1), src, 0)
+        k.launch_plan(types.SimpleNamespace(metadata=_metadata(**changes), fd_handles=(1, 0xC0FFEE, 0)), src, 0)
+
+
+def test_launch_plan_needs_a_module_loaded_in_the_devices_context(fake_driver):
+    """A binary not loaded by our driver module, or loaded in another context: Triton's path."""
+    k = add_kernel(2)
+    x = aligned()
+    _, src, _ = k.specialize((x, x, x, 64), GPUTarget("cuda", 90, 32))
+    with pytest.raises(tb._NoFastPath, match="not loaded"):
+        k.launch_plan(types.SimpleNamespace(metadata=_metadata(), fd_handles=None), src, 0)
+    with pytest.raises(tb._NoFastPath, match="another context"):
+        k.launch_plan(types.SimpleNamespace(metadata=_metadata(), fd_handles=(1, 0xBAD, 0)), src, 0)
 
 
 def test_launch_plan_attributes(fake_driver):
@@ -154,7 +165,7 @@ def test_launch_plan_attributes(fake_driver):
     x = aligned()
     _, src, _ = k.specialize((x, x, x, 64), GPUTarget("cuda", 90, 32))
     md = _metadata(launch_pdl=True, launch_cooperative_grid=True, num_ctas=2)
-    plan = k.launch_plan(types.SimpleNamespace(metadata=md, function=1), src, 0)
+    plan = k.launch_plan(types.SimpleNamespace(metadata=md, fd_handles=(1, 0xC0FFEE, 0)), src, 0)
     assert plan["attrs"] == [(tb.ATTR_PDL, 1), (tb.ATTR_COOPERATIVE, 1),
                              (tb.ATTR_CLUSTER_DIMENSION, (2, 1, 1)),
                              (tb.ATTR_CLUSTER_SCHEDULING, tb.CLUSTER_SCHEDULING_SPREAD)]
@@ -171,7 +182,7 @@ def test_launch_plan_without_driver_is_no_fast_path():
     x = aligned()
     _, src, _ = k.specialize((x, x, x, 64), GPUTarget("cuda", 90, 32))
     with pytest.raises(tb._NoFastPath):
-        k.launch_plan(types.SimpleNamespace(metadata=_metadata(), function=1), src, 0)
+        k.launch_plan(types.SimpleNamespace(metadata=_metadata(), fd_handles=(1, 0xC0FFEE, 0)), src, 0)
 
 
 # -- errors ----------------------------------------------------------------------------------------

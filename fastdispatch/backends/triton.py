@@ -269,6 +269,8 @@ class TritonKernel(Dispatcher):
         mode = getattr(md, "instrumentation_mode", "") or ""
         if mode:
             raise _NoFastPath(f"instrumentation mode {mode!r} adds launcher arguments")
+        if getattr(kernel, "fd_handles", None) is None:
+            raise _NoFastPath("binary not loaded by the driver module")
         call_index = {name: i for i, name in enumerate(self.param_names)}
         kinds, arg_index = [], []
         for name, ty in src.signature.items():
@@ -298,7 +300,10 @@ class TritonKernel(Dispatcher):
             context = _driver.current_context_handle()
         if not context:
             raise _NoFastPath("no current CUDA context for the device")
-        return {"function": int(kernel.function), "context": context, "block_x": 32 * md.num_warps,
+        function, loaded_context, _ = kernel.fd_handles
+        if loaded_context != context:
+            raise _NoFastPath("the binary was loaded in another context than the device's current one")
+        return {"function": function, "context": context, "block_x": 32 * md.num_warps,
                 "num_ctas": num_ctas, "shared_bytes": md.shared, "param_kinds": kinds,
                 "param_args": arg_index, "attrs": attrs}
 
@@ -366,15 +371,27 @@ def _files_dir(key_text: str, files: dict) -> Path:
 
 
 def _loaded_kernel(key_text: str, src, files: dict, device: int) -> CompiledKernel:
-    """A CompiledKernel for ``files`` with its module loaded on ``device`` (once per device)."""
+    """A CompiledKernel for ``files`` whose function is loaded on ``device`` (once per device).
+
+    The module is loaded by our driver module (``function``/``context`` set on the kernel);
+    Triton's own ``_init_handles`` (which also builds its launcher) runs only if the slow path
+    is ever taken, in :func:`_slow_launch`.
+    """
     with _load_lock:
         kernel = _loaded.get((key_text, device))
         if kernel is None:
             directory = _files_dir(key_text, files)
             group = {name: str(directory / name) for name in files}
             kernel = CompiledKernel(src, group, cache.key_digest(key_text))
-            with torch.cuda.device(device):
-                kernel._init_handles()
+            kernel.fd_handles = None
+            try:
+                from fastdispatch.launchers import _driver
+                if _driver.available():
+                    with torch.cuda.device(device):
+                        kernel.fd_handles = _driver.load_function(
+                            bytes(kernel.kernel), kernel.name, kernel.metadata.shared, device)
+            except ImportError:
+                pass
             _loaded[(key_text, device)] = kernel
     return kernel
 
@@ -395,6 +412,8 @@ def _slow_launch(kernel_wrapper: TritonKernel, kernel: CompiledKernel, device: i
             # A global the kernel read changed after compile: Triton's own JIT path raises its error.
             return kernel_wrapper.fn[grid](*full, **kernel_wrapper.options)
     with torch.cuda.device(device):
+        if kernel.function is None:
+            kernel._init_handles()   # Triton's own module and launcher, only on this slow path
         stream = torch.cuda.current_stream(device).cuda_stream
         launch_metadata = kernel.launch_metadata(grid, stream, *full)
         kernel.run(grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata,

@@ -24,6 +24,24 @@ cdef cuCtxGetCurrent_t _cuCtxGetCurrent = NULL
 cdef cuCtxPushCurrent_t _cuCtxPushCurrent = NULL
 cdef cuCtxPopCurrent_t _cuCtxPopCurrent = NULL
 cdef cuGetErrorName_t _cuGetErrorName = NULL
+
+# Module loading (slow path, once per binary and device).
+ctypedef fd_CUresult (*cuModuleLoadData_t)(void**, const void*) noexcept nogil
+ctypedef fd_CUresult (*cuModuleGetFunction_t)(fd_CUfunction*, void*, const char*) noexcept nogil
+ctypedef fd_CUresult (*cuFuncGetAttribute_t)(int*, int, fd_CUfunction) noexcept nogil
+ctypedef fd_CUresult (*cuFuncSetAttribute_t)(fd_CUfunction, int, int) noexcept nogil
+ctypedef fd_CUresult (*cuFuncSetCacheConfig_t)(fd_CUfunction, int) noexcept nogil
+ctypedef fd_CUresult (*cuDeviceGetAttribute_t)(int*, int, int) noexcept nogil
+ctypedef fd_CUresult (*cuDevicePrimaryCtxRetain_t)(fd_CUcontext*, int) noexcept nogil
+ctypedef fd_CUresult (*cuCtxSetCurrent_t)(fd_CUcontext) noexcept nogil
+cdef cuModuleLoadData_t _cuModuleLoadData = NULL
+cdef cuModuleGetFunction_t _cuModuleGetFunction = NULL
+cdef cuFuncGetAttribute_t _cuFuncGetAttribute = NULL
+cdef cuFuncSetAttribute_t _cuFuncSetAttribute = NULL
+cdef cuFuncSetCacheConfig_t _cuFuncSetCacheConfig = NULL
+cdef cuDeviceGetAttribute_t _cuDeviceGetAttribute = NULL
+cdef cuDevicePrimaryCtxRetain_t _cuDevicePrimaryCtxRetain = NULL
+cdef cuCtxSetCurrent_t _cuCtxSetCurrent = NULL
 cdef bint _tried = False
 _load_error = None
 
@@ -31,7 +49,9 @@ _load_error = None
 cdef bint driver_available():
     """Open libcuda once; True when the launch entry points were found."""
     global _tried, _cuLaunchKernelEx, _cuCtxGetCurrent, _cuCtxPushCurrent, _cuCtxPopCurrent
-    global _cuGetErrorName, _load_error
+    global _cuGetErrorName, _load_error, _cuModuleLoadData, _cuModuleGetFunction, _cuFuncGetAttribute
+    global _cuFuncSetAttribute, _cuFuncSetCacheConfig, _cuDeviceGetAttribute, _cuDevicePrimaryCtxRetain
+    global _cuCtxSetCurrent
     if _tried:
         return _cuLaunchKernelEx != NULL
     _tried = True
@@ -44,8 +64,18 @@ cdef bint driver_available():
     _cuCtxPushCurrent = <cuCtxPushCurrent_t>dlsym(lib, b"cuCtxPushCurrent_v2")
     _cuCtxPopCurrent = <cuCtxPopCurrent_t>dlsym(lib, b"cuCtxPopCurrent_v2")
     _cuGetErrorName = <cuGetErrorName_t>dlsym(lib, b"cuGetErrorName")
+    _cuModuleLoadData = <cuModuleLoadData_t>dlsym(lib, b"cuModuleLoadData")
+    _cuModuleGetFunction = <cuModuleGetFunction_t>dlsym(lib, b"cuModuleGetFunction")
+    _cuFuncGetAttribute = <cuFuncGetAttribute_t>dlsym(lib, b"cuFuncGetAttribute")
+    _cuFuncSetAttribute = <cuFuncSetAttribute_t>dlsym(lib, b"cuFuncSetAttribute")
+    _cuFuncSetCacheConfig = <cuFuncSetCacheConfig_t>dlsym(lib, b"cuFuncSetCacheConfig")
+    _cuDeviceGetAttribute = <cuDeviceGetAttribute_t>dlsym(lib, b"cuDeviceGetAttribute")
+    _cuDevicePrimaryCtxRetain = <cuDevicePrimaryCtxRetain_t>dlsym(lib, b"cuDevicePrimaryCtxRetain")
+    _cuCtxSetCurrent = <cuCtxSetCurrent_t>dlsym(lib, b"cuCtxSetCurrent")
     if (_cuLaunchKernelEx == NULL or _cuCtxGetCurrent == NULL or _cuCtxPushCurrent == NULL
-            or _cuCtxPopCurrent == NULL):
+            or _cuCtxPopCurrent == NULL or _cuModuleLoadData == NULL or _cuModuleGetFunction == NULL
+            or _cuFuncGetAttribute == NULL or _cuFuncSetAttribute == NULL or _cuFuncSetCacheConfig == NULL
+            or _cuDeviceGetAttribute == NULL or _cuDevicePrimaryCtxRetain == NULL or _cuCtxSetCurrent == NULL):
         _cuLaunchKernelEx = NULL
         _load_error = "libcuda.so.1 lacks cuLaunchKernelEx (driver older than CUDA 12)"
         return False
@@ -127,6 +157,42 @@ cdef fd_CUresult launch_plan(const LaunchPlan* plan, unsigned int gx, unsigned i
     rc = _cuLaunchKernelEx(&config, plan.function, params, NULL)
     _cuCtxPopCurrent(&popped)
     return rc
+
+
+def load_function(bytes cubin, str name, int shared_bytes, int device):
+    """Load ``cubin`` into ``device``'s current (or primary) context and return
+    ``(function, context, module)`` handles as ints, raising RuntimeError on a driver error.
+
+    Mirrors Triton's own ``load_binary`` (3.6/3.9): above 48 KiB of shared memory the function
+    prefers shared memory and may use the opt-in maximum. Used instead of
+    ``CompiledKernel._init_handles`` because that also builds Triton's Python launcher (on
+    Triton 3.6 a C module compiled with gcc on a cold Triton cache: ~0.5 s of a cold start).
+    """
+    cdef fd_CUcontext ctx = NULL
+    cdef void* module = NULL
+    cdef fd_CUfunction function = NULL
+    cdef int optin = 0, static_bytes = 0
+    cdef bytes name_b = name.encode()
+    if not driver_available():
+        raise RuntimeError(f"fastdispatch: {_load_error}")
+    _check(_cuCtxGetCurrent(&ctx), "cuCtxGetCurrent")
+    if ctx == NULL:
+        _check(_cuDevicePrimaryCtxRetain(&ctx, device), "cuDevicePrimaryCtxRetain")
+        _check(_cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+    _check(_cuModuleLoadData(&module, <const char*>cubin), "cuModuleLoadData")
+    _check(_cuModuleGetFunction(&function, module, name_b), "cuModuleGetFunction")
+    if shared_bytes > 49152:
+        _check(_cuDeviceGetAttribute(&optin, 97, device), "cuDeviceGetAttribute(SHARED_OPTIN)")
+        if optin > 49152:
+            _check(_cuFuncSetCacheConfig(function, 1), "cuFuncSetCacheConfig")
+            _check(_cuFuncGetAttribute(&static_bytes, 1, function), "cuFuncGetAttribute(SHARED_SIZE)")
+            _check(_cuFuncSetAttribute(function, 8, optin - static_bytes), "cuFuncSetAttribute(MAX_DYNAMIC_SHARED)")
+    return <uint64_t>function, <uint64_t>ctx, <uint64_t>module
+
+
+cdef _check(fd_CUresult rc, str what):
+    if rc != 0:
+        raise RuntimeError(f"fastdispatch: {what} failed: {error_string(rc)}")
 
 
 cdef str error_string(fd_CUresult rc):
