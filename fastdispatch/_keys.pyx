@@ -344,6 +344,23 @@ cdef class Entry:
         return None  # MODE_NULL: key + lookup only (CPU tests, `bench keys`)
 
 
+    def launch(self, FastKernel kernel, tuple args):
+        """Launch this entry for ``args`` as the hot path would (the miss's own call, so even a
+        first call takes the direct launch rather than Triton's launcher)."""
+        cdef uint64_t words[MAX_WORDS]
+        cdef uint64_t slots[MAX_ARGS]
+        cdef int device_id = -1
+        if kernel._build(args, words, slots, &device_id) < 0:
+            built, built_slots, device_id = _keys_py.build_words(
+                args, kernel.roles, kernel.knobs_runtime, kernel.knobs_compilation)
+            if len(built_slots) > MAX_ARGS:
+                return self.slow(args)
+            for i in range(len(built_slots)):
+                slots[i] = <uint64_t>built_slots[i]
+        result = self.run(args, slots, device_id, kernel.knobs_runtime)
+        self.hits -= 1   # the publishing call is a miss, not a hit
+        return result
+
     def floor_loop(self, FastKernel kernel, tuple args, long iterations):
         """Benchmark floor: launch this entry's plan ``iterations`` times from one C loop, with the
         slots and stream computed once (the cost of cuLaunchKernelEx alone; ``bench launch``)."""
