@@ -128,7 +128,7 @@ def cmd_precompile(args) -> int:
 def cmd_bench_coldstart(args) -> int:
     from fastdispatch.coldstart import run_coldstart
 
-    run_coldstart()
+    run_coldstart(profile=args.profile)
     return 0
 
 
@@ -160,6 +160,7 @@ def main(argv=None) -> int:
     pre.add_argument("--shapes", help="JSON list of argument lists (tensors as {dtype, shape, aligned})")
     pre.set_defaults(func=cmd_precompile)
     cold = bench.add_parser("coldstart", help="fresh process to first result, cold vs warm cache (GPU)")
+    cold.add_argument("--profile", action="store_true", help="cProfile the warm first call")
     cold.set_defaults(func=cmd_bench_coldstart)
     insp = sub.add_parser("inspect", help="compile a kernel without a GPU and report on it")
     insp.add_argument("kernel", choices=["scaled_mm"])
