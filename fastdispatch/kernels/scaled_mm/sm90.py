@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -67,8 +66,9 @@ SMEM_RESERVED = 1024
 #: Streaming multiprocessors of an H100 SXM (sizes the persistent grid).
 H100_SMS = 132
 
-# cute.compile is not thread-safe (shared MLIR context and DSL singletons).
-_COMPILE_LOCK = threading.Lock()
+# cute.compile is not thread-safe (shared MLIR context and DSL singletons): one process-wide
+# lock, shared with the CuTe backend (an RLock, so a compile may nest inside a backend miss).
+from fastdispatch.backends.cute import COMPILE_LOCK as _COMPILE_LOCK  # noqa: E402
 
 
 @dataclass(frozen=True)
