@@ -110,6 +110,7 @@ class Dispatcher(keys.FastKernel):
         self.param_names = param_names
         self.defaults = dict(defaults or {})
         self._flight = SingleFlight()
+        self._role_list = list(roles)   # Dynamo (torch 2.11) cannot iterate bytes while tracing
         self._register_op()
         _live.add(self)
 
@@ -125,7 +126,7 @@ class Dispatcher(keys.FastKernel):
         if kwargs or len(args) != len(self.param_names):
             args = self.bind(args, kwargs)
         if torch.compiler.is_compiling():
-            tensors, ints, floats, layout = _pack(args, self.roles)
+            tensors, ints, floats, layout = _pack(args, self._role_list)
             return self._op(tensors, ints, floats, layout)
         # Eager calls reach this only with the pure-Python key builder: its table call counts
         # hits per entry (as the C one does) and comes back to _handle_miss on a miss.

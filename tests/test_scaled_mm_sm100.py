@@ -193,6 +193,8 @@ def test_compiled_signature(has_bias):
     torch = pytest.importorskip("torch")
     fn = sm100.compile_sm100(sm100.default_config(256, 128, 128), has_bias=has_bias)
     call = fn.__tvm_ffi_object__()
+    if call is None:   # a GPU of another arch is present: the DSL builds no callable for sm_100a
+        pytest.skip("no sm_100a callable on this machine's GPU; checked on CPU-only machines")
     m, n, k = 256, 128, 128
     args = [
         torch.zeros(m, k, dtype=torch.float8_e4m3fn),
