@@ -130,3 +130,26 @@ def test_miss_during_graph_capture_is_refused():
     with pytest.raises(RuntimeError, match="Warm up first"):
         with torch.cuda.graph(graph):
             k(x, x, torch.empty_like(x), 1.0, 0)
+
+
+@pytest.mark.gpu
+def test_triton_kernel_and_scaled_mm_under_torch_compile_gpu():
+    """A wrapped Triton kernel and scaled_mm inside torch.compile(fullgraph=True) on CUDA."""
+    from fastdispatch.kernels.add import BLOCK, add2, add_grid
+    from fastdispatch.kernels.scaled_mm import reference
+
+    k = fastdispatch.triton_kernel(add2, grid=add_grid, constexprs={"BLOCK": BLOCK})
+
+    def f(x, y, a, b, sa, sb):
+        out = torch.empty_like(x)
+        k(x, y, out, x.numel())
+        return out * 2, fastdispatch.scaled_mm(a, b, sa, sb)
+
+    x, y = torch.randn(5000, device="cuda"), torch.randn(5000, device="cuda")
+    a = (torch.randn(64, 128, device="cuda") * 0.5).to(torch.float8_e4m3fn)
+    b = (torch.randn(256, 128, device="cuda") * 0.5).to(torch.float8_e4m3fn).t()
+    sa, sb = torch.rand(64, 1, device="cuda") + 0.5, torch.rand(1, 256, device="cuda") + 0.5
+    added, mm = torch.compile(f, fullgraph=True)(x, y, a, b, sa, sb)
+    torch.testing.assert_close(added, (x + y) * 2)
+    ref = reference(a, b, sa, sb).float()
+    assert ((mm.float() - ref).norm() / ref.norm()).item() < 2e-3
