@@ -30,7 +30,6 @@ without a GPU (`ptx_sm100`) and was never run here: "compiled, not run".
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
@@ -42,7 +41,6 @@ from cutlass.cute.nvgpu import OperandMajorMode, cpasync, tcgen05
 from cutlass.memory import SmemAllocator, TmemAllocator, get_num_tmem_alloc_cols
 from cutlass.pipeline import pipeline_init_arrive, pipeline_init_wait
 from cutlass.tensor_utils import LayoutEnum
-from cutlass.cute.runtime import make_fake_compact_tensor, make_fake_stream
 
 __all__ = [
     "Sm100Config",
@@ -61,9 +59,7 @@ SMEM_RESERVED = 1024
 #: Streaming multiprocessors of a B200 (sizes the persistent grid).
 B200_SMS = 148
 
-# cute.compile is not thread-safe (shared MLIR context and DSL singletons): one process-wide
-# lock, shared with the CuTe backend (an RLock, so a compile may nest inside a backend miss).
-from fastdispatch.backends.cute import COMPILE_LOCK as _COMPILE_LOCK  # noqa: E402
+from fastdispatch.kernels.scaled_mm._compile import compile_kernel, ptx_of  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -590,42 +586,6 @@ class ScaledMmSm100:
         c_pipe.producer_tail()
 
 
-def _fake_args(has_bias: bool):
-    # Symbolic sizes: one binary for every M/N/K. Divisibility is what TMA needs for 16-byte
-    # row strides (K fp8 elements, N bf16 elements).
-    m = cute.sym_int32(symbol="M")
-    n = cute.sym_int32(divisibility=8, symbol="N")
-    k = cute.sym_int32(divisibility=16, symbol="K")
-    row_major = dict(stride_order=(1, 0), assumed_align=16)
-    args = [
-        make_fake_compact_tensor(cutlass.Float8E4M3FN, (m, k), **row_major),  # a
-        make_fake_compact_tensor(cutlass.Float8E4M3FN, (n, k), **row_major),  # bt
-        make_fake_compact_tensor(cutlass.Float32, (m,), assumed_align=16),  # scale_a
-        make_fake_compact_tensor(cutlass.Float32, (n,), assumed_align=16),  # scale_b
-        make_fake_compact_tensor(cutlass.BFloat16, (m, n), **row_major),  # out
-    ]
-    if has_bias:
-        args.append(make_fake_compact_tensor(cutlass.BFloat16, (n,), assumed_align=16))
-    args.append(make_fake_stream(use_tvm_ffi_env_stream=True))
-    return args
-
-
-def _compile(config: Sm100Config, has_bias: bool, out_dtype: str, *, tvm_ffi: bool, dump_dir: str | None):
-    if out_dtype != "bf16":
-        raise NotImplementedError(f"out_dtype={out_dtype!r}: only 'bf16' is implemented")
-
-    cfg = config.resolved()
-    kern = ScaledMmSm100(cfg, has_bias)
-    opts = [f"--gpu-arch {ARCH}"]
-    if tvm_ffi:
-        opts.append("--enable-tvm-ffi")
-    if dump_dir is not None:
-        opts += ["--keep-ptx", "--keep-cubin", f"--dump-dir {dump_dir}"]
-    entry = kern.run_bias if has_bias else kern.run
-    with _COMPILE_LOCK:
-        return cute.compile(entry, *_fake_args(has_bias), options=" ".join(opts))
-
-
 def compile_sm100(config: Sm100Config, *, has_bias: bool, out_dtype="bf16", keep_ptx=False):
     """Compile the kernel for sm_100a: one binary for all M/N/K, TVM-FFI enabled.
 
@@ -636,17 +596,10 @@ def compile_sm100(config: Sm100Config, *, has_bias: bool, out_dtype="bf16", keep
     and cubin reachable as ``fn.__ptx__`` / ``fn.__cubin__``. Compiles under a process
     lock (cute.compile is not thread-safe); compiling needs no GPU.
     """
-    if keep_ptx:
-        # The DSL writes the artifacts to files and reads them back into the function.
-        with tempfile.TemporaryDirectory(prefix="fastdispatch_sm100_") as d:
-            return _compile(config, has_bias, out_dtype, tvm_ffi=True, dump_dir=d)
-    return _compile(config, has_bias, out_dtype, tvm_ffi=True, dump_dir=None)
+    return compile_kernel(ScaledMmSm100(config.resolved(), has_bias), ARCH, has_bias, out_dtype,
+                          keep_ptx=keep_ptx)
 
 
 def ptx_sm100(config: Sm100Config, *, has_bias: bool = False) -> str:
     """Compile for sm_100a (no GPU needed) and return the kernel's PTX."""
-    fn = compile_sm100(config, has_bias=has_bias, keep_ptx=True)
-    ptx = fn.__ptx__
-    if not ptx:
-        raise RuntimeError("cute.compile produced no PTX")
-    return ptx
+    return ptx_of(compile_sm100(config, has_bias=has_bias, keep_ptx=True))

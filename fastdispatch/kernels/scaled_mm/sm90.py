@@ -36,7 +36,6 @@ One binary per (config, bias) serves every M/N/K.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
@@ -44,7 +43,6 @@ import cutlass
 import cutlass.cute as cute
 import cutlass.pipeline as pipeline
 from cutlass.cute.nvgpu import cpasync, warpgroup
-from cutlass.cute.runtime import make_fake_compact_tensor, make_fake_stream
 from cutlass.pipeline import pipeline_init_arrive, pipeline_init_wait
 from cutlass.utils import SmemAllocator
 
@@ -66,9 +64,7 @@ SMEM_RESERVED = 1024
 #: Streaming multiprocessors of an H100 SXM (sizes the persistent grid).
 H100_SMS = 132
 
-# cute.compile is not thread-safe (shared MLIR context and DSL singletons): one process-wide
-# lock, shared with the CuTe backend (an RLock, so a compile may nest inside a backend miss).
-from fastdispatch.backends.cute import COMPILE_LOCK as _COMPILE_LOCK  # noqa: E402
+from fastdispatch.kernels.scaled_mm._compile import compile_kernel, ptx_of  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -633,39 +629,6 @@ class ScaledMmSm90:
             epi_bar.arrive_and_wait()
 
 
-def _fake_args(has_bias: bool):
-    # Symbolic sizes: one binary for every M/N/K. Divisibility is what TMA needs for 16-byte
-    # row strides (K fp8 elements, N bf16 elements).
-    m = cute.sym_int32(symbol="M")
-    n = cute.sym_int32(divisibility=8, symbol="N")
-    k = cute.sym_int32(divisibility=16, symbol="K")
-    row_major = dict(stride_order=(1, 0), assumed_align=16)
-    args = [
-        make_fake_compact_tensor(cutlass.Float8E4M3FN, (m, k), **row_major),  # a
-        make_fake_compact_tensor(cutlass.Float8E4M3FN, (n, k), **row_major),  # bt
-        make_fake_compact_tensor(cutlass.Float32, (m,), assumed_align=16),  # scale_a
-        make_fake_compact_tensor(cutlass.Float32, (n,), assumed_align=16),  # scale_b
-        make_fake_compact_tensor(cutlass.BFloat16, (m, n), **row_major),  # out
-    ]
-    if has_bias:
-        args.append(make_fake_compact_tensor(cutlass.BFloat16, (n,), assumed_align=16))
-    args.append(make_fake_stream(use_tvm_ffi_env_stream=True))
-    return args
-
-
-def _compile(config: Sm90Config, has_bias: bool, out_dtype: str, *, dump_dir: str | None):
-    if out_dtype != "bf16":
-        raise NotImplementedError(f"out_dtype={out_dtype!r}: only 'bf16' is implemented")
-    kern = ScaledMmSm90(config.resolved(), has_bias)
-    # --gpu-arch makes the compile independent of the local GPU (none needed).
-    opts = [f"--gpu-arch {ARCH}", "--enable-tvm-ffi"]
-    if dump_dir is not None:
-        opts += ["--keep-ptx", "--keep-cubin", f"--dump-dir {dump_dir}"]
-    entry = kern.run_bias if has_bias else kern.run
-    with _COMPILE_LOCK:
-        return cute.compile(entry, *_fake_args(has_bias), options=" ".join(opts))
-
-
 def compile_sm90(config: Sm90Config, *, has_bias: bool, out_dtype="bf16", keep_ptx: bool = False):
     """Compile the kernel for sm_90a: one binary for all M/N/K, TVM-FFI enabled.
 
@@ -676,11 +639,8 @@ def compile_sm90(config: Sm90Config, *, has_bias: bool, out_dtype="bf16", keep_p
     reachable as ``fn.__ptx__`` / ``fn.__cubin__``. Compiles under a process lock
     (cute.compile is not thread-safe); compiling needs no GPU.
     """
-    if keep_ptx:
-        # The DSL writes the artifacts to files and reads them back into the function.
-        with tempfile.TemporaryDirectory(prefix="fastdispatch_sm90_") as d:
-            return _compile(config, has_bias, out_dtype, dump_dir=d)
-    return _compile(config, has_bias, out_dtype, dump_dir=None)
+    return compile_kernel(ScaledMmSm90(config.resolved(), has_bias), ARCH, has_bias, out_dtype,
+                          keep_ptx=keep_ptx)
 
 
 def raw_callable(compiled):
@@ -691,8 +651,4 @@ def raw_callable(compiled):
 
 def ptx_sm90(config: Sm90Config, *, has_bias: bool = False) -> str:
     """Compile for sm_90a (no GPU needed) and return the kernel's PTX."""
-    fn = compile_sm90(config, has_bias=has_bias, keep_ptx=True)
-    ptx = fn.__ptx__
-    if not ptx:
-        raise RuntimeError("cute.compile produced no PTX")
-    return ptx
+    return ptx_of(compile_sm90(config, has_bias=has_bias, keep_ptx=True))
