@@ -7,8 +7,8 @@ default arguments, lets the backend validate (clear ``TypeError``/``ValueError``
 cached), then builds the entry under a per-key lock with a double check, so N threads missing on
 one key compile it once and nobody sees a half-built entry.
 
-A backend subclasses :class:`Dispatcher` and implements ``param_names``, ``validate`` and
-``make_entry``.
+A backend subclasses :class:`Dispatcher`, passes its ``param_names`` (and constexpr roles), and
+implements ``validate`` and ``make_entry``.
 """
 from __future__ import annotations
 
