@@ -176,8 +176,12 @@ def test_cuda_graph_capture_replays():
     b.copy_(torch.randn_like(b))
     graph.replay()
     torch.cuda.synchronize()
+    eager = poisoned(a)
+    k(a, b, eager, a.numel())                                # the same kernel, not captured
+    torch.cuda.synchronize()
     for out in outs:
         torch.testing.assert_close(out, a + b, rtol=1e-6, atol=1e-6)
+        assert torch.equal(out, eager), "graph replay is not bit-exact with the eager launch"
 
 
 def test_32_threads_share_one_kernel():

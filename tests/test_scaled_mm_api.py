@@ -142,6 +142,9 @@ def test_gpu_graph_capture_replays():
     torch.cuda.synchronize()
     assert rel_err(out, fp64_reference(a, b, sa, sb)) < BF16_REL_TOL
     assert not torch.equal(out, expected)  # it really recomputed from the new A
+    eager = fastdispatch.scaled_mm(a, b, sa, sb)
+    torch.cuda.synchronize()
+    assert torch.equal(out, eager), "graph replay is not bit-exact with the eager call"
 
 
 @pytest.mark.gpu
