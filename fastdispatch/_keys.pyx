@@ -170,9 +170,12 @@ def set_triton_hooks(hookchain_type, runtime_knobs, compilation_knobs):
     """Triton's HookChain class, launch-hook chains and knob objects (injected by the Triton
     backend, so fastdispatch imports without Triton)."""
     global _hookchain_type, _rt_dict, _comp_dict, _enter_calls, _exit_calls
+    global _rt_debug_default, _comp_mode_default
     _hookchain_type = hookchain_type
     _rt_dict = runtime_knobs.__dict__
     _comp_dict = compilation_knobs.__dict__
+    _rt_debug_default = getattr(type(runtime_knobs), "debug", False)
+    _comp_mode_default = getattr(type(compilation_knobs), "instrumentation_mode", "")
     cls = type(runtime_knobs)
     _enter_calls = getattr(getattr(cls, "launch_enter_hook", None), "calls", None)
     _exit_calls = getattr(getattr(cls, "launch_exit_hook", None), "calls", None)
@@ -400,6 +403,8 @@ cdef object _MISSING = object()
 # case is two dict probes and two list sizes (~20 ns, vs ~70 ns for getattrs).
 cdef object _rt_dict = None          # triton.knobs.runtime.__dict__
 cdef object _comp_dict = None        # triton.knobs.compilation.__dict__
+cdef object _rt_debug_default = False      # class-level defaults of the two codegen knobs
+cdef object _comp_mode_default = ""
 cdef object _enter_calls = None      # the class-level default chains' call lists
 cdef object _exit_calls = None
 
@@ -683,15 +688,20 @@ cdef uint64_t _last_mode_id = 0
 
 cdef inline uint64_t _knob_word(object rt, object comp) except? 0:
     # Instance-dict probes first (where `knobs.runtime.debug = ...` and refresh_knobs() write),
-    # then the class defaults: ~25 ns instead of two getattrs.
+    # then the class defaults captured by set_triton_hooks: two dict probes (~25 ns) instead of
+    # two getattrs that miss the instance dict before finding the class attribute.
     global _last_mode, _last_mode_id
     cdef PyObject* debug = NULL
     cdef PyObject* mode_p = NULL
+    cdef object debug_value, mode
     if _rt_dict is not None:
         debug = PyDict_GetItem(_rt_dict, "debug")
         mode_p = PyDict_GetItem(_comp_dict, "instrumentation_mode")
-    cdef object debug_value = <object>debug if debug != NULL else rt.debug
-    cdef object mode = <object>mode_p if mode_p != NULL else comp.instrumentation_mode
+        debug_value = <object>debug if debug != NULL else _rt_debug_default
+        mode = <object>mode_p if mode_p != NULL else _comp_mode_default
+    else:
+        debug_value = rt.debug
+        mode = comp.instrumentation_mode
     if mode is not _last_mode:   # the knob is almost always the same str object: skip the dict
         _last_mode_id = <uint64_t>(<long long>intern_id(mode))
         _last_mode = mode
