@@ -10,7 +10,6 @@ from __future__ import annotations
 from fastdispatch import knobs as _knobs_module
 from fastdispatch._log import configure_logging as _configure_logging
 from fastdispatch.dispatcher import Dispatcher
-from fastdispatch import keys as _keys_select
 
 __version__ = "0.1.0"
 __all__ = ["Dispatcher", "triton_kernel", "cute_kernel", "scaled_mm", "info", "stats",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from fastdispatch._interned import INTERNED, intern_id
+from fastdispatch._interned import intern_id
 
 IMPLEMENTATION = "python"
 

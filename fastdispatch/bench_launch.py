@@ -14,7 +14,6 @@ import statistics
 import time
 
 import torch
-import triton
 import triton.knobs as triton_knobs
 
 from fastdispatch.kernels.add import ADD_KERNELS, BLOCK, add_grid
