@@ -77,6 +77,27 @@ def test_bad_arguments_are_named(change, message):
         fastdispatch.scaled_mm(args["a"], args["b"], args["sa"], args["sb"])
 
 
+def test_checks_run_on_misses_only(monkeypatch):
+    """The dispatcher key covers every checked property: a repeat call is not re-checked, and a
+    call that differs in anything checked (here B's layout, and out's dtype) is checked again."""
+    from fastdispatch.kernels.scaled_mm import api
+
+    calls = []
+    real = api.check_args
+    monkeypatch.setattr(api, "check_args", lambda *a: calls.append(1) or real(*a))
+    a, b, sa, sb = make(8, 32, 64, seed=3)
+    out = torch.empty(8, 32, dtype=torch.bfloat16)
+    for _ in range(3):
+        fastdispatch.scaled_mm(a, b, sa, sb, out=out)
+    assert len(calls) <= 1
+    with pytest.raises(ValueError, match="column-major"):
+        fastdispatch.scaled_mm(a, b.contiguous(), sa, sb, out=out)
+    with pytest.raises(ValueError, match="'out'"):
+        fastdispatch.scaled_mm(a, b, sa, sb, out=out, out_dtype=torch.float16)
+    with pytest.raises(ValueError, match="'out'"):
+        fastdispatch.scaled_mm(a, b, sa, sb, out=torch.empty(8, 32))
+
+
 def test_n_and_k_must_be_multiples_of_16():
     a, b, sa, sb = make(4, 24, 32)
     with pytest.raises(ValueError, match="multiples of 16"):

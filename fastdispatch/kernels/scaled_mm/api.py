@@ -177,6 +177,11 @@ class _ScaledMmDispatcher(Dispatcher):
         super().__init__("scaled_mm", ["a", "b", "scale_a", "scale_b", "out", "bias", "use_fast_accum"],
                          roles=bytes([0, 0, 0, 0, 0, 0, 1]))
 
+    def validate(self, args):
+        a, b, scale_a, scale_b, out, bias, _ = args
+        out_dtype = out.dtype if isinstance(out, torch.Tensor) else torch.bfloat16
+        check_args(a, b, scale_a, scale_b, bias, out_dtype, out)
+
     def make_entry(self, args, words):
         a, b, scale_a, scale_b, out, bias, fast_accum = args
         cap = torch.cuda.get_device_capability(a.device) if a.device.type == "cuda" else None
@@ -242,9 +247,15 @@ def scaled_mm(a, b, scale_a, scale_b, *, out_dtype=torch.bfloat16, bias=None, ou
     if torch.compiler.is_compiling():
         result = torch.ops.fastdispatch.scaled_mm(a, b, scale_a, scale_b, bias, out_dtype, use_fast_accum)
         return result if out is None else out.copy_(result)
-    m, n, _, _ = check_args(a, b, scale_a, scale_b, bias, out_dtype, out)
+    # Full argument checks run on the dispatcher's miss path only (``validate``): its key holds
+    # every dtype, shape, stride, alignment and device check_args looks at, so a hit is a call
+    # already checked (~2 us of attribute reads saved per call). out_dtype is not in the key.
     if out is None:
-        out = torch.empty((m, n), dtype=out_dtype, device=a.device)
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() == 2 == b.dim()):
+            check_args(a, b, scale_a, scale_b, bias, out_dtype, out)   # raises the clear error
+        out = torch.empty((a.shape[0], b.shape[1]), dtype=out_dtype, device=a.device)
+    elif out.dtype != out_dtype:
+        check_args(a, b, scale_a, scale_b, bias, out_dtype, out)       # raises the clear error
     return dispatcher()(a, b, scale_a, scale_b, out, bias, bool(use_fast_accum))
 
 
