@@ -60,6 +60,7 @@ SMEM_RESERVED = 1024
 B200_SMS = 148
 
 from fastdispatch.kernels.scaled_mm._compile import compile_kernel, ptx_of  # noqa: E402
+from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -294,12 +295,7 @@ class ScaledMmSm100:
     def _tile_coords(self, tile, tiles_m, tiles_n, vmnk):
         """Linear cluster-tile index -> this CTA's MMA-tile (m, n), in L2 groups of
         `group_m` cluster rows walked column by column (all roles agree on it)."""
-        group = self.cfg.group_m * tiles_n
-        first_m = (tile // group) * self.cfg.group_m
-        rows = cutlass.min(tiles_m - first_m, self.cfg.group_m)
-        in_group = tile % group
-        cm = first_m + in_group % rows
-        cn = in_group // rows
+        cm, cn = grouped_cluster_tile(tile, tiles_m, tiles_n, self.cfg.group_m)
         return cm * (self.cfg.cluster_m // 2) + vmnk[1], cn * self.cfg.cluster_n + vmnk[2]
 
     @cute.kernel

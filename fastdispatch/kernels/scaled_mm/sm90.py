@@ -65,6 +65,7 @@ SMEM_RESERVED = 1024
 H100_SMS = 132
 
 from fastdispatch.kernels.scaled_mm._compile import compile_kernel, ptx_of  # noqa: E402
+from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -349,12 +350,7 @@ class ScaledMmSm90:
     def _tile_coords(self, tile, tiles_m, tiles_n, cluster_coord):
         """Linear cluster-tile index -> this CTA's tile (m, n): L2 groups of `group_m` cluster
         rows, walked column by column inside a group (every role computes the same)."""
-        group = self.cfg.group_m * tiles_n
-        first_m = (tile // group) * self.cfg.group_m
-        rows = cutlass.min(tiles_m - first_m, self.cfg.group_m)
-        in_group = tile % group
-        cm = first_m + in_group % rows
-        cn = in_group // rows
+        cm, cn = grouped_cluster_tile(tile, tiles_m, tiles_n, self.cfg.group_m)
         return cm * self.cfg.cluster_m + cluster_coord[0], cn * self.cfg.cluster_n + cluster_coord[1]
 
     @cute.kernel
