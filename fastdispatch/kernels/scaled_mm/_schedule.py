@@ -6,6 +6,7 @@ cluster rows, walked column by column inside a group, so concurrently running cl
 rows of A and columns of B in L2. Every warp role of a kernel calls it and so agrees on the order.
 """
 import cutlass
+import cutlass.cute as cute
 
 
 def grouped_cluster_tile(tile, tiles_m, tiles_n, group_m: int):
@@ -15,3 +16,17 @@ def grouped_cluster_tile(tile, tiles_m, tiles_n, group_m: int):
     rows = cutlass.min(tiles_m - first_m, group_m)
     in_group = tile % group
     return first_m + in_group % rows, in_group // rows
+
+
+@cute.jit
+def load_k_tiles(ab_pipe, state, k_tiles, tma_atom_a, tAgA, tAsA, a_mcast, tma_atom_b, tBgB, tBsB, b_mcast):
+    """The TMA producer's rolled K-loop for one output tile: each iteration's blocking acquire
+    waits for a free ring slot (the first `stages` iterations fill the ring, no unrolled
+    prologue), then A's and B's k-tile land on that slot's barrier. Returns the advanced state."""
+    for k in cutlass.range(k_tiles, unroll=1):
+        ab_pipe.producer_acquire(state)
+        bar = ab_pipe.producer_get_barrier(state)
+        cute.copy(tma_atom_a, tAgA[(None, k)], tAsA[(None, state.index)], tma_bar_ptr=bar, mcast_mask=a_mcast)
+        cute.copy(tma_atom_b, tBgB[(None, k)], tBsB[(None, state.index)], tma_bar_ptr=bar, mcast_mask=b_mcast)
+        state.advance()
+    return state

@@ -60,7 +60,7 @@ SMEM_RESERVED = 1024
 B200_SMS = 148
 
 from fastdispatch.kernels.scaled_mm._compile import compile_kernel, ptx_of  # noqa: E402
-from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile  # noqa: E402
+from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile, load_k_tiles  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -429,15 +429,8 @@ class ScaledMmSm100:
                 mma_m, mma_n = self._tile_coords(tile, tiles_m, tiles_n, vmnk)
                 tAgA_t = tAgA[(None, mma_m, None)]
                 tBgB_t = tBgB[(None, mma_n, None)]
-                for k in cutlass.range(k_tiles, unroll=1):
-                    # Blocking acquire: the first ab_stages iterations fill the ring.
-                    ab_pipe.producer_acquire(ab_state)
-                    bar = ab_pipe.producer_get_barrier(ab_state)
-                    cute.copy(tma_atom_a, tAgA_t[(None, k)], tAsA[(None, ab_state.index)],
-                              tma_bar_ptr=bar, mcast_mask=a_mcast)
-                    cute.copy(tma_atom_b, tBgB_t[(None, k)], tBsB[(None, ab_state.index)],
-                              tma_bar_ptr=bar, mcast_mask=b_mcast)
-                    ab_state.advance()
+                ab_state = load_k_tiles(ab_pipe, ab_state, k_tiles, tma_atom_a, tAgA_t, tAsA, a_mcast,
+                                        tma_atom_b, tBgB_t, tBsB, b_mcast)
                 tile += num_clusters
             ab_pipe.producer_tail(ab_state)
 

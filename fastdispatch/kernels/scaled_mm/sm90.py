@@ -65,7 +65,7 @@ SMEM_RESERVED = 1024
 H100_SMS = 132
 
 from fastdispatch.kernels.scaled_mm._compile import compile_kernel, ptx_of  # noqa: E402
-from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile  # noqa: E402
+from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile, load_k_tiles  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -450,15 +450,8 @@ class ScaledMmSm90:
                     tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
                     tAgA_t = tAgA[(None, tm, None)]
                     tBgB_t = tBgB[(None, tn, None)]
-                    for k in cutlass.range(k_tiles, unroll=1):
-                        # Blocking acquire: the first `stages` iterations fill the ring.
-                        ab_pipe.producer_acquire(state)
-                        bar = ab_pipe.producer_get_barrier(state)
-                        cute.copy(tma_atom_a, tAgA_t[(None, k)], tAsA[(None, state.index)],
-                                  tma_bar_ptr=bar, mcast_mask=a_mcast)
-                        cute.copy(tma_atom_b, tBgB_t[(None, k)], tBsB[(None, state.index)],
-                                  tma_bar_ptr=bar, mcast_mask=b_mcast)
-                        state.advance()
+                    state = load_k_tiles(ab_pipe, state, k_tiles, tma_atom_a, tAgA_t, tAsA, a_mcast,
+                                         tma_atom_b, tBgB_t, tBsB, b_mcast)
                     tile += num_clusters
                 ab_pipe.producer_tail(state)
 
