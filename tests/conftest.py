@@ -1,6 +1,8 @@
 """Test tiers: CPU tests run everywhere; tests marked ``gpu`` (and ``sm90``, ``sm100``,
 ``multi_gpu``) skip cleanly when the hardware is missing. Every test session uses a private
 on-disk cache directory, so tests never read or write the user's cache."""
+import threading
+
 import pytest
 import torch
 
@@ -84,3 +86,30 @@ class _StatsDelta:
 def stats_delta():
     """``stats_delta("compiles")``: how much a counter grew during this test."""
     return _StatsDelta()
+
+
+def _run_threads(n_threads, body):
+    """Start ``n_threads`` threads released together by a barrier, each running ``body(i)``;
+    join them and return the exceptions they raised (an empty list when all succeeded)."""
+    barrier = threading.Barrier(n_threads)
+    errors = []
+
+    def worker(i):
+        try:
+            barrier.wait()
+            body(i)
+        except Exception as exc:  # collected and asserted on by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+@pytest.fixture
+def run_threads():
+    """``run_threads(n, body)``: n threads start ``body(i)`` at once; returns their errors."""
+    return _run_threads

@@ -110,10 +110,9 @@ def test_make_failure_publishes_nothing():
     assert torch.equal(out, x) and k.num_entries == 1 and len(attempts) == 2
 
 
-def test_32_threads_one_cold_key_build_once():
+def test_32_threads_one_cold_key_build_once(run_threads):
     """32 threads missing on one key at once: one build, every thread gets its right result."""
     n_threads = 32
-    barrier = threading.Barrier(n_threads)
     in_make = []
 
     def make(args):
@@ -124,30 +123,16 @@ def test_32_threads_one_cold_key_build_once():
     k = ReferenceKernel(make, ["x", "out", "s"])
     xs = [rand(32, seed=i) for i in range(n_threads)]
     outs = [torch.full((32,), float("nan")) for _ in range(n_threads)]
-    errors = []
-
-    def worker(i):
-        try:
-            barrier.wait()
-            k(xs[i], outs[i], float(i + 1))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_threads(n_threads, lambda i: k(xs[i], outs[i], float(i + 1)))
     assert errors == []
     assert k.builds == 1 and len(in_make) == 1 and k.num_entries == 1
     for i in range(n_threads):
         torch.testing.assert_close(outs[i], xs[i] * float(i + 1))
 
 
-def test_32_threads_distinct_keys():
+def test_32_threads_distinct_keys(run_threads):
     """32 threads with 32 different keys: 32 builds, 32 entries, each result right."""
     n_threads = 32
-    barrier = threading.Barrier(n_threads)
 
     def make(args):
         time.sleep(0.01)
@@ -156,21 +141,11 @@ def test_32_threads_distinct_keys():
     k = ReferenceKernel(make, ["x", "out"])
     xs = [rand(i + 1, seed=i) for i in range(n_threads)]      # shapes differ: keys differ
     outs = [torch.full((i + 1,), float("nan")) for i in range(n_threads)]
-    errors = []
+    def calls(i):
+        for _ in range(3):
+            k(xs[i], outs[i])
 
-    def worker(i):
-        try:
-            barrier.wait()
-            for _ in range(3):
-                k(xs[i], outs[i])
-        except Exception as exc:  # pragma: no cover
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_threads(n_threads, calls)
     assert errors == []
     assert k.builds == n_threads and k.num_entries == n_threads
     for i in range(n_threads):

@@ -1,7 +1,6 @@
 """GPU launches through ``triton_kernel`` (all marked ``gpu``; skipped without CUDA): numerics
 of the direct launch vs torch, the guards that need a device (alignment, launch hooks, changed
 globals, the fast-path switch, streams, graph capture, threads, a second device)."""
-import threading
 
 import pytest
 import torch
@@ -184,28 +183,18 @@ def test_cuda_graph_capture_replays():
         assert torch.equal(out, eager), "graph replay is not bit-exact with the eager launch"
 
 
-def test_32_threads_share_one_kernel():
+def test_32_threads_share_one_kernel(run_threads):
     """32 threads calling one kernel with their own outputs: every result right."""
     k = add_kernel(2)
     n_threads = 32
     xs = [inputs(2, seed=i) for i in range(n_threads)]
     outs = [poisoned(x[0]) for x in xs]
-    barrier = threading.Barrier(n_threads)
-    errors = []
 
-    def worker(i):
-        try:
-            barrier.wait()
-            for _ in range(20):
-                k(xs[i][0], xs[i][1], outs[i], outs[i].numel())
-        except Exception as exc:  # pragma: no cover
-            errors.append(exc)
+    def calls(i):
+        for _ in range(20):
+            k(xs[i][0], xs[i][1], outs[i], outs[i].numel())
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_threads(n_threads, calls)
     torch.cuda.synchronize()
     assert errors == []
     assert k.num_entries == 1
