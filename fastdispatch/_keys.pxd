@@ -37,5 +37,5 @@ cdef class FastKernel:
     cdef _resize(self, Py_ssize_t cap)
     cdef Entry _find(self, uint64_t h, const uint64_t* words, Py_ssize_t n)
     cdef Py_ssize_t _build(self, tuple args, uint64_t* words, uint64_t* slots, int* device_id) except -2
-    cdef object _call_twin(self, tuple args)
+    cdef Py_ssize_t _build_any(self, tuple args, uint64_t* words, uint64_t* slots, int* device_id) except -2
     cdef object _call(self, tuple args)

@@ -353,13 +353,8 @@ cdef class Entry:
         cdef uint64_t words[MAX_WORDS]
         cdef uint64_t slots[MAX_ARGS]
         cdef int device_id = -1
-        if kernel._build(args, words, slots, &device_id) < 0:
-            built, built_slots, device_id = _keys_py.build_words(
-                args, kernel.roles, kernel.knobs_runtime, kernel.knobs_compilation)
-            if len(built_slots) > MAX_ARGS:
-                return self.slow(args)
-            for i in range(len(built_slots)):
-                slots[i] = <uint64_t>built_slots[i]
+        if kernel._build_any(args, words, slots, &device_id) < 0:
+            return self.slow(args)
         result = self.run(args, slots, device_id, kernel.knobs_runtime)
         self.hits -= 1   # the publishing call is a miss, not a hit
         return result
@@ -652,35 +647,34 @@ cdef class FastKernel:
         cdef uint64_t words[MAX_WORDS]
         cdef uint64_t slots[MAX_ARGS]
         cdef int device_id = -1
-        cdef Py_ssize_t n = self._build(args, words, slots, &device_id)
+        cdef Py_ssize_t n = self._build_any(args, words, slots, &device_id)
         cdef Entry e
         if n < 0:
-            return self._call_twin(args)
+            return self.on_miss(self, args, None)
         e = self._find(_hash_words(words, n), words, n)
         if e is None:
             return self.on_miss(self, args, None)
         return e.run(args, slots, device_id, self.knobs_runtime)
 
-    cdef object _call_twin(self, tuple args):
-        # An argument C cannot read (tensor subclass, FakeTensor, exotic scalar): the Python
-        # twin computes the same words and slots; the launch is the same table walk.
-        cdef uint64_t words[MAX_WORDS]
-        cdef uint64_t slots[MAX_ARGS]
-        cdef Py_ssize_t n, i
-        cdef Entry e
-        built, built_slots, device_id = _keys_py.build_words(
+    cdef Py_ssize_t _build_any(self, tuple args, uint64_t* words, uint64_t* slots,
+                               int* device_id) except -2:
+        """``_build``, or, for an argument C cannot read (tensor subclass, FakeTensor, exotic
+        scalar), the Python twin's identical words and slots. -1 only when the call needs more
+        words or arguments than the stack buffers hold (the slow path handles it)."""
+        cdef Py_ssize_t n = self._build(args, words, slots, device_id)
+        cdef Py_ssize_t i
+        if n >= 0:
+            return n
+        built, built_slots, dev = _keys_py.build_words(
             args, self.roles, self.knobs_runtime, self.knobs_compilation)
-        n = len(built)
-        if n > MAX_WORDS or len(built_slots) > MAX_ARGS:
-            return self.on_miss(self, args, None)
-        for i in range(n):
+        if len(built) > MAX_WORDS or len(built_slots) > MAX_ARGS:
+            return -1
+        for i in range(len(built)):
             words[i] = <uint64_t>built[i]
         for i in range(len(built_slots)):
             slots[i] = <uint64_t>built_slots[i]
-        e = self._find(_hash_words(words, n), words, n)
-        if e is None:
-            return self.on_miss(self, args, None)
-        return e.run(args, slots, device_id, self.knobs_runtime)
+        device_id[0] = dev
+        return len(built)
 
 
 cdef object _last_mode = None

@@ -219,8 +219,9 @@ class TritonKernel(Dispatcher):
             return keys.Entry(words, MODE_SLOW, slow=self._interpreter_launch,
                               info={"fallback": "TRITON_INTERPRET=1"})
         device = _first_cuda_device(args)
-        key_text, src, options = self.specialize(args, target_for_device(device))
-        files = _binary_files(key_text, src, target_for_device(device), options)
+        target = target_for_device(device)
+        key_text, src, options = self.specialize(args, target)
+        files = _binary_files(key_text, src, target, options)
         kernel = _loaded_kernel(key_text, src, files, device)
         guard = tuple((gdict, name, value) for (name, _), (value, gdict) in self.fn.used_global_vals.items())
         slow = functools.partial(_slow_launch, self, kernel, device, guard)
