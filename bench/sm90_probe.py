@@ -1,6 +1,7 @@
 """Correctness and timing probe of the sm90 scaled_mm kernel on a Hopper GPU (not a test).
 
-    python bench/sm90_probe.py [--no-check] [--no-time] [--config NAME=k=v,...] [--shapes M,N,K;...]
+    python bench/sm90_probe.py [--no-check | --check-extra] [--no-time] [--config NAME=k:v,...]
+                               [--shapes M,N,K;...]
 
 Checks every shipped config on random data (NaN-poisoned output, rel. error against the fp32
 reference rounded to bf16), then times the dispatch heuristic's pick with
@@ -56,9 +57,9 @@ def check(cfg, m, n, k, has_bias):
     out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
     fn = kernel_fn(cfg, has_bias)
     if has_bias:
-        fn(a, bt, sa, sb, out, bias)
+        fn(a, bt.t(), sa[:, None], sb[None, :], out, bias)
     else:
-        fn(a, bt, sa, sb, out)
+        fn(a, bt.t(), sa[:, None], sb[None, :], out)
     torch.cuda.synchronize()
     ref = reference(a, bt, sa, sb, bias if has_bias else None)
     nans = int(out.isnan().sum())
@@ -84,8 +85,14 @@ def name_of(cfg):
     return "custom"
 
 
-def run_checks(extra):
+def run_checks(extra, extra_only=False):
     ok = True
+    if extra_only:
+        for cfg in extra:
+            for m, n, k in ((1000, 272, 336), (100, 1040, 2064), (7, 8192, 8192), (1, 4096, 4096)):
+                for has_bias in (False, True):
+                    ok &= check(cfg, m, n, k, has_bias)
+        return ok
     odd = [(m, 272, 336) for m in (1, 7, 16, 100, 128, 1000, 4096)]
     for m, n, k in odd + [(256, 256, 256), (1024, 1024, 1024), (2048, 2048, 8192)]:
         for has_bias in (False, True):
@@ -117,7 +124,8 @@ def run_timing(shapes, extra):
         flop = 2 * m * n * k
         for cfg in cfgs:
             fn = kernel_fn(cfg, False)
-            t = bench_ms(lambda: fn(a, bt, sa, sb, out))
+            sa2, sb2 = sa[:, None], sb[None, :]
+            t = bench_ms(lambda: fn(a, b, sa2, sb2, out))
             line = (f"TIME {m}x{n}x{k} {name_of(cfg):10s} ours {t * 1e3:8.1f} us {flop / t / 1e9:7.0f} TFLOP/s | "
                     f"torch._scaled_mm {t_ref * 1e3:8.1f} us {flop / t_ref / 1e9:7.0f} TFLOP/s | "
                     f"speedup {t_ref / t:.3f}x (fast_accum torch {t_fast * 1e3:.1f} us) [{cfg}]")
@@ -139,6 +147,7 @@ def parse_config(text):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--no-check", action="store_true")
+    p.add_argument("--check-extra", action="store_true", help="check only the --config configs")
     p.add_argument("--no-time", action="store_true")
     p.add_argument("--config", action="append", default=[], help="NAME=key:val,... (extra config)")
     p.add_argument("--shapes", default="4096,4096,4096;8192,8192,8192;16384,8192,8192;"
@@ -148,7 +157,7 @@ def main():
     extra = [parse_config(c) for c in args.config]
     ok = True
     if not args.no_check:
-        ok = run_checks(extra)
+        ok = run_checks(extra, extra_only=args.check_extra)
     lines = []
     if not args.no_time:
         shapes = [tuple(int(x) for x in s.split(",")) for s in args.shapes.split(";") if s]
@@ -159,7 +168,7 @@ def main():
         print(line)
     out = os.environ.get("OUT")
     if out:
-        with open(os.path.join(out, "sm90_summary.txt"), "w") as f:
+        with open(os.path.join(out, "sm90_summary.txt"), "a") as f:
             f.write("\n".join(lines) + "\n")
     return 0 if ok else 1
 

@@ -187,7 +187,7 @@ def test_ptxas_no_spills(ptx, variant):
 
 @pytest.mark.parametrize("has_bias", [False, True])
 def test_compiled_signature(has_bias):
-    """The binary takes exactly (a, bt, scale_a, scale_b, out[, bias]) torch tensors, the
+    """The binary takes exactly (a, b, scale_a, scale_b, out[, bias]) torch tensors, the
     stream coming from torch's current stream; CPU tensors get past arity and dtypes and
     are refused only for their device."""
     torch = pytest.importorskip("torch")
@@ -198,9 +198,9 @@ def test_compiled_signature(has_bias):
     m, n, k = 256, 128, 128
     args = [
         torch.zeros(m, k, dtype=torch.float8_e4m3fn),
-        torch.zeros(n, k, dtype=torch.float8_e4m3fn),
-        torch.ones(m),
-        torch.ones(n),
+        torch.zeros(n, k, dtype=torch.float8_e4m3fn).t(),
+        torch.ones(m, 1),
+        torch.ones(1, n),
         torch.empty(m, n, dtype=torch.bfloat16),
     ]
     if has_bias:

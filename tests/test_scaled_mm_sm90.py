@@ -129,7 +129,8 @@ def _run_and_check(cfg, m, n, k, has_bias, tol=2e-3):
     sb = torch.rand(n, device="cuda", generator=g) + 0.5
     bias = torch.randn(n, device="cuda", generator=g).to(torch.bfloat16) if has_bias else None
     out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
-    args = (a, bt, sa, sb, out) + ((bias,) if has_bias else ())
+    # The binary takes torch._scaled_mm's layouts: b [K, N] column-major, scales [M,1] / [1,N].
+    args = (a, bt.t(), sa[:, None], sb[None, :], out) + ((bias,) if has_bias else ())
     _fn(cfg, has_bias)(*args)
     torch.cuda.synchronize()
     ref = (a.float() @ bt.float().t()) * sa[:, None] * sb[None, :]

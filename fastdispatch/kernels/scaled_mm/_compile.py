@@ -11,29 +11,44 @@ import tempfile
 
 import cutlass
 import cutlass.cute as cute
-from cutlass.cute.runtime import make_fake_compact_tensor, make_fake_stream
+from cutlass.cute.runtime import make_fake_compact_tensor, make_fake_stream, make_fake_tensor
 
 from fastdispatch.backends.cute import COMPILE_LOCK
 
 
 def fake_args(has_bias: bool) -> list:
-    """(a, bt, scale_a, scale_b, out[, bias], stream) with symbolic M, N, K. The divisibility
-    is what TMA needs for 16-byte row strides (K fp8 elements, N bf16 elements)."""
+    """(a, b, scale_a, scale_b, out[, bias], stream) in torch._scaled_mm's own layouts, with
+    symbolic M, N, K: a [M, K] row-major, b [K, N] column-major, rowwise scales [M, 1] and
+    [1, N] (the stride of their size-1 dimension is free: torch reports several for the same
+    contiguous data), out [M, N] row-major, bias [N]. So the hot path passes the caller's
+    tensors as they are (no ``b.t()`` or reshapes per call: ~0.5 us each); `operand_views`
+    makes the kernels' views. The divisibility is what TMA needs for 16-byte strides."""
     m = cute.sym_int32(symbol="M")
     n = cute.sym_int32(divisibility=8, symbol="N")
     k = cute.sym_int32(divisibility=16, symbol="K")
     row_major = dict(stride_order=(1, 0), assumed_align=16)
     args = [
         make_fake_compact_tensor(cutlass.Float8E4M3FN, (m, k), **row_major),  # a
-        make_fake_compact_tensor(cutlass.Float8E4M3FN, (n, k), **row_major),  # bt
-        make_fake_compact_tensor(cutlass.Float32, (m,), assumed_align=16),  # scale_a
-        make_fake_compact_tensor(cutlass.Float32, (n,), assumed_align=16),  # scale_b
+        make_fake_tensor(cutlass.Float8E4M3FN, (k, n), (1, k), assumed_align=16),  # b
+        make_fake_tensor(cutlass.Float32, (m, 1), (1, cute.sym_int32(symbol="SA1")), assumed_align=16),
+        make_fake_tensor(cutlass.Float32, (1, n), (cute.sym_int32(symbol="SB0"), 1), assumed_align=16),
         make_fake_compact_tensor(cutlass.BFloat16, (m, n), **row_major),  # out
     ]
     if has_bias:
         args.append(make_fake_compact_tensor(cutlass.BFloat16, (n,), assumed_align=16))
     args.append(make_fake_stream(use_tvm_ffi_env_stream=True))
     return args
+
+
+def operand_views(b, scale_a, scale_b):
+    """Inside a kernel's ``@cute.jit`` entry: torch's layouts -> the kernels' operands, as
+    views (no data moves). Bt [N, K] row-major (K-major B, the layout both Hopper and
+    Blackwell fp8 MMAs read) from b [K, N] column-major; unit-stride scale vectors [M] and [N]
+    from the [M, 1] / [1, N] scales."""
+    bt = cute.make_tensor(b.iterator, cute.select(b.layout, mode=[1, 0]))
+    scale_a_vec = cute.make_tensor(scale_a.iterator, cute.make_layout((scale_a.shape[0],)))
+    scale_b_vec = cute.make_tensor(scale_b.iterator, cute.make_layout((scale_b.shape[1],)))
+    return bt, scale_a_vec, scale_b_vec
 
 
 def compile_kernel(kernel, arch: str, has_bias: bool, out_dtype: str, *, keep_ptx: bool):

@@ -13,7 +13,6 @@ arguments); compiled binaries are per (arch, config, bias) and per process.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 
@@ -141,18 +140,34 @@ def config_for(variant: str, m: int, n: int, k: int, fast_accum: bool = False):
     return sm100.default_config(m, n, k)
 
 
-def _call_kernel(raw, a, b, scale_a, scale_b, out, bias, fast_accum):
-    # The kernels take B as [N, K] row-major (K-major, a view) and unit-stride scale vectors
-    # (rowwise scales are views; tensorwise ones are expanded into small contiguous vectors).
-    # fast_accum is already baked into the compiled config (`raw`).
-    m, n = out.shape
-    sa = scale_a.reshape(m) if scale_a.numel() == m else scale_a.reshape(1).expand(m).contiguous()
-    sb = scale_b.reshape(n) if scale_b.numel() == n else scale_b.reshape(1).expand(n).contiguous()
-    if bias is None:
-        raw(a, b.t(), sa, sb, out)
-    else:
-        raw(a, b.t(), sa, sb, out, bias)
-    return out
+def _kernel_call(raw, rowwise_shaped: bool, has_bias: bool):
+    """The per-call function of a CuTe kernel entry (chosen once per key).
+
+    The binaries take torch._scaled_mm's own layouts (b [K, N] column-major, scales [M, 1] /
+    [1, N]) and view them in-kernel, so rowwise calls pass the caller's tensors untouched (no
+    per-call reshapes). Tensorwise scales are expanded into small contiguous [M, 1] / [1, N]
+    tensors. fast_accum is already baked into the compiled config (``raw``)."""
+    if rowwise_shaped:
+        if has_bias:
+            def call(a, b, scale_a, scale_b, out, bias, fast_accum):
+                raw(a, b, scale_a, scale_b, out, bias)
+                return out
+        else:
+            def call(a, b, scale_a, scale_b, out, bias, fast_accum):
+                raw(a, b, scale_a, scale_b, out)
+                return out
+        return call
+
+    def call_tensorwise(a, b, scale_a, scale_b, out, bias, fast_accum):
+        m, n = out.shape
+        scale_a = scale_a.reshape(1, 1).expand(m, 1).contiguous()
+        scale_b = scale_b.reshape(1, 1).expand(1, n).contiguous()
+        if bias is None:
+            raw(a, b, scale_a, scale_b, out)
+        else:
+            raw(a, b, scale_a, scale_b, out, bias)
+        return out
+    return call_tensorwise
 
 
 def _call_torch(a, b, scale_a, scale_b, out, bias, fast_accum):
@@ -192,8 +207,7 @@ class _ScaledMmDispatcher(Dispatcher):
             fn, info = _call_torch, {"variant": "torch._scaled_mm"}
         else:
             try:
-                fn, info = self._cute_call(variant, a.shape[0], b.shape[1], a.shape[1], out, bias,
-                                           fast_accum)
+                fn, info = self._cute_call(variant, a, b, scale_a, scale_b, out, bias, fast_accum)
             except _UseTorch as why:
                 fn, info = _call_torch, {"variant": "torch._scaled_mm", "fallback": str(why)}
                 stats.record_fallback(f"scaled_mm: {why}")
@@ -202,7 +216,8 @@ class _ScaledMmDispatcher(Dispatcher):
         return keys.Entry(words, MODE_CALL, fn=fn, slow=lambda args: fn(*args), info=info)
 
     @staticmethod
-    def _cute_call(variant, m, n, k, out, bias, fast_accum):
+    def _cute_call(variant, a, b, scale_a, scale_b, out, bias, fast_accum):
+        (m, k), n = a.shape, b.shape[1]
         if out.dtype not in KERNEL_OUT_DTYPES:
             raise _UseTorch(f"out_dtype {out.dtype} (the CuTe kernels write bf16)")
         try:
@@ -210,7 +225,10 @@ class _ScaledMmDispatcher(Dispatcher):
             raw = _compiled(variant, config, bias is not None)
         except ImportError as exc:   # nvidia-cutlass-dsl missing: cuBLAS still serves
             raise _UseTorch(f"CuTe DSL unavailable ({exc})") from exc
-        return functools.partial(_call_kernel, raw), {"variant": variant, "config": config}
+        # The key holds the scales' shapes and strides, so this choice holds for every hit.
+        rowwise_shaped = tuple(scale_a.shape) == (m, 1) and tuple(scale_b.shape) == (1, n) \
+            and scale_a.stride(0) == 1 and scale_b.stride(1) == 1
+        return _kernel_call(raw, rowwise_shaped, bias is not None), {"variant": variant, "config": config}
 
 
 _dispatcher = None

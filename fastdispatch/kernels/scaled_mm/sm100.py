@@ -2,9 +2,11 @@
 
     out[m, n] = bf16((A[m, :] @ Bt[n, :]) * scale_a[m] * scale_b[n] (+ bias[n]))
 
-A e4m3 [M, K] row-major, Bt e4m3 [N, K] row-major (B K-major), scale_a fp32 [M], scale_b
-fp32 [N], optional bias bf16 [N], out bf16 [M, N]; fp32 accumulation in tensor memory, both
-scales (and the bias) applied in fp32 before the one bf16 rounding.
+The binary takes torch._scaled_mm's layouts (A e4m3 [M, K] row-major, B e4m3 [K, N]
+column-major, scales fp32 [M, 1] and [1, N], optional bias bf16 [N], out bf16 [M, N]) and views
+B as Bt [N, K] row-major (K-major) and the scales as vectors (`_compile.operand_views`); fp32
+accumulation in tensor memory, both scales (and the bias) applied in fp32 before the one bf16
+rounding.
 
 Structure (one CTA pair = one 2-CTA MMA tile of tile_m x tile_n):
 - persistent: one cluster per `num_sms / cluster_size` slots, walking output tiles with our
@@ -59,7 +61,7 @@ SMEM_RESERVED = 1024
 #: Streaming multiprocessors of a B200 (sizes the persistent grid).
 B200_SMS = 148
 
-from fastdispatch.kernels.scaled_mm._compile import compile_kernel, ptx_of  # noqa: E402
+from fastdispatch.kernels.scaled_mm._compile import compile_kernel, operand_views, ptx_of  # noqa: E402
 from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile, load_k_tiles  # noqa: E402
 
 
@@ -230,14 +232,17 @@ class ScaledMmSm100:
         return cute.make_tiled_mma(cute.make_mma_atom(op))
 
     @cute.jit
-    def run(self, a, bt, scale_a, scale_b, out, stream):
-        """Entry without bias: fn(a, bt, scale_a, scale_b, out)."""
-        self._launch(a, bt, scale_a, scale_b, out, None, stream)
+    def run(self, a, b, scale_a, scale_b, out, stream):
+        """Entry without bias: fn(a, b, scale_a, scale_b, out), torch._scaled_mm's layouts
+        (`_compile.fake_args`)."""
+        bt, scale_a_vec, scale_b_vec = operand_views(b, scale_a, scale_b)
+        self._launch(a, bt, scale_a_vec, scale_b_vec, out, None, stream)
 
     @cute.jit
-    def run_bias(self, a, bt, scale_a, scale_b, out, bias, stream):
-        """Entry with bias: fn(a, bt, scale_a, scale_b, out, bias)."""
-        self._launch(a, bt, scale_a, scale_b, out, bias, stream)
+    def run_bias(self, a, b, scale_a, scale_b, out, bias, stream):
+        """Entry with bias: fn(a, b, scale_a, scale_b, out, bias)."""
+        bt, scale_a_vec, scale_b_vec = operand_views(b, scale_a, scale_b)
+        self._launch(a, bt, scale_a_vec, scale_b_vec, out, bias, stream)
 
     @cute.jit
     def _launch(self, a, bt, scale_a, scale_b, out, bias, stream):
@@ -579,7 +584,7 @@ def compile_sm100(config: Sm100Config, *, has_bias: bool, out_dtype="bf16", keep
     """Compile the kernel for sm_100a: one binary for all M/N/K, TVM-FFI enabled.
 
     Call the result with torch tensors, on torch's current stream (graph capture works):
-    ``fn(a, bt, scale_a, scale_b, out)`` or, with ``has_bias``, ``fn(..., out, bias)``
+    ``fn(a, b, scale_a, scale_b, out)`` (torch._scaled_mm's layouts: b [K, N] column-major, scales [M, 1] and [1, N]) or, with ``has_bias``, ``fn(..., out, bias)``
     (4.8.1 wraps it in a kwargs wrapper; ``fn.__tvm_ffi_object__()`` is the fast path).
     See the module docstring for the argument requirements. ``keep_ptx`` keeps the PTX
     and cubin reachable as ``fn.__ptx__`` / ``fn.__cubin__``. Compiles under a process

@@ -2,14 +2,17 @@
 
     out[m, n] = bf16((A[m, :] @ Bt[n, :]) * scale_a[m] * scale_b[n] (+ bias[n]))
 
-A e4m3 [M, K] row-major, Bt e4m3 [N, K] row-major (B K-major: ``b.t()`` of torch._scaled_mm's
-column-major B; Hopper fp8 WGMMA reads both operands K-major only), scale_a fp32 [M], scale_b
-fp32 [N], optional bias bf16 [N], out bf16 [M, N] row-major. Accumulation in fp32 registers;
-both scales (and the bias) are applied in fp32 before the one bf16 rounding.
+The binary takes torch._scaled_mm's layouts (A e4m3 [M, K] row-major, B e4m3 [K, N]
+column-major, rowwise scales fp32 [M, 1] and [1, N], optional bias bf16 [N], out bf16 [M, N]
+row-major) and views them as the kernel's operands without moving data: Bt [N, K] row-major
+(K-major B: Hopper fp8 WGMMA reads both operands K-major only) and unit-stride scale vectors
+(`_compile.operand_views`). Accumulation in fp32 registers; both scales (and the bias) are
+applied in fp32 before the one bf16 rounding.
 
-Tensorwise scales: the kernel always reads one scale per row of A and per row of Bt; a caller
-with tensorwise (one-element) scales passes them expanded to contiguous [M] and [N] vectors
-(``api._call_kernel`` does this). Contiguous, not stride-0 views: the binary assumes unit stride.
+Tensorwise scales: the kernel always reads one scale per row of A and per column of B; a
+caller with tensorwise (one-element) scales passes them expanded to contiguous [M, 1] and
+[1, N] (``api._kernel_call`` does this). Contiguous, not stride-0 views: the binary assumes
+unit stride.
 
 Structure (one CTA per SM, clusters of ``cluster_m x cluster_n`` CTAs):
 - persistent: the grid holds ``num_sms // cluster size`` clusters that walk the output tiles
@@ -64,7 +67,7 @@ SMEM_RESERVED = 1024
 #: Streaming multiprocessors of an H100 SXM (sizes the persistent grid).
 H100_SMS = 132
 
-from fastdispatch.kernels.scaled_mm._compile import compile_kernel, ptx_of  # noqa: E402
+from fastdispatch.kernels.scaled_mm._compile import compile_kernel, operand_views, ptx_of  # noqa: E402
 from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile, load_k_tiles  # noqa: E402
 
 
@@ -89,6 +92,10 @@ class Sm90Config:
       the fp32 accumulator (two-level accumulation, as torch._scaled_mm's default
       use_fast_accum=False); 0 = fast accumulation (WGMMA accumulates all of K, fewer
       registers: the only way a 128x256 tile fits).
+    - ``overlap_promotion``: with ``promote == 1``, two temporary accumulators alternate so
+      that adding k-tile k-1 into the fp32 accumulator overlaps k-tile k's WGMMAs (otherwise
+      each promotion waits for its own WGMMAs: the consumer's K-loop is a latency chain).
+      Costs a third accumulator's registers.
     - ``epi_n``: columns per TMA-store subtile (normal path), ``epi_stages`` its SMEM buffers.
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
@@ -103,6 +110,7 @@ class Sm90Config:
     cluster_n: int = 1
     swap_ab: bool = False
     promote: int = 1
+    overlap_promotion: bool = False
     epi_n: int = 32
     epi_stages: int = 2
     group_m: int = 8
@@ -134,6 +142,8 @@ class Sm90Config:
         elif self.promote and (self.tile_m // self.consumer_wgs) * self.tile_n // 128 > 64:
             errs.append("promote > 0 needs two accumulators: at most 64 fp32 registers each "
                         "(tile_m // consumer_wgs * tile_n <= 8192)")
+        if self.overlap_promotion and self.promote != 1:
+            errs.append("overlap_promotion needs promote == 1")
         if self.stages is not None and self.stages < 2:
             errs.append("stages must be >= 2")
         if errs:
@@ -240,7 +250,7 @@ class ScaledMmSm90:
         c = self.cfg
         return (
             f"scaled_mm_sm90_{c.tile_m}x{c.tile_n}x{c.tile_k}_w{c.consumer_wgs}_c{c.cluster_m}x{c.cluster_n}"
-            f"_s{c.stages}p{c.promote}{'_swap' if c.swap_ab else ''}{'_bias' if self.has_bias else ''}"
+            f"_s{c.stages}p{c.promote}{'o' if c.overlap_promotion else ''}{'_swap' if c.swap_ab else ''}{'_bias' if self.has_bias else ''}"
         )
 
     # -- host side (traced once per compile) ------------------------------------------
@@ -277,14 +287,17 @@ class ScaledMmSm90:
         return cute.tile_to_shape(atom, (*self.epi_tile, self.cfg.epi_stages), order=(0, 1, 2))
 
     @cute.jit
-    def run(self, a, bt, scale_a, scale_b, out, stream):
-        """Entry without bias: fn(a, bt, scale_a, scale_b, out)."""
-        self._launch(a, bt, scale_a, scale_b, out, None, stream)
+    def run(self, a, b, scale_a, scale_b, out, stream):
+        """Entry without bias: fn(a, b, scale_a, scale_b, out), torch._scaled_mm's layouts
+        (`_compile.fake_args`)."""
+        bt, scale_a_vec, scale_b_vec = operand_views(b, scale_a, scale_b)
+        self._launch(a, bt, scale_a_vec, scale_b_vec, out, None, stream)
 
     @cute.jit
-    def run_bias(self, a, bt, scale_a, scale_b, out, bias, stream):
-        """Entry with bias: fn(a, bt, scale_a, scale_b, out, bias)."""
-        self._launch(a, bt, scale_a, scale_b, out, bias, stream)
+    def run_bias(self, a, b, scale_a, scale_b, out, bias, stream):
+        """Entry with bias: fn(a, b, scale_a, scale_b, out, bias)."""
+        bt, scale_a_vec, scale_b_vec = operand_views(b, scale_a, scale_b)
+        self._launch(a, bt, scale_a_vec, scale_b_vec, out, bias, stream)
 
     @cute.jit
     def _launch(self, a, bt, scale_a, scale_b, out, bias, stream):
@@ -467,8 +480,11 @@ class ScaledMmSm90:
             tCcC = tiled_mma.get_slice(ctidx).partition_C(cute.make_identity_tensor((cfg.tile_m, cfg.tile_n)))
             acc = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
             acc_tmp = None
+            acc_tmp2 = None
             if cutlass.const_expr(cfg.promote > 0):
                 acc_tmp = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
+            if cutlass.const_expr(cfg.overlap_promotion):
+                acc_tmp2 = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
             num_kblocks = cute.size(tCrA, mode=[2])
 
             epi = None
@@ -502,6 +518,9 @@ class ScaledMmSm90:
                             release.advance()
                         read.advance()
                     warpgroup.wait_group(0)
+                elif cutlass.const_expr(cfg.overlap_promotion):
+                    read, release = self._mainloop_overlapped(
+                        ab_pipe, read, release, k_tiles, tCrA, tCrB, acc, acc_tmp, acc_tmp2)
                 else:
                     # Two-level accumulation (torch._scaled_mm's default, use_fast_accum=False):
                     # WGMMA accumulates `promote` k-tiles into acc_tmp, then acc += acc_tmp in
@@ -539,6 +558,55 @@ class ScaledMmSm90:
                 tile += num_clusters
             if cutlass.const_expr(not cfg.swap_ab):
                 epi[-1].producer_tail()
+
+    @cute.jit
+    def _mma_k_tile(self, ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, acc_tmp):
+        """Wait for the k-tile at ``read`` and issue its WGMMAs into ``acc_tmp``, committed as
+        one group: ``mma_first`` (ACCUMULATE off: overwrites) for the first k-block,
+        ``mma_rest`` after. Two fixed atoms instead of toggling one: a field set inside a
+        staged branch cannot escape it."""
+        ab_pipe.consumer_wait(read)
+        warpgroup.fence()
+        for kb in cutlass.range_constexpr(cute.size(tCrA, mode=[2])):
+            crd = (None, None, kb, read.index)
+            cute.gemm(mma_first if kb == 0 else mma_rest, acc_tmp, tCrA[crd], tCrB[crd], acc_tmp)
+        warpgroup.commit_group()
+
+    @cute.jit
+    def _mainloop_overlapped(self, ab_pipe, read, release, k_tiles, tCrA, tCrB, acc, tmp0, tmp1):
+        """Two-level accumulation with one k-tile of WGMMAs always in flight: even k-tiles go
+        to ``tmp0``, odd ones to ``tmp1``; after issuing k-tile k, ``wait_group(1)`` retires
+        k-tile k-1, whose partial sum is added to ``acc`` (fp32) and whose stage is released,
+        while k-tile k runs. Same sums in the same order as the plain promote=1 loop."""
+        mma_first = self._tiled_mma()
+        mma_first.set(warpgroup.Field.ACCUMULATE, False)
+        mma_rest = self._tiled_mma()
+        mma_rest.set(warpgroup.Field.ACCUMULATE, True)
+        for k2 in cutlass.range(0, k_tiles, 2, unroll=1):
+            self._mma_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp0)
+            read.advance()
+            warpgroup.wait_group(1)
+            if k2 > 0:
+                for i in cutlass.range_constexpr(cute.size(acc)):
+                    acc[i] = acc[i] + tmp1[i]
+                ab_pipe.consumer_release(release)
+                release.advance()
+            if k2 + 1 < k_tiles:
+                self._mma_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp1)
+                read.advance()
+                warpgroup.wait_group(1)
+                for i in cutlass.range_constexpr(cute.size(acc)):
+                    acc[i] = acc[i] + tmp0[i]
+                ab_pipe.consumer_release(release)
+                release.advance()
+        warpgroup.wait_group(0)
+        if k_tiles % 2 == 1:
+            for i in cutlass.range_constexpr(cute.size(acc)):
+                acc[i] = acc[i] + tmp0[i]
+        else:
+            for i in cutlass.range_constexpr(cute.size(acc)):
+                acc[i] = acc[i] + tmp1[i]
+        return read, release
 
     @cute.jit
     def _scale(self, acc, tCcC, tm, tn, mRowScale, mColScale, mBias):
@@ -622,7 +690,7 @@ def compile_sm90(config: Sm90Config, *, has_bias: bool, out_dtype="bf16", keep_p
     """Compile the kernel for sm_90a: one binary for all M/N/K, TVM-FFI enabled.
 
     Call the result with torch tensors, on torch's current stream (graph capture works):
-    ``fn(a, bt, scale_a, scale_b, out)`` or, with ``has_bias``, ``fn(..., out, bias)``.
+    ``fn(a, b, scale_a, scale_b, out)`` (torch._scaled_mm's layouts: b [K, N] column-major, scales [M, 1] and [1, N]) or, with ``has_bias``, ``fn(..., out, bias)``.
     4.8.1 wraps it in a kwargs wrapper; `raw_callable` gives the positional fast path. See the
     module docstring for the argument requirements. ``keep_ptx`` keeps the PTX and cubin
     reachable as ``fn.__ptx__`` / ``fn.__cubin__``. Compiles under a process lock
