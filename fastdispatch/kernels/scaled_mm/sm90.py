@@ -92,10 +92,6 @@ class Sm90Config:
       the fp32 accumulator (two-level accumulation, as torch._scaled_mm's default
       use_fast_accum=False); 0 = fast accumulation (WGMMA accumulates all of K, fewer
       registers: the only way a 128x256 tile fits).
-    - ``overlap_promotion``: with ``promote == 1``, two temporary accumulators alternate so
-      that adding k-tile k-1 into the fp32 accumulator overlaps k-tile k's WGMMAs (otherwise
-      each promotion waits for its own WGMMAs: the consumer's K-loop is a latency chain).
-      Costs a third accumulator's registers.
     - ``epi_n``: columns per TMA-store subtile (normal path), ``epi_stages`` its SMEM buffers.
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
@@ -110,7 +106,6 @@ class Sm90Config:
     cluster_n: int = 1
     swap_ab: bool = False
     promote: int = 1
-    overlap_promotion: bool = False
     epi_n: int = 32
     epi_stages: int = 2
     group_m: int = 8
@@ -142,8 +137,6 @@ class Sm90Config:
         elif self.promote and (self.tile_m // self.consumer_wgs) * self.tile_n // 128 > 64:
             errs.append("promote > 0 needs two accumulators: at most 64 fp32 registers each "
                         "(tile_m // consumer_wgs * tile_n <= 8192)")
-        if self.overlap_promotion and self.promote != 1:
-            errs.append("overlap_promotion needs promote == 1")
         if self.stages is not None and self.stages < 2:
             errs.append("stages must be >= 2")
         if errs:
@@ -188,7 +181,10 @@ MEDIUM = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, promote=
 
 def _small_m_config(m: int) -> Sm90Config:
     # N side 64 rows per tile (N=8192 -> 128 CTAs streaming Bt), M side rounded up to the
-    # WGMMA N granularity; deep ring: the kernel is bound by how much of Bt is in flight.
+    # WGMMA N granularity, the deepest ring that fits. Measured on the lent H100 (clean L2):
+    # ~420-480 ns per 128-deep k-tile whatever the bytes per CTA or the CTA count (non-swapped
+    # 64x32 tiles, 2x CTAs, were slower; fast accumulation only 2-5% faster), so per-k-tile
+    # latency bounds it: bench/results/sm90_sweep_2026-11-23.txt.
     tile_n = 16 if m <= 16 else (32 if m <= 32 else (64 if m <= 64 else 128))
     return Sm90Config(tile_m=64, tile_n=tile_n, tile_k=128, consumer_wgs=1, swap_ab=True)
 
@@ -250,7 +246,7 @@ class ScaledMmSm90:
         c = self.cfg
         return (
             f"scaled_mm_sm90_{c.tile_m}x{c.tile_n}x{c.tile_k}_w{c.consumer_wgs}_c{c.cluster_m}x{c.cluster_n}"
-            f"_s{c.stages}p{c.promote}{'o' if c.overlap_promotion else ''}{'_swap' if c.swap_ab else ''}{'_bias' if self.has_bias else ''}"
+            f"_s{c.stages}p{c.promote}{'_swap' if c.swap_ab else ''}{'_bias' if self.has_bias else ''}"
         )
 
     # -- host side (traced once per compile) ------------------------------------------
@@ -480,11 +476,8 @@ class ScaledMmSm90:
             tCcC = tiled_mma.get_slice(ctidx).partition_C(cute.make_identity_tensor((cfg.tile_m, cfg.tile_n)))
             acc = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
             acc_tmp = None
-            acc_tmp2 = None
             if cutlass.const_expr(cfg.promote > 0):
                 acc_tmp = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
-            if cutlass.const_expr(cfg.overlap_promotion):
-                acc_tmp2 = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
             num_kblocks = cute.size(tCrA, mode=[2])
 
             epi = None
@@ -518,9 +511,6 @@ class ScaledMmSm90:
                             release.advance()
                         read.advance()
                     warpgroup.wait_group(0)
-                elif cutlass.const_expr(cfg.overlap_promotion):
-                    read, release = self._mainloop_overlapped(
-                        ab_pipe, read, release, k_tiles, tCrA, tCrB, acc, acc_tmp, acc_tmp2)
                 else:
                     # Two-level accumulation (torch._scaled_mm's default, use_fast_accum=False):
                     # WGMMA accumulates `promote` k-tiles into acc_tmp, then acc += acc_tmp in
@@ -558,55 +548,6 @@ class ScaledMmSm90:
                 tile += num_clusters
             if cutlass.const_expr(not cfg.swap_ab):
                 epi[-1].producer_tail()
-
-    @cute.jit
-    def _mma_k_tile(self, ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, acc_tmp):
-        """Wait for the k-tile at ``read`` and issue its WGMMAs into ``acc_tmp``, committed as
-        one group: ``mma_first`` (ACCUMULATE off: overwrites) for the first k-block,
-        ``mma_rest`` after. Two fixed atoms instead of toggling one: a field set inside a
-        staged branch cannot escape it."""
-        ab_pipe.consumer_wait(read)
-        warpgroup.fence()
-        for kb in cutlass.range_constexpr(cute.size(tCrA, mode=[2])):
-            crd = (None, None, kb, read.index)
-            cute.gemm(mma_first if kb == 0 else mma_rest, acc_tmp, tCrA[crd], tCrB[crd], acc_tmp)
-        warpgroup.commit_group()
-
-    @cute.jit
-    def _mainloop_overlapped(self, ab_pipe, read, release, k_tiles, tCrA, tCrB, acc, tmp0, tmp1):
-        """Two-level accumulation with one k-tile of WGMMAs always in flight: even k-tiles go
-        to ``tmp0``, odd ones to ``tmp1``; after issuing k-tile k, ``wait_group(1)`` retires
-        k-tile k-1, whose partial sum is added to ``acc`` (fp32) and whose stage is released,
-        while k-tile k runs. Same sums in the same order as the plain promote=1 loop."""
-        mma_first = self._tiled_mma()
-        mma_first.set(warpgroup.Field.ACCUMULATE, False)
-        mma_rest = self._tiled_mma()
-        mma_rest.set(warpgroup.Field.ACCUMULATE, True)
-        for k2 in cutlass.range(0, k_tiles, 2, unroll=1):
-            self._mma_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp0)
-            read.advance()
-            warpgroup.wait_group(1)
-            if k2 > 0:
-                for i in cutlass.range_constexpr(cute.size(acc)):
-                    acc[i] = acc[i] + tmp1[i]
-                ab_pipe.consumer_release(release)
-                release.advance()
-            if k2 + 1 < k_tiles:
-                self._mma_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp1)
-                read.advance()
-                warpgroup.wait_group(1)
-                for i in cutlass.range_constexpr(cute.size(acc)):
-                    acc[i] = acc[i] + tmp0[i]
-                ab_pipe.consumer_release(release)
-                release.advance()
-        warpgroup.wait_group(0)
-        if k_tiles % 2 == 1:
-            for i in cutlass.range_constexpr(cute.size(acc)):
-                acc[i] = acc[i] + tmp0[i]
-        else:
-            for i in cutlass.range_constexpr(cute.size(acc)):
-                acc[i] = acc[i] + tmp1[i]
-        return read, release
 
     @cute.jit
     def _scale(self, acc, tCcC, tm, tn, mRowScale, mColScale, mBias):
