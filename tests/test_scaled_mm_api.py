@@ -122,6 +122,33 @@ def test_dispatch_table(capability, variant):
     assert variant_for(capability) == variant
 
 
+@pytest.mark.parametrize("rowwise", [True, False])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_kernel_call_passes_torch_layouts(rowwise, with_bias):
+    """A CuTe entry calls the binary with torch._scaled_mm's layouts: rowwise tensors exactly
+    as given (no per-call views or copies), tensorwise scales expanded to contiguous [M, 1] /
+    [1, N] holding the scale; bias only when present. A recording stand-in for the binary."""
+    from fastdispatch.kernels.scaled_mm.api import _kernel_call
+
+    m, n, k = 5, 32, 48
+    a, b, sa, sb = make(m, n, k, rowwise=rowwise)
+    out = torch.empty(m, n, dtype=torch.bfloat16)
+    bias = torch.randn(n).to(torch.bfloat16) if with_bias else None
+    seen = []
+    call = _kernel_call(lambda *args: seen.append(args), rowwise_shaped=rowwise, has_bias=with_bias)
+    assert call(a, b, sa, sb, out, bias, False) is out
+    (args,) = seen
+    assert len(args) == (6 if with_bias else 5)
+    assert args[0] is a and args[1] is b and args[4] is out
+    if with_bias:
+        assert args[5] is bias
+    if rowwise:
+        assert args[2] is sa and args[3] is sb
+    else:
+        assert args[2].shape == (m, 1) and args[2].is_contiguous() and bool((args[2] == sa).all())
+        assert args[3].shape == (1, n) and args[3].is_contiguous() and bool((args[3] == sb).all())
+
+
 def test_torch_compile_fullgraph_cpu():
     a, b, sa, sb = make(8, 32, 64)
     compiled = torch.compile(lambda a, b, sa, sb: fastdispatch.scaled_mm(a, b, sa, sb) * 2, fullgraph=True)
