@@ -21,7 +21,7 @@ def fake_args(has_bias: bool) -> list:
     symbolic M, N, K: a [M, K] row-major, b [K, N] column-major, rowwise scales [M, 1] and
     [1, N] (the stride of their size-1 dimension is free: torch reports several for the same
     contiguous data), out [M, N] row-major, bias [N]. So the hot path passes the caller's
-    tensors as they are (no ``b.t()`` or reshapes per call: ~0.5 us each); `operand_views`
+    tensors as they are (no ``b.t()`` or reshapes per call: ~0.5 us each); `TorchLayoutEntries`
     makes the kernels' views. The divisibility is what TMA needs for 16-byte strides."""
     m = cute.sym_int32(symbol="M")
     n = cute.sym_int32(divisibility=8, symbol="N")
@@ -40,15 +40,32 @@ def fake_args(has_bias: bool) -> list:
     return args
 
 
-def operand_views(b, scale_a, scale_b):
-    """Inside a kernel's ``@cute.jit`` entry: torch's layouts -> the kernels' operands, as
-    views (no data moves). Bt [N, K] row-major (K-major B, the layout both Hopper and
-    Blackwell fp8 MMAs read) from b [K, N] column-major; unit-stride scale vectors [M] and [N]
-    from the [M, 1] / [1, N] scales."""
+def _operand_views(b, scale_a, scale_b):
+    """torch's layouts -> the kernels' operands, as views (no data moves): Bt [N, K] row-major
+    (K-major B, the layout both Hopper and Blackwell fp8 MMAs read) from b [K, N]
+    column-major; unit-stride scale vectors [M] and [N] from the [M, 1] / [1, N] scales."""
     bt = cute.make_tensor(b.iterator, cute.select(b.layout, mode=[1, 0]))
     scale_a_vec = cute.make_tensor(scale_a.iterator, cute.make_layout((scale_a.shape[0],)))
     scale_b_vec = cute.make_tensor(scale_b.iterator, cute.make_layout((scale_b.shape[1],)))
     return bt, scale_a_vec, scale_b_vec
+
+
+class TorchLayoutEntries:
+    """Base of the scaled_mm kernel classes: the two entry points `compile_kernel` traces,
+    taking torch._scaled_mm's layouts (`fake_args`) and handing the operand views to the
+    subclass's ``_launch(a, bt, scale_a, scale_b, out, bias, stream)``."""
+
+    @cute.jit
+    def run(self, a, b, scale_a, scale_b, out, stream):
+        """Entry without bias: fn(a, b, scale_a, scale_b, out)."""
+        bt, scale_a_vec, scale_b_vec = _operand_views(b, scale_a, scale_b)
+        self._launch(a, bt, scale_a_vec, scale_b_vec, out, None, stream)
+
+    @cute.jit
+    def run_bias(self, a, b, scale_a, scale_b, out, bias, stream):
+        """Entry with bias: fn(a, b, scale_a, scale_b, out, bias)."""
+        bt, scale_a_vec, scale_b_vec = _operand_views(b, scale_a, scale_b)
+        self._launch(a, bt, scale_a_vec, scale_b_vec, out, bias, stream)
 
 
 def compile_kernel(kernel, arch: str, has_bias: bool, out_dtype: str, *, keep_ptx: bool):

@@ -4,7 +4,7 @@
 
 The binary takes torch._scaled_mm's layouts (A e4m3 [M, K] row-major, B e4m3 [K, N]
 column-major, scales fp32 [M, 1] and [1, N], optional bias bf16 [N], out bf16 [M, N]) and views
-B as Bt [N, K] row-major (K-major) and the scales as vectors (`_compile.operand_views`); fp32
+B as Bt [N, K] row-major (K-major) and the scales as vectors (`_compile.TorchLayoutEntries`); fp32
 accumulation in tensor memory, both scales (and the bias) applied in fp32 before the one bf16
 rounding.
 
@@ -61,7 +61,7 @@ SMEM_RESERVED = 1024
 #: Streaming multiprocessors of a B200 (sizes the persistent grid).
 B200_SMS = 148
 
-from fastdispatch.kernels.scaled_mm._compile import compile_kernel, operand_views, ptx_of  # noqa: E402
+from fastdispatch.kernels.scaled_mm._compile import TorchLayoutEntries, compile_kernel, ptx_of  # noqa: E402
 from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile, load_k_tiles  # noqa: E402
 
 
@@ -185,9 +185,9 @@ def _as_mn(t):
     return cute.make_tensor(t.iterator, new)
 
 
-class ScaledMmSm100:
+class ScaledMmSm100(TorchLayoutEntries):
     """One compiled variant: a resolved `Sm100Config` plus has_bias. Entry points `run` /
-    `run_bias` (traced by cute.compile), device code in `kernel` and `_epilogue`."""
+    `run_bias` (from `TorchLayoutEntries`, traced by cute.compile), device code in `kernel` and `_epilogue`."""
 
     def __init__(self, cfg: Sm100Config, has_bias: bool):
         self.cfg = cfg
@@ -230,19 +230,6 @@ class ScaledMmSm100:
             OperandMajorMode.K,
         )
         return cute.make_tiled_mma(cute.make_mma_atom(op))
-
-    @cute.jit
-    def run(self, a, b, scale_a, scale_b, out, stream):
-        """Entry without bias: fn(a, b, scale_a, scale_b, out), torch._scaled_mm's layouts
-        (`_compile.fake_args`)."""
-        bt, scale_a_vec, scale_b_vec = operand_views(b, scale_a, scale_b)
-        self._launch(a, bt, scale_a_vec, scale_b_vec, out, None, stream)
-
-    @cute.jit
-    def run_bias(self, a, b, scale_a, scale_b, out, bias, stream):
-        """Entry with bias: fn(a, b, scale_a, scale_b, out, bias)."""
-        bt, scale_a_vec, scale_b_vec = operand_views(b, scale_a, scale_b)
-        self._launch(a, bt, scale_a_vec, scale_b_vec, out, bias, stream)
 
     @cute.jit
     def _launch(self, a, bt, scale_a, scale_b, out, bias, stream):

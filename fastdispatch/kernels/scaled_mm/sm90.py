@@ -6,7 +6,7 @@ The binary takes torch._scaled_mm's layouts (A e4m3 [M, K] row-major, B e4m3 [K,
 column-major, rowwise scales fp32 [M, 1] and [1, N], optional bias bf16 [N], out bf16 [M, N]
 row-major) and views them as the kernel's operands without moving data: Bt [N, K] row-major
 (K-major B: Hopper fp8 WGMMA reads both operands K-major only) and unit-stride scale vectors
-(`_compile.operand_views`). Accumulation in fp32 registers; both scales (and the bias) are
+(`_compile.TorchLayoutEntries`). Accumulation in fp32 registers; both scales (and the bias) are
 applied in fp32 before the one bf16 rounding.
 
 Tensorwise scales: the kernel always reads one scale per row of A and per column of B; a
@@ -67,7 +67,7 @@ SMEM_RESERVED = 1024
 #: Streaming multiprocessors of an H100 SXM (sizes the persistent grid).
 H100_SMS = 132
 
-from fastdispatch.kernels.scaled_mm._compile import compile_kernel, operand_views, ptx_of  # noqa: E402
+from fastdispatch.kernels.scaled_mm._compile import TorchLayoutEntries, compile_kernel, ptx_of  # noqa: E402
 from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile, load_k_tiles  # noqa: E402
 
 
@@ -219,9 +219,9 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False) -> Sm90C
 Float32, Int32 = cutlass.Float32, cutlass.Int32
 
 
-class ScaledMmSm90:
+class ScaledMmSm90(TorchLayoutEntries):
     """One compiled variant: a resolved `Sm90Config` plus has_bias. Entry points `run` /
-    `run_bias` (traced by cute.compile), device code in `kernel` and the epilogues."""
+    `run_bias` (from `TorchLayoutEntries`, traced by cute.compile), device code in `kernel` and the epilogues."""
 
     def __init__(self, cfg: Sm90Config, has_bias: bool):
         self.cfg = cfg
@@ -281,19 +281,6 @@ class ScaledMmSm90:
         }[self.cfg.epi_n]
         atom = warpgroup.make_smem_layout_atom(kind, self.c_dtype)
         return cute.tile_to_shape(atom, (*self.epi_tile, self.cfg.epi_stages), order=(0, 1, 2))
-
-    @cute.jit
-    def run(self, a, b, scale_a, scale_b, out, stream):
-        """Entry without bias: fn(a, b, scale_a, scale_b, out), torch._scaled_mm's layouts
-        (`_compile.fake_args`)."""
-        bt, scale_a_vec, scale_b_vec = operand_views(b, scale_a, scale_b)
-        self._launch(a, bt, scale_a_vec, scale_b_vec, out, None, stream)
-
-    @cute.jit
-    def run_bias(self, a, b, scale_a, scale_b, out, bias, stream):
-        """Entry with bias: fn(a, b, scale_a, scale_b, out, bias)."""
-        bt, scale_a_vec, scale_b_vec = operand_views(b, scale_a, scale_b)
-        self._launch(a, bt, scale_a_vec, scale_b_vec, out, bias, stream)
 
     @cute.jit
     def _launch(self, a, bt, scale_a, scale_b, out, bias, stream):
