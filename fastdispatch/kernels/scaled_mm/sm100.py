@@ -187,7 +187,8 @@ def _as_mn(t):
 
 class ScaledMmSm100(TorchLayoutEntries):
     """One compiled variant: a resolved `Sm100Config` plus has_bias. Entry points `run` /
-    `run_bias` (from `TorchLayoutEntries`, traced by cute.compile), device code in `kernel` and `_epilogue`."""
+    `run_bias` (from `TorchLayoutEntries`, traced by cute.compile), device code in
+    `kernel` and `_epilogue`."""
 
     def __init__(self, cfg: Sm100Config, has_bias: bool):
         self.cfg = cfg

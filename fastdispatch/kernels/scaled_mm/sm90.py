@@ -221,7 +221,8 @@ Float32, Int32 = cutlass.Float32, cutlass.Int32
 
 class ScaledMmSm90(TorchLayoutEntries):
     """One compiled variant: a resolved `Sm90Config` plus has_bias. Entry points `run` /
-    `run_bias` (from `TorchLayoutEntries`, traced by cute.compile), device code in `kernel` and the epilogues."""
+    `run_bias` (from `TorchLayoutEntries`, traced by cute.compile), device code in
+    `kernel` and the epilogues."""
 
     def __init__(self, cfg: Sm90Config, has_bias: bool):
         self.cfg = cfg
