@@ -572,7 +572,8 @@ def compile_sm100(config: Sm100Config, *, has_bias: bool, out_dtype="bf16", keep
     """Compile the kernel for sm_100a: one binary for all M/N/K, TVM-FFI enabled.
 
     Call the result with torch tensors, on torch's current stream (graph capture works):
-    ``fn(a, b, scale_a, scale_b, out)`` (torch._scaled_mm's layouts: b [K, N] column-major, scales [M, 1] and [1, N]) or, with ``has_bias``, ``fn(..., out, bias)``
+    ``fn(a, b, scale_a, scale_b, out)`` (torch._scaled_mm's layouts: b [K, N] column-major,
+    scales [M, 1] and [1, N]) or, with ``has_bias``, ``fn(..., out, bias)``
     (4.8.1 wraps it in a kwargs wrapper; ``fn.__tvm_ffi_object__()`` is the fast path).
     See the module docstring for the argument requirements. ``keep_ptx`` keeps the PTX
     and cubin reachable as ``fn.__ptx__`` / ``fn.__cubin__``. Compiles under a process

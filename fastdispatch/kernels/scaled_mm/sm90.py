@@ -619,7 +619,8 @@ def compile_sm90(config: Sm90Config, *, has_bias: bool, out_dtype="bf16", keep_p
     """Compile the kernel for sm_90a: one binary for all M/N/K, TVM-FFI enabled.
 
     Call the result with torch tensors, on torch's current stream (graph capture works):
-    ``fn(a, b, scale_a, scale_b, out)`` (torch._scaled_mm's layouts: b [K, N] column-major, scales [M, 1] and [1, N]) or, with ``has_bias``, ``fn(..., out, bias)``.
+    ``fn(a, b, scale_a, scale_b, out)`` (torch._scaled_mm's layouts: b [K, N] column-major,
+    scales [M, 1] and [1, N]) or, with ``has_bias``, ``fn(..., out, bias)``.
     4.8.1 wraps it in a kwargs wrapper; `raw_callable` gives the positional fast path. See the
     module docstring for the argument requirements. ``keep_ptx`` keeps the PTX and cubin
     reachable as ``fn.__ptx__`` / ``fn.__cubin__``. Compiles under a process lock
