@@ -182,9 +182,9 @@ MEDIUM = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, promote=
 def _small_m_config(m: int) -> Sm90Config:
     # N side 64 rows per tile (N=8192 -> 128 CTAs streaming Bt), M side rounded up to the
     # WGMMA N granularity, the deepest ring that fits. Measured on the lent H100 (clean L2):
-    # ~420-480 ns per 128-deep k-tile whatever the bytes per CTA or the CTA count (non-swapped
-    # 64x32 tiles, 2x CTAs, were slower; fast accumulation only 2-5% faster), so per-k-tile
-    # latency bounds it: bench/results/sm90_sweep_2026-11-23.txt.
+    # ~440-540 ns per 128-deep k-tile with one tile per CTA, at 64 or 128 CTAs alike
+    # (non-swapped 64x32 tiles, 2x CTAs, were slower; fast accumulation only 2-5% faster), so
+    # per-k-tile latency bounds it: bench/results/sm90_sweep_2026-11-23.txt.
     tile_n = 16 if m <= 16 else (32 if m <= 32 else (64 if m <= 64 else 128))
     return Sm90Config(tile_m=64, tile_n=tile_n, tile_k=128, consumer_wgs=1, swap_ab=True)
 
