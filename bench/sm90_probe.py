@@ -125,14 +125,13 @@ def run_timing(shapes, extra):
         a, bt, sa, sb, _ = make(m, n, k)
         out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
         cfgs = [sm90.default_config(m, n, k)] + list(extra)
-        b = bt.t()
-        t_ref = bench_ms(lambda: torch._scaled_mm(a, b, sa[:, None], sb[None, :], out_dtype=torch.bfloat16))
-        t_fast = bench_ms(lambda: torch._scaled_mm(a, b, sa[:, None], sb[None, :], out_dtype=torch.bfloat16,
+        b, sa2, sb2 = bt.t(), sa[:, None], sb[None, :]   # torch._scaled_mm's layouts
+        t_ref = bench_ms(lambda: torch._scaled_mm(a, b, sa2, sb2, out_dtype=torch.bfloat16))
+        t_fast = bench_ms(lambda: torch._scaled_mm(a, b, sa2, sb2, out_dtype=torch.bfloat16,
                                                    use_fast_accum=True))
         flop = 2 * m * n * k
         for cfg in cfgs:
             fn = kernel_fn(cfg, False)
-            sa2, sb2 = sa[:, None], sb[None, :]
             t = bench_ms(lambda: fn(a, b, sa2, sb2, out))
             line = (f"TIME {m}x{n}x{k} {name_of(cfg):10s} ours {t * 1e3:8.1f} us {flop / t / 1e9:7.0f} TFLOP/s | "
                     f"torch._scaled_mm {t_ref * 1e3:8.1f} us {flop / t_ref / 1e9:7.0f} TFLOP/s | "

@@ -190,8 +190,9 @@ def exchange_api_status():
 
 cdef inline uint64_t _hash_words(const uint64_t* w, Py_ssize_t n) noexcept nogil:
     # xxhash64-style rounds over four independent lanes (word i feeds lane i % 4), so the
-    # multiply chains overlap: ~4x faster than one chain at 16 tensors (~85 words: 161 ns
-    # before, measured on the lent H100 host). Kept identical to _keys_py.hash_words.
+    # multiply chains overlap. Hash + lookup at 16 tensors (~85 words): 161 ns with one chain
+    # on a fast lent H100 host, 139 ns with four lanes on the slower host of 2026-11-23 (not
+    # the same host: no clean ratio). Kept identical to _keys_py.hash_words.
     cdef uint64_t h0 = 0x9E3779B97F4A7C15ULL ^ <uint64_t>n
     cdef uint64_t h1 = 0xC2B2AE3D27D4EB4FULL
     cdef uint64_t h2 = 0x165667B19E3779F9ULL

@@ -147,26 +147,21 @@ def _kernel_call(raw, rowwise_shaped: bool, has_bias: bool):
     [1, N]) and view them in-kernel, so rowwise calls pass the caller's tensors untouched (no
     per-call reshapes). Tensorwise scales are expanded into small contiguous [M, 1] / [1, N]
     tensors. fast_accum is already baked into the compiled config (``raw``)."""
+    if has_bias:
+        def call(a, b, scale_a, scale_b, out, bias, fast_accum):
+            raw(a, b, scale_a, scale_b, out, bias)
+            return out
+    else:
+        def call(a, b, scale_a, scale_b, out, bias, fast_accum):
+            raw(a, b, scale_a, scale_b, out)
+            return out
     if rowwise_shaped:
-        if has_bias:
-            def call(a, b, scale_a, scale_b, out, bias, fast_accum):
-                raw(a, b, scale_a, scale_b, out, bias)
-                return out
-        else:
-            def call(a, b, scale_a, scale_b, out, bias, fast_accum):
-                raw(a, b, scale_a, scale_b, out)
-                return out
         return call
 
     def call_tensorwise(a, b, scale_a, scale_b, out, bias, fast_accum):
         m, n = out.shape
-        scale_a = scale_a.reshape(1, 1).expand(m, 1).contiguous()
-        scale_b = scale_b.reshape(1, 1).expand(1, n).contiguous()
-        if bias is None:
-            raw(a, b, scale_a, scale_b, out)
-        else:
-            raw(a, b, scale_a, scale_b, out, bias)
-        return out
+        return call(a, b, scale_a.reshape(1, 1).expand(m, 1).contiguous(),
+                    scale_b.reshape(1, 1).expand(1, n).contiguous(), out, bias, fast_accum)
     return call_tensorwise
 
 
