@@ -60,12 +60,19 @@ def check(cfg, m, n, k, has_bias):
     else:
         fn(a, bt.t(), sa[:, None], sb[None, :], out)
     torch.cuda.synchronize()
+    # A second call must give the same bits (split-K partials are summed in a fixed order).
+    again = torch.full_like(out, float("nan"))
+    if has_bias:
+        fn(a, bt.t(), sa[:, None], sb[None, :], again, bias)
+    else:
+        fn(a, bt.t(), sa[:, None], sb[None, :], again)
+    same = bool(torch.equal(out.view(torch.int16), again.view(torch.int16)))
     ref = reference(a, bt, sa, sb, bias if has_bias else None)
     nans = int(out.isnan().sum())
     ref16 = ref.to(torch.bfloat16).float()
     err16 = float((out.float() - ref16).norm() / ref16.norm())
     err32 = float((out.float() - ref).norm() / ref.norm())
-    ok = nans == 0 and err16 <= 2e-3
+    ok = nans == 0 and err16 <= 2e-3 and same
     if k >= 4096:  # what cuBLAS makes of the same data, for scale
         for fast in (False, True):
             t = torch._scaled_mm(a, bt.t(), sa[:, None], sb[None, :], bias=bias if has_bias else None,
@@ -73,7 +80,7 @@ def check(cfg, m, n, k, has_bias):
             print(f"     torch._scaled_mm use_fast_accum={fast}: rel_err(vs bf16 ref)="
                   f"{float((t - ref16).norm() / ref16.norm()):.2e} (vs fp32 ref)={float((t - ref).norm() / ref.norm()):.2e}")
     print(f"{'OK  ' if ok else 'FAIL'} {name_of(cfg):10s} M={m} N={n} K={k} bias={has_bias} "
-          f"unwritten={nans} rel_err(vs bf16 ref)={err16:.2e} (vs fp32 ref)={err32:.2e}", flush=True)
+          f"unwritten={nans} repeatable={same} rel_err(vs bf16 ref)={err16:.2e} (vs fp32 ref)={err32:.2e}", flush=True)
     return ok
 
 
@@ -88,7 +95,8 @@ def run_checks(extra, extra_only=False):
     ok = True
     if extra_only:
         for cfg in extra:
-            for m, n, k in ((1000, 272, 336), (100, 1040, 2064), (7, 8192, 8192), (1, 4096, 4096)):
+            # K=128: one k-tile, so split-K parts past the first get none.
+            for m, n, k in ((1000, 272, 336), (100, 1040, 2064), (7, 8192, 8192), (1, 4096, 4096), (33, 520, 128)):
                 for has_bias in (False, True):
                     ok &= check(cfg, m, n, k, has_bias)
         return ok
@@ -119,22 +127,50 @@ def bench_ms(f):
     return _timer.median_ms(f)
 
 
+def wall_us(f, calls=200):
+    """Host wall time per call of a back-to-back loop (synchronized before and after): what a
+    stream of calls costs end to end, launch included."""
+    f()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(calls):
+        f()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t) / calls * 1e6
+
+
 def run_timing(shapes, extra):
     lines = []
+    tiny = torch.zeros(1, device="cuda")
+    line = (f"TIME floor: one-element torch kernel, clean-flush GPU time {bench_ms(lambda: tiny.add_(1)) * 1e3:.1f} us, "
+            f"wall {wall_us(lambda: tiny.add_(1)):.1f} us")
+    print(line, flush=True)
+    lines.append(line)
     for m, n, k in shapes:
         a, bt, sa, sb, _ = make(m, n, k)
         out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
         cfgs = [sm90.default_config(m, n, k)] + list(extra)
         b, sa2, sb2 = bt.t(), sa[:, None], sb[None, :]   # torch._scaled_mm's layouts
         t_ref = bench_ms(lambda: torch._scaled_mm(a, b, sa2, sb2, out_dtype=torch.bfloat16))
+        w_ref = wall_us(lambda: torch._scaled_mm(a, b, sa2, sb2, out_dtype=torch.bfloat16))
         t_fast = bench_ms(lambda: torch._scaled_mm(a, b, sa2, sb2, out_dtype=torch.bfloat16,
                                                    use_fast_accum=True))
         flop = 2 * m * n * k
+        # What reading B's bytes costs on its own, timed the same way: torch.sum over a buffer
+        # of n*k bytes (a streaming reduction: the HBM read floor this timer can see).
+        b_bytes = torch.ones(n * k // 4, device="cuda")
+        t_read = bench_ms(lambda: torch.sum(b_bytes))
+        line = f"TIME {m}x{n}x{k} read floor: torch.sum over B's {n * k / 2**20:.0f} MiB {t_read * 1e3:8.1f} us"
+        print(line, flush=True)
+        lines.append(line)
+        del b_bytes
         for cfg in cfgs:
             fn = kernel_fn(cfg, False)
             t = bench_ms(lambda: fn(a, b, sa2, sb2, out))
-            line = (f"TIME {m}x{n}x{k} {name_of(cfg):10s} ours {t * 1e3:8.1f} us {flop / t / 1e9:7.0f} TFLOP/s | "
-                    f"torch._scaled_mm {t_ref * 1e3:8.1f} us {flop / t_ref / 1e9:7.0f} TFLOP/s | "
+            w = wall_us(lambda: fn(a, b, sa2, sb2, out))
+            line = (f"TIME {m}x{n}x{k} {name_of(cfg):10s} ours {t * 1e3:8.1f} us {flop / t / 1e9:7.0f} TFLOP/s "
+                    f"wall {w:6.1f} | torch._scaled_mm {t_ref * 1e3:8.1f} us {flop / t_ref / 1e9:7.0f} TFLOP/s "
+                    f"wall {w_ref:6.1f} | "
                     f"speedup {t_ref / t:.3f}x (fast_accum torch {t_fast * 1e3:.1f} us) [{cfg}]")
             print(line, flush=True)
             lines.append(line)
@@ -144,11 +180,11 @@ def run_timing(shapes, extra):
 def parse_config(text):
     base, _, kv = text.partition("=")
     cfg = sm90.shipped_configs()[base]
-    over = {}
+    over = {"stages": None}
     for item in filter(None, kv.split(",")):
         k, v = item.split(":")
         over[k] = v == "True" if v in ("True", "False") else int(v)
-    return dataclasses.replace(cfg, stages=None, **over).resolved()
+    return dataclasses.replace(cfg, **over).resolved()
 
 
 def main():

@@ -2,10 +2,15 @@
 # Config sweep of the sm90 scaled_mm kernel on the lent H100 (not a test): candidate configs
 # per shape group beside the shipped default and torch._scaled_mm (clean-flushed L2 timing),
 # then correctness of the candidates. Usage on the GPU machine (after building the extension):
-#   bash bench/sm90_sweep.sh [small|m128|large|check]...
+#   bash bench/sm90_sweep.sh [small|m128|large|check|kcheck|ksplit|latency|tilek]...
 set -uo pipefail
 export PYTHONUNBUFFERED=1
-probe() { python3 bench/sm90_probe.py "$@"; }
+probe() { timeout 300 python3 bench/sm90_probe.py "$@" || echo "PROBE EXIT $?"; }
+# Split-K candidates (split_k: CTAs of a cluster along K). kcheck checks each in its own
+# process (a hang costs one timeout) and keeps those that pass for ksplit. (An earlier
+# candidate, consumer warpgroups splitting K inside one CTA, measured no gain and was removed.)
+KS_ALL=${KS_ALL:-"small_m16=split_k:1 small_m16=split_k:2,tile_k:128 small_m32=split_k:2 small_m64=split_k:2"}
+KS=()
 NS="tile_m:64,consumer_wgs:1,epi_n:32"   # non-swapped, one consumer warpgroup, narrow N tiles
 steps=${*:-"small m128 large check"}
 for step in $steps; do
@@ -17,6 +22,17 @@ for step in $steps; do
              --config "small_m128=promote:0" --config "small_m128=cluster_m:2" --config "small_m128=promote:2" ;;
     large) probe --no-check --shapes "4096,4096,4096;8192,8192,8192;16384,8192,8192" \
              --config "large=promote:2" --config "large=promote:4" --config "medium=promote:2" ;;
+    kcheck) for c in $KS_ALL; do
+              if timeout 120 python3 bench/sm90_probe.py --check-extra --no-time --config "$c"; then KS+=(--config "$c")
+              else echo "KCHECK FAILED $c"; fi
+            done ;;
+    ksplit) [ ${#KS[@]} -gt 0 ] || KS=($(for c in $KS_ALL; do echo --config "$c"; done))
+            probe --no-check --shapes "1,4096,4096;16,4096,4096;1,8192,8192;16,8192,8192;128,8192,8192;128,4096,4096" "${KS[@]}" ;;
+    latency) probe --no-check --shapes "1,64,128;1,4096,128;1,64,4096;1,4096,4096;16,8192,8192" \
+               --config "small_m16=stages:4" --config "small_m16=pdl:True" --config "small_m16=split_k:2,pdl:True" ;;
+    tilek) probe --no-check --shapes "1,4096,4096;16,4096,4096;1,8192,8192;16,8192,8192;128,4096,4096;128,8192,8192" \
+             --config "small_m16=tile_k:256" --config "small_m16=tile_k:256,split_k:2" \
+             --config "small_m16=split_k:2,pdl:True" --config "small_m128=tile_k:256" ;;
     check) probe --check-extra --no-time \
              --config "large=promote:2" --config "medium=$NS,tile_n:32" ;;
   esac

@@ -2,11 +2,11 @@
 
 For each arity (2, 8, 16 fp32 inputs of 4096 elements) and each launch path, wall time per call
 over ``iterations`` back-to-back calls (synchronized before and after), repeated ``repeats``
-times with the paths interleaved; the table shows medians and ratios to the driver floor.
-Paths: the floor (a C loop of cuLaunchKernelEx on the same binary, arguments packed once),
-fastdispatch, Triton's ``CompiledKernel.run`` with its arguments replayed, Triton's
-``kernel[grid]``, torch eager ``torch.add(a, b, out=c)``, and one kernel inside a replayed CUDA
-graph of 100. Results are checked against torch before timing.
+times with every (arity, path) cell interleaved; the table shows medians and ratios to the
+driver floor. Paths: the floor (a C loop of cuLaunchKernelEx on the same binary, arguments
+packed once), fastdispatch, Triton's ``CompiledKernel.run`` with its arguments replayed,
+Triton's ``kernel[grid]``, torch eager ``torch.add(a, b, out=c)``, and one kernel inside a
+replayed CUDA graph of 100. Results are checked against torch before timing.
 """
 from __future__ import annotations
 
@@ -111,22 +111,26 @@ def _paths(n: int):
 
 def run_launch_bench(iterations: int = 20000, repeats: int = 7) -> dict:
     """Measure, print the table, and return {arity: {path: median_us}}."""
-    results = {}
-    for n in (2, 8, 16):
-        paths, graph_time, (static, call_args, expected, out) = _paths(n)
-        samples = {name: [] for name in paths}
-        samples["CUDA graph replay (per kernel, 100/graph)"] = []
+    graph = "CUDA graph replay (per kernel, 100/graph)"
+    setups = {n: _paths(n) for n in (2, 8, 16)}
+    samples = {n: {name: [] for name in [*paths, graph]} for n, (paths, _, _) in setups.items()}
+    for paths, _, _ in setups.values():
         for fn in paths.values():   # warm every path once
             fn(100)
-        for _ in range(repeats):
+    # Every repeat runs every (arity, path) cell once: drift of the host's or the GPU's clocks
+    # over the run spreads over all cells instead of biasing the arity measured first.
+    for _ in range(repeats):
+        for n, (paths, graph_time, _) in setups.items():
             for name, fn in paths.items():
-                samples[name].append(_time_per_call(fn, iterations))
-            samples["CUDA graph replay (per kernel, 100/graph)"].append(graph_time(iterations))
+                samples[n][name].append(_time_per_call(fn, iterations))
+            samples[n][graph].append(graph_time(iterations))
+    results = {}
+    for n, (_, _, (static, call_args, expected, out)) in setups.items():
         out.fill_(float("nan"))
         static(*call_args)
         torch.cuda.synchronize()
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-        results[n] = {name: statistics.median(v) for name, v in samples.items()}
+        results[n] = {name: statistics.median(v) for name, v in samples[n].items()}
     _print_table(results)
     return {str(n): row for n, row in results.items()}
 

@@ -46,6 +46,16 @@ def test_default_config_table():
     assert sm90.default_config(1000, 272, 336).cluster_m == 1
 
 
+def test_small_m_configs_split_k_only_where_tiles_are_few():
+    decode = sm90.default_config(1, 4096, 4096)
+    assert decode.swap_ab and decode.split_k == 2 and decode.tile_k == 256 and decode.pdl
+    assert sm90.default_config(16, 4224, 4096).split_k == 2      # 66 tiles of 64 rows: 132 CTAs
+    assert sm90.default_config(16, 4288, 4096).split_k == 1      # 67 tiles: would be 134
+    assert sm90.default_config(1, 4096, 512).split_k == 1        # two 256-deep k-tiles only
+    assert sm90.default_config(32, 4096, 4096).split_k == 1      # measured for M <= 16 only
+    assert not sm90.default_config(4096, 4096, 4096).pdl
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_shipped_configs_fit_smem(name):
     cfg = CONFIGS[name].resolved()
@@ -59,7 +69,9 @@ def test_shipped_configs_fit_smem(name):
     "bad",
     [dict(tile_m=96), dict(tile_n=260), dict(tile_n=12), dict(tile_k=32), dict(consumer_wgs=3),
      dict(cluster_m=3), dict(cluster_m=4, cluster_n=2), dict(epi_n=48), dict(stages=1),
-     dict(promote=-1), dict(tile_n=256, promote=1), dict(tile_m=256, consumer_wgs=2)],
+     dict(promote=-1), dict(tile_n=256, promote=1), dict(tile_m=256, consumer_wgs=2), dict(tile_k=512),
+     dict(split_k=3), dict(split_k=2),  # split-K needs swap_ab and one consumer warpgroup
+     dict(tile_m=64, consumer_wgs=1, swap_ab=True, split_k=2, cluster_m=2)],
 )
 def test_invalid_configs_rejected(bad):
     with pytest.raises(ValueError):
@@ -85,7 +97,8 @@ def test_ptx_is_sm90a_wgmma_tma_kernel(ptx, name):
     assert len(mma) == cfg.tile_k // 32
     assert all(o.endswith(f"m64n{cfg.tile_n}k32.f32.e4m3.e4m3") for o in mma), mma
     loads = [o for o in ops if o.startswith("cp.async.bulk.tensor") and ".global.tile.mbarrier" in o]
-    assert loads, "no TMA loads"
+    # A and B per stage, one 128-byte-wide box each per 128 of tile_k.
+    assert len(loads) == 2 * max(1, cfg.tile_k // 128), loads
     multicast = [o for o in loads if ".multicast::cluster" in o]
     assert bool(multicast) == (cfg.cluster_m * cfg.cluster_n > 1)
     stores = [o for o in ops if o.startswith("cp.async.bulk.tensor") and ".global.shared::cta" in o]
@@ -94,12 +107,18 @@ def test_ptx_is_sm90a_wgmma_tma_kernel(ptx, name):
     else:
         assert len(stores) == cfg.tile_n // cfg.epi_n
         assert count_ptx_ops(text, ("stmatrix",))["stmatrix"] > 0
+    # Split-K partials travel through distributed SMEM; nothing else uses it.
+    dsmem = count_ptx_ops(text, ("st.async", "mapa"))
+    assert (dsmem["st.async"] > 0 and dsmem["mapa"] > 0) == (cfg.split_k > 1), dsmem
+    # Programmatic dependent launch: wait for the previous grid once, let the next one start.
+    pdl = count_ptx_ops(text, ("griddepcontrol.wait", "griddepcontrol.launch_dependents"))
+    assert pdl == {"griddepcontrol.wait": int(cfg.pdl), "griddepcontrol.launch_dependents": int(cfg.pdl)}
     # Producer warpgroup gives registers to the consumers.
     assert count_ptx_ops(text, ("setmaxnreg.dec", "setmaxnreg.inc")) == {"setmaxnreg.dec": 1, "setmaxnreg.inc": 1}
     assert count_ptx_ops(text, ("ld.local", "st.local")) == {"ld.local": 0, "st.local": 0}
 
 
-@pytest.mark.parametrize("name", ["fast_large", "large", "small_m128"])
+@pytest.mark.parametrize("name", ["fast_large", "large", "small_m128", "small_m16_split_k2"])
 def test_no_register_spills(ptx, name):
     usage = ptxas_resource_usage(ptx[name], "sm_90a")
     if usage is None:
@@ -139,6 +158,7 @@ def _run_and_check(cfg, m, n, k, has_bias, tol=2e-3):
     assert not out.isnan().any(), f"{int(out.isnan().sum())} elements not written"
     err = float((out.float() - ref).norm() / ref.norm())
     assert err <= tol, f"rel. error {err:.2e} > {tol:.0e} ({cfg})"
+    return out
 
 
 @pytest.mark.gpu
@@ -156,6 +176,18 @@ def test_default_config_matches_reference(m, n, k, has_bias):
 @pytest.mark.parametrize("m,n,k", [(1000, 272, 336), (100, 1040, 2064), (5, 4096, 1024)])
 def test_every_config_on_partial_tiles(name, m, n, k):
     _run_and_check(CONFIGS[name].resolved(), m, n, k, has_bias=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.sm90
+@pytest.mark.parametrize("has_bias", [False, True])
+# Several tiles per cluster (the partial-slot hand-off reused), one k-tile (rank 1 gets none),
+# a K range that does not split evenly.
+@pytest.mark.parametrize("m,n,k", [(100, 1040, 2064), (5, 520, 256), (1, 4096, 4096), (16, 2056, 1296)])
+def test_split_k_matches_reference_and_repeats_bit_for_bit(m, n, k, has_bias):
+    cfg = CONFIGS["small_m16_split_k2"].resolved()
+    first = _run_and_check(cfg, m, n, k, has_bias)
+    assert torch.equal(first.view(torch.int16), _run_and_check(cfg, m, n, k, has_bias).view(torch.int16))
 
 
 @pytest.mark.gpu

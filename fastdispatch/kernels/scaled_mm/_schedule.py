@@ -19,14 +19,17 @@ def grouped_cluster_tile(tile, tiles_m, tiles_n, group_m: int):
 
 
 @cute.jit
-def load_k_tiles(ab_pipe, state, k_tiles, tma_atom_a, tAgA, tAsA, a_mcast, tma_atom_b, tBgB, tBsB, b_mcast):
-    """The TMA producer's rolled K-loop for one output tile: each iteration's blocking acquire
-    waits for a free ring slot (the first `stages` iterations fill the ring, no unrolled
-    prologue), then A's and B's k-tile land on that slot's barrier. Returns the advanced state."""
-    for k in cutlass.range(k_tiles, unroll=1):
+def load_k_tiles(ab_pipe, state, k_begin, k_count, tma_atom_a, tAgA, tAsA, a_mcast, tma_atom_b, tBgB, tBsB,
+                 b_mcast):
+    """The TMA producer's rolled K-loop for one output tile, k-tiles ``k_begin ..
+    k_begin + k_count - 1``: each iteration's blocking acquire waits for a free ring slot (the
+    first `stages` iterations fill the ring, no unrolled prologue), then A's and B's k-tile land
+    on that slot's barrier. Returns the advanced state."""
+    for k in cutlass.range(k_count, unroll=1):
         ab_pipe.producer_acquire(state)
         bar = ab_pipe.producer_get_barrier(state)
-        cute.copy(tma_atom_a, tAgA[(None, k)], tAsA[(None, state.index)], tma_bar_ptr=bar, mcast_mask=a_mcast)
-        cute.copy(tma_atom_b, tBgB[(None, k)], tBsB[(None, state.index)], tma_bar_ptr=bar, mcast_mask=b_mcast)
+        kk = k_begin + k
+        cute.copy(tma_atom_a, tAgA[(None, kk)], tAsA[(None, state.index)], tma_bar_ptr=bar, mcast_mask=a_mcast)
+        cute.copy(tma_atom_b, tBgB[(None, kk)], tBsB[(None, state.index)], tma_bar_ptr=bar, mcast_mask=b_mcast)
         state.advance()
     return state

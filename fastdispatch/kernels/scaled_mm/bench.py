@@ -4,9 +4,11 @@ Both libraries run in the same accumulation mode per row: "fp32" (use_fast_accum
 default: each k-tile promoted into an fp32 accumulator) or "fast" (use_fast_accum=True).
 
 Per shape: random e4m3 inputs (never zeros), rowwise fp32 scales; correctness against the fp32
-reference first; then ``triton.testing.do_bench`` medians of both (inputs rotated over several
-buffer sets so that shapes fitting in L2 are not measured from cache), TFLOP/s, and the
-end-to-end wall time per call of a back-to-back loop (which includes launch overhead).
+reference first; then for both, inputs rotated over several buffer sets (so shapes that fit
+in L2 are not measured from cache): the median GPU time with a clean-flushed L2
+(`CleanFlushTimer`) and ``triton.testing.do_bench``'s median beside it, TFLOP/s, the end-to-end
+wall time per call of a back-to-back loop (launch overhead included), and what torch.sum takes
+to read as many bytes as B under the same timer (the read floor that timer can see).
 """
 from __future__ import annotations
 
@@ -72,7 +74,8 @@ def _rotating(m, n, k):
 
 def measure(m, n, k, *, rep_ms=200, fast_accum=False):
     """{'fd_ms', 'torch_ms' (clean-flush GPU time), 'fd_tflops', 'torch_tflops', 'fd_dobench_ms',
-    'torch_dobench_ms', 'fd_wall_us', 'torch_wall_us' (back-to-back loop), 'rel_err'}."""
+    'torch_dobench_ms', 'fd_wall_us', 'torch_wall_us' (back-to-back loop), 'read_floor_ms'
+    (torch.sum over B's bytes, same timer), 'rel_err'}."""
     import triton.testing
 
     import fastdispatch
@@ -114,6 +117,9 @@ def measure(m, n, k, *, rep_ms=200, fast_accum=False):
             fn()
         torch.cuda.synchronize()
         result[f"{name}_wall_us"] = (time.perf_counter() - started) / iters * 1e6
+    # The read floor this timer sees: torch.sum streaming as many bytes as B has.
+    b_bytes = torch.ones(n * k // 4, device="cuda")
+    result["read_floor_ms"] = timer.median_ms(lambda: torch.sum(b_bytes))
     return result
 
 
@@ -127,9 +133,11 @@ def main(quick: bool = False) -> dict:
     cap = torch.cuda.get_device_capability()
     print(f"{torch.cuda.get_device_name()} (sm_{cap[0]}{cap[1]}), kernel variant: {variant_for(cap)}; "
           f"torch {torch.__version__}; GPU time: median, clean-flushed L2 (do_bench's write-flush in "
-          f"brackets), rotated inputs; wall = back-to-back loop")
+          f"brackets), rotated inputs; wall = back-to-back loop; B read = torch.sum over as many bytes "
+          f"as B, same timer")
     print(f"{'M x N x K':>20} {'accum':>6} {'fd us':>9} {'TFLOP/s':>8} {'cuBLAS us':>10} {'TFLOP/s':>8} "
-          f"{'speedup':>8} {'[do_bench fd / cuBLAS]':>23} {'fd wall us':>11} {'cuBLAS wall us':>15} {'rel err':>9}")
+          f"{'speedup':>8} {'[do_bench fd / cuBLAS]':>23} {'fd wall us':>11} {'cuBLAS wall us':>15} "
+          f"{'B read us':>10} {'rel err':>9}")
     shapes = (SMALL_M + LARGE[:1]) if quick else (SMALL_M + LARGE)
     results = {}
     for (m, n, k), fast in [(s, False) for s in shapes] + [(s, True) for s in LARGE[:1 if quick else 3]]:
@@ -143,7 +151,8 @@ def main(quick: bool = False) -> dict:
         dob = f"[{r['fd_dobench_ms'] * 1e3:.1f} / {r['torch_dobench_ms'] * 1e3:.1f}]"
         print(f"{f'{m}x{n}x{k}':>20} {mode:>6} {r['fd_ms'] * 1e3:>9.1f} {r['fd_tflops']:>8.0f} "
               f"{r['torch_ms'] * 1e3:>10.1f} {r['torch_tflops']:>8.0f} {r['torch_ms'] / r['fd_ms']:>7.2f}x "
-              f"{dob:>23} {r['fd_wall_us']:>11.1f} {r['torch_wall_us']:>15.1f} {r['rel_err']:>9.2e}")
+              f"{dob:>23} {r['fd_wall_us']:>11.1f} {r['torch_wall_us']:>15.1f} {r['read_floor_ms'] * 1e3:>10.1f} "
+              f"{r['rel_err']:>9.2e}")
     return results
 
 

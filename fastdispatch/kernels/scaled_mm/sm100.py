@@ -422,7 +422,7 @@ class ScaledMmSm100(TorchLayoutEntries):
                 mma_m, mma_n = self._tile_coords(tile, tiles_m, tiles_n, vmnk)
                 tAgA_t = tAgA[(None, mma_m, None)]
                 tBgB_t = tBgB[(None, mma_n, None)]
-                ab_state = load_k_tiles(ab_pipe, ab_state, k_tiles, tma_atom_a, tAgA_t, tAsA, a_mcast,
+                ab_state = load_k_tiles(ab_pipe, ab_state, 0, k_tiles, tma_atom_a, tAgA_t, tAsA, a_mcast,
                                         tma_atom_b, tBgB_t, tBsB, b_mcast)
                 tile += num_clusters
             ab_pipe.producer_tail(ab_state)

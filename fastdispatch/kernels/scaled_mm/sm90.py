@@ -30,6 +30,11 @@ Structure (one CTA per SM, clusters of ``cluster_m x cluster_n`` CTAs):
 
 Small M (decode, M <= 128) is bandwidth-bound on B: ``swap_ab`` computes out^T = Bt @ A^T so
 that N fills the MMA's 64-row side and M (8..128) its N side; the grid then has N / 64 tiles.
+Where those are few (N <= 4224), ``split_k`` gives each tile a cluster of CTAs that split its
+K range and sum their fp32 partials in rank order through distributed SMEM (``st.async`` into
+rank 0's SMEM, mbarrier hand-off both ways): twice the SMs streaming Bt, no global workspace,
+and the same bits every run. Small-M configs also launch with programmatic dependent launch
+(``pdl``): their fixed cost (launch, barrier init) overlaps the previous kernel's tail.
 
 Requirements on the arguments (the dispatcher checks them, the binary assumes them): 16-byte
 aligned data pointers, contiguous row-major tensors, K % 16 == 0, N % 8 == 0, M, N, K >= 1.
@@ -82,16 +87,25 @@ class Sm90Config:
       per warpgroup: the accumulator lives in registers).
     - ``tile_n``: a multiple of 8 in [8, 256] (WGMMA N); a multiple of ``epi_n`` unless
       ``swap_ab``.
-    - ``tile_k``: 64 or 128 (one 128-byte swizzle row of fp8 at 128).
+    - ``tile_k``: 64, 128 or 256 (128: one 128-byte swizzle row of fp8; 256: two, loaded as
+      two TMA boxes per operand and stage).
     - ``consumer_wgs``: WGMMA warpgroups (1 or 2); they split ``tile_m``.
     - ``stages``: A/B ring depth; ``None`` = as many as fit in SMEM (`max_stages`).
     - ``cluster_m, cluster_n``: cluster shape; ``cluster_n > 1`` multicasts A tiles along N,
       ``cluster_m > 1`` multicasts B tiles along M.
     - ``swap_ab``: compute out^T = Bt @ A^T (small M): epilogue with predicated stores.
+    - ``split_k``: CTAs of a cluster that split one tile's K range (contiguous parts) and sum
+      their partials through distributed SMEM, so a small grid of tiles fills more SMs
+      (swap_ab only, no multicast cluster). The sum runs in a fixed order: the result does
+      not depend on timing.
     - ``promote``: k-tiles WGMMA accumulates on its own before the partial sum is added to
       the fp32 accumulator (two-level accumulation, as torch._scaled_mm's default
       use_fast_accum=False); 0 = fast accumulation (WGMMA accumulates all of K, fewer
       registers: the only way a 128x256 tile fits).
+    - ``pdl``: launch with programmatic dependent launch: the prologue (barrier init, SMEM
+      carve-up, TMA descriptor prefetch) may overlap the previous kernel's tail on the stream;
+      every global read and write waits for that kernel (``griddepcontrol.wait``), and the
+      next kernel may start its own prologue once every CTA is past that point.
     - ``epi_n``: columns per TMA-store subtile (normal path), ``epi_stages`` its SMEM buffers.
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
@@ -105,7 +119,9 @@ class Sm90Config:
     cluster_m: int = 1
     cluster_n: int = 1
     swap_ab: bool = False
+    split_k: int = 1
     promote: int = 1
+    pdl: bool = False
     epi_n: int = 32
     epi_stages: int = 2
     group_m: int = 8
@@ -119,8 +135,8 @@ class Sm90Config:
             errs.append("tile_m // consumer_wgs must be 64 or 128")
         if not (8 <= self.tile_n <= 256 and self.tile_n % 8 == 0):
             errs.append("tile_n must be a multiple of 8 in [8, 256]")
-        if self.tile_k not in (64, 128):
-            errs.append("tile_k must be 64 or 128")
+        if self.tile_k not in (64, 128, 256):
+            errs.append("tile_k must be 64, 128 or 256")
         for c in (self.cluster_m, self.cluster_n):
             if c < 1 or c & (c - 1):
                 errs.append("cluster_m and cluster_n must be powers of two")
@@ -130,8 +146,12 @@ class Sm90Config:
             errs.append("the TMA-store epilogue (swap_ab=False) needs 64 rows per consumer warpgroup")
         if not self.swap_ab and (self.epi_n not in (16, 32, 64) or self.tile_n % self.epi_n):
             errs.append("epi_n must be 16, 32 or 64 and divide tile_n")
-        if self.epi_stages < 1 or self.group_m < 1 or self.num_sms < self.cluster_m * self.cluster_n:
+        if self.epi_stages < 1 or self.group_m < 1 or self.num_sms < self.cluster_m * self.cluster_n * self.split_k:
             errs.append("epi_stages, group_m >= 1 and num_sms >= cluster size")
+        if self.split_k not in (1, 2, 4):
+            errs.append("split_k must be 1, 2 or 4")
+        elif self.split_k > 1 and not (self.swap_ab and self.consumer_wgs == 1 and self.cluster_m == self.cluster_n == 1):
+            errs.append("split_k > 1 needs swap_ab, consumer_wgs=1 and no multicast cluster")
         if self.promote < 0:
             errs.append("promote must be >= 0")
         elif self.promote and (self.tile_m // self.consumer_wgs) * self.tile_n // 128 > 64:
@@ -160,17 +180,23 @@ def _epilogue_bytes(cfg: Sm90Config) -> int:
     return 0 if cfg.swap_ab else cfg.epi_stages * cfg.tile_m * cfg.epi_n * 2  # bf16 staging
 
 
+def _reduce_bytes(cfg: Sm90Config) -> int:
+    # One fp32 slot per split-K partial that is not the leader's own, in the leader CTA
+    # (every CTA allocates the same layout: distributed SMEM addresses are the local ones).
+    return (cfg.split_k - 1) * cfg.tile_m * cfg.tile_n * 4
+
+
 def max_stages(config: Sm90Config) -> int:
     """Deepest A/B ring that fits the SMEM budget (232448 B per CTA on H100, minus the epilogue
     staging and 1 KB for barriers): 4 at 128x256x128, 8 at 128x128x128."""
-    free = SMEM_CAPACITY - SMEM_RESERVED - _epilogue_bytes(config)
+    free = SMEM_CAPACITY - SMEM_RESERVED - _epilogue_bytes(config) - _reduce_bytes(config)
     return free // _stage_bytes(config)
 
 
 def smem_bytes(config: Sm90Config) -> int:
     """SMEM one CTA uses for ``config`` (ring + epilogue staging + reserved barrier space)."""
     cfg = config.resolved()
-    return cfg.stages * _stage_bytes(cfg) + _epilogue_bytes(cfg) + SMEM_RESERVED
+    return cfg.stages * _stage_bytes(cfg) + _epilogue_bytes(cfg) + _reduce_bytes(cfg) + SMEM_RESERVED
 
 
 #: Shipped configs: (name, config). `default_config` picks among them; tests compile each.
@@ -179,14 +205,15 @@ LARGE = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, cluster_m
 MEDIUM = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, promote=1)
 
 
-def _small_m_config(m: int) -> Sm90Config:
+def _small_m_config(m: int, split_k: int = 1) -> Sm90Config:
     # N side 64 rows per tile (N=8192 -> 128 CTAs streaming Bt), M side rounded up to the
-    # WGMMA N granularity, the deepest ring that fits. Measured on the lent H100 (clean L2):
-    # ~440-540 ns per 128-deep k-tile with one tile per CTA, at 64 or 128 CTAs alike
-    # (non-swapped 64x32 tiles, 2x CTAs, were slower; fast accumulation only 2-5% faster), so
-    # per-k-tile latency bounds it: bench/results/sm90_sweep_2026-11-23.txt.
+    # WGMMA N granularity, 256-deep k-tiles (two 128-byte TMA boxes per row and stage), the
+    # deepest ring that fits, programmatic dependent launch. Measured on the lent H100 with
+    # a clean L2 (bench/results/sm90_sweep_2026-11-23.txt): these read Bt faster than
+    # torch.sum reads the same bytes; 256-deep k-tiles are 3-8% faster than 128-deep ones.
     tile_n = 16 if m <= 16 else (32 if m <= 32 else (64 if m <= 64 else 128))
-    return Sm90Config(tile_m=64, tile_n=tile_n, tile_k=128, consumer_wgs=1, swap_ab=True)
+    return Sm90Config(tile_m=64, tile_n=tile_n, tile_k=256, consumer_wgs=1, swap_ab=True, split_k=split_k,
+                      pdl=True)
 
 
 def shipped_configs() -> dict[str, Sm90Config]:
@@ -196,17 +223,22 @@ def shipped_configs() -> dict[str, Sm90Config]:
         "large": LARGE,
         "medium": MEDIUM,
         **{f"small_m{m}": _small_m_config(m) for m in (16, 32, 64, 128)},
+        "small_m16_split_k2": _small_m_config(16, split_k=2),
     }
 
 
 def default_config(m: int, n: int, k: int, *, fast_accum: bool = False) -> Sm90Config:
     """The config for an M x N x K problem (a small table, measured on the lent H100):
-    M <= 128 -> swap-AB with the M side rounded up to 16/32/64/128; otherwise 128x128x128
-    tiles, with a 2x1 cluster (B multicast) once there is a wave of tiles. ``fast_accum``
-    (torch._scaled_mm's use_fast_accum=True) allows the 128x256x128 fast-accumulation tile."""
-    del k
+    M <= 128 -> swap-AB with the M side rounded up to 16/32/64/128, and for M <= 16 split-K
+    over a 2-CTA cluster while the N tiles fill at most half the SMs (N <= 4224) and K has
+    four k-tiles or more; otherwise 128x128x128 tiles, with a 2x1 cluster (B multicast) once
+    there is a wave of tiles. ``fast_accum`` (torch._scaled_mm's use_fast_accum=True) allows
+    the 128x256x128 fast-accumulation tile."""
     if m <= 128:
-        return _small_m_config(m).resolved()
+        # Split-K was measured for the 16-wide tile only (1x4096x4096: 12.4 -> 11.9 us).
+        few_tiles = -(-n // 64) * 2 <= H100_SMS
+        split_k = 2 if m <= 16 and few_tiles and k >= 4 * 256 else 1
+        return _small_m_config(m, split_k).resolved()
     if fast_accum and -(-m // 128) * -(-n // 256) >= H100_SMS:
         return FAST_LARGE.resolved()
     return (LARGE if -(-m // 128) * -(-n // 128) >= H100_SMS else MEDIUM).resolved()
@@ -217,6 +249,14 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False) -> Sm90C
 # ---------------------------------------------------------------------------------------
 
 Float32, Int32 = cutlass.Float32, cutlass.Int32
+# Cluster-scope arrivals: the DSMEM hand-off of partial sums needs cross-CTA ordering.
+_CLUSTER_SCOPE = cutlass._mlir.dialects.nvvm.MemScopeKind.CLUSTER
+
+
+def _ring_state(stages: int, pos):
+    """The consumer's pipeline state at ring position `pos` (slot pos % stages; the consumer's
+    phase bit starts at 0 and flips every pass over the ring)."""
+    return pipeline.PipelineState(stages, pos, pos % stages, pos // stages % 2)
 
 
 class ScaledMmSm90(TorchLayoutEntries):
@@ -233,7 +273,9 @@ class ScaledMmSm90(TorchLayoutEntries):
         self.tiler = (cfg.tile_m, cfg.tile_n, cfg.tile_k)
         self.epi_tile = (cfg.tile_m, cfg.epi_n)
         self.cluster_mn = (cfg.cluster_m, cfg.cluster_n)
-        self.max_clusters = cfg.num_sms // (cfg.cluster_m * cfg.cluster_n)
+        # The launch cluster: the multicast cluster, or split_k CTAs along K (never both).
+        self.launch_cluster = (cfg.cluster_m * cfg.split_k, cfg.cluster_n)
+        self.max_clusters = cfg.num_sms // (self.launch_cluster[0] * self.launch_cluster[1])
         self.consumer_threads = 128 * cfg.consumer_wgs
         self.threads = 128 + self.consumer_threads
         # setmaxnreg budgets (65536 registers per SM): the producer warpgroup keeps 40, the
@@ -247,7 +289,8 @@ class ScaledMmSm90(TorchLayoutEntries):
         c = self.cfg
         return (
             f"scaled_mm_sm90_{c.tile_m}x{c.tile_n}x{c.tile_k}_w{c.consumer_wgs}_c{c.cluster_m}x{c.cluster_n}"
-            f"_s{c.stages}p{c.promote}{'_swap' if c.swap_ab else ''}{'_bias' if self.has_bias else ''}"
+            f"_s{c.stages}p{c.promote}{'_swap' if c.swap_ab else ''}{'_pdl' if c.pdl else ''}"
+            f"{f'_splitk{c.split_k}' if c.split_k > 1 else ''}{'_bias' if self.has_bias else ''}"
         )
 
     # -- host side (traced once per compile) ------------------------------------------
@@ -267,8 +310,9 @@ class ScaledMmSm90(TorchLayoutEntries):
         return cute.make_tiled_mma(cute.make_mma_atom(op), (cfg.consumer_wgs, 1, 1))
 
     def _ab_smem_layout(self, rows: int):
+        # 128-byte swizzle atoms (64-byte at tile_k=64), repeated along K for tile_k=256.
         kind = (
-            warpgroup.SmemLayoutAtomKind.K_SW128 if self.cfg.tile_k == 128 else warpgroup.SmemLayoutAtomKind.K_SW64
+            warpgroup.SmemLayoutAtomKind.K_SW128 if self.cfg.tile_k >= 128 else warpgroup.SmemLayoutAtomKind.K_SW64
         )
         atom = warpgroup.make_smem_layout_atom(kind, self.ab_dtype)
         return cute.tile_to_shape(atom, (rows, self.cfg.tile_k, self.cfg.stages), order=(0, 1, 2))
@@ -334,11 +378,12 @@ class ScaledMmSm90(TorchLayoutEntries):
             row_scale, col_scale, bias, cta_layout_mnk, a_smem, b_smem, c_smem,
             tiles_m, tiles_n, tx_bytes,
         ).launch(
-            grid=(cfg.cluster_m, cfg.cluster_n, num_clusters),
+            grid=(*self.launch_cluster, num_clusters),
             block=[self.threads, 1, 1],
-            cluster=(cfg.cluster_m, cfg.cluster_n, 1),
+            cluster=(*self.launch_cluster, 1),
             min_blocks_per_mp=1,
             stream=stream,
+            use_pdl=cfg.pdl,
         )
 
     # -- device side ------------------------------------------------------------------
@@ -375,9 +420,15 @@ class ScaledMmSm90(TorchLayoutEntries):
         tidx, _, _ = cute.arch.thread_idx()
         warp_idx = cute.arch.make_warp_uniform(cute.arch.warp_idx())
         wg_idx = cute.arch.make_warp_uniform(tidx // 128)
-        # Hoisted once: this CTA's place in its cluster and the persistent walk.
+        # Hoisted once: this CTA's place in its cluster and the persistent walk. A split_k
+        # cluster's CTAs all work on the same tile: their rank is their part of K.
         cta_rank = cute.arch.make_warp_uniform(cute.arch.block_idx_in_cluster())
-        cluster_coord = cta_layout_mnk.get_flat_coord(cta_rank)
+        k_rank = Int32(0)
+        if cutlass.const_expr(cfg.split_k > 1):
+            k_rank = cta_rank
+            cluster_coord = cta_layout_mnk.get_flat_coord(0)
+        else:
+            cluster_coord = cta_layout_mnk.get_flat_coord(cta_rank)
         _, _, cluster_id = cute.arch.block_idx()
         _, _, num_clusters = cute.arch.grid_dim()
         num_tiles = tiles_m * tiles_n
@@ -391,6 +442,7 @@ class ScaledMmSm90(TorchLayoutEntries):
         @cute.struct
         class SharedStorage:
             ab_mbar: cute.struct.MemRange[cutlass.Int64, cfg.stages * 2]
+            red_mbar: cute.struct.MemRange[cutlass.Int64, 2]  # partials full / slots empty
 
         smem = SmemAllocator()
         storage = smem.allocate(SharedStorage)
@@ -406,14 +458,41 @@ class ScaledMmSm90(TorchLayoutEntries):
             enable_multicast_signaling=True,
             defer_sync=True,
         )
-        pipeline_init_arrive(cluster_shape_mn=self.cluster_mn, is_relaxed=True)
+        if cutlass.const_expr(cfg.split_k > 1):
+            # No multicast: lane 0 of each consumer warp frees the stage in its own CTA (the
+            # helper would derive the signalling lanes from the launch cluster's rank).
+            ab_pipe = dataclasses.replace(ab_pipe, is_signaling_thread=tidx % 32 == 0)
+        red_full = storage.red_mbar.data_ptr()
+        red_empty = red_full + 1
+        if cutlass.const_expr(cfg.split_k > 1):
+            if tidx == 0:
+                # full (used in rank 0): rank 0's expect-tx arrival, then the partials' bytes
+                # (st.async); empty (in the other ranks): each rank-0 consumer thread arrives
+                # once it has read them.
+                cute.arch.mbarrier_init(red_full, 1)
+                cute.arch.mbarrier_init(red_empty, 128)
+        pipeline_init_arrive(cluster_shape_mn=self.launch_cluster, is_relaxed=True)
 
         sA = smem.allocate_tensor(self.ab_dtype, a_smem.outer, byte_alignment=1024, swizzle=a_smem.inner)
         sB = smem.allocate_tensor(self.ab_dtype, b_smem.outer, byte_alignment=1024, swizzle=b_smem.inner)
+        sRed = None
+        if cutlass.const_expr(cfg.split_k > 1):
+            # Partial slots, fp32 in accumulator-fragment order: (4 values, thread, vector,
+            # slot), so each thread moves 16 B at a time and a warp 512 contiguous bytes.
+            vecs = cfg.tile_m * cfg.tile_n // 128 // 4
+            red_layout = cute.make_layout((4, 128, vecs, cfg.split_k - 1), stride=(1, 4, 512, 512 * vecs))
+            sRed = smem.allocate_tensor(Float32, red_layout, byte_alignment=16)
 
         gA = cute.local_tile(mA, (cfg.tile_m, cfg.tile_k), (None, None))  # (TM, TK, RestM, RestK)
         gB = cute.local_tile(mB, (cfg.tile_n, cfg.tile_k), (None, None))
         k_tiles = cute.size(gA, mode=[3])
+        # This CTA's contiguous part of every tile's K loop.
+        k_begin = Int32(0)
+        k_count = k_tiles
+        if cutlass.const_expr(cfg.split_k > 1):
+            per_cta = (k_tiles + cfg.split_k - 1) // cfg.split_k
+            k_begin = k_rank * per_cta
+            k_count = cutlass.max(cutlass.min(per_cta, k_tiles - k_begin), 0)
         tAsA, tAgA = cpasync.tma_partition(
             tma_atom_a,
             cluster_coord[1],
@@ -429,7 +508,12 @@ class ScaledMmSm90(TorchLayoutEntries):
             cute.group_modes(gB, 0, 2),
         )
 
-        pipeline_init_wait(cluster_shape_mn=self.cluster_mn)
+        pipeline_init_wait(cluster_shape_mn=self.launch_cluster)
+        if cutlass.const_expr(cfg.pdl):
+            # Everything above touched only SMEM and the kernel parameters; from here on the
+            # previous kernel's results must be visible.
+            cute.arch.griddepcontrol_wait()
+            cute.arch.griddepcontrol_launch_dependents()
 
         # ---------------- producer warpgroup: warp 0 issues every TMA load ----------------
         if wg_idx == 0:
@@ -447,7 +531,7 @@ class ScaledMmSm90(TorchLayoutEntries):
                     tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
                     tAgA_t = tAgA[(None, tm, None)]
                     tBgB_t = tBgB[(None, tn, None)]
-                    state = load_k_tiles(ab_pipe, state, k_tiles, tma_atom_a, tAgA_t, tAsA, a_mcast,
+                    state = load_k_tiles(ab_pipe, state, k_begin, k_count, tma_atom_a, tAgA_t, tAsA, a_mcast,
                                          tma_atom_b, tBgB_t, tBsB, b_mcast)
                     tile += num_clusters
                 ab_pipe.producer_tail(state)
@@ -466,94 +550,163 @@ class ScaledMmSm90(TorchLayoutEntries):
             acc_tmp = None
             if cutlass.const_expr(cfg.promote > 0):
                 acc_tmp = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
-            num_kblocks = cute.size(tCrA, mode=[2])
 
             epi = None
             if cutlass.const_expr(not cfg.swap_ab):
                 epi = self._tma_epilogue_setup(ctidx, tiled_mma, acc, tma_atom_c, mC, c_smem, smem)
 
-            read = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, cfg.stages)
-            release = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, cfg.stages)
+            consumed = Int32(0)  # ring position of this CTA's next tile
             n_done = Int32(0)
             tile = cluster_id
             while tile < num_tiles:
                 tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
-                acc.fill(0.0)
-                if cutlass.const_expr(cfg.promote == 0):
-                    # Fast accumulation: WGMMA accumulates all of K itself (its fp8 accumulation
-                    # keeps fewer bits than fp32: rel. error 2.6e-3 at K=8192, measured, against
-                    # 1.7e-3 from the bf16 rounding alone).
-                    tiled_mma.set(warpgroup.Field.ACCUMULATE, True)
-                    warpgroup.fence()
-                    for k in cutlass.range(k_tiles, unroll=1):
-                        ab_pipe.consumer_wait(read)
-                        for kb in cutlass.range_constexpr(num_kblocks):
-                            crd = (None, None, kb, read.index)
-                            cute.gemm(tiled_mma, acc, tCrA[crd], tCrB[crd], acc)
-                        warpgroup.commit_group()
-                        # One k-tile of WGMMAs stays in flight; the one before it has retired,
-                        # so its stage can go back to the producer.
-                        warpgroup.wait_group(1)
-                        if k > 0:
-                            ab_pipe.consumer_release(release)
-                            release.advance()
-                        read.advance()
-                    warpgroup.wait_group(0)
-                else:
-                    # Two-level accumulation (torch._scaled_mm's default, use_fast_accum=False):
-                    # WGMMA accumulates `promote` k-tiles into acc_tmp, then acc += acc_tmp in
-                    # fp32. The add needs the k-tile's WGMMAs retired: the other consumer
-                    # warpgroup keeps the tensor cores busy meanwhile.
-                    for k in cutlass.range(k_tiles, unroll=1):
-                        ab_pipe.consumer_wait(read)
-                        # The first k-block of a promotion period overwrites acc_tmp.
-                        tiled_mma.set(warpgroup.Field.ACCUMULATE, k % cfg.promote != 0)
-                        warpgroup.fence()
-                        for kb in cutlass.range_constexpr(num_kblocks):
-                            crd = (None, None, kb, read.index)
-                            cute.gemm(tiled_mma, acc_tmp, tCrA[crd], tCrB[crd], acc_tmp)
-                            tiled_mma.set(warpgroup.Field.ACCUMULATE, True)
-                        warpgroup.commit_group()
-                        if k % cfg.promote == cfg.promote - 1 or k == k_tiles - 1:
-                            warpgroup.wait_group(0)
-                            for i in cutlass.range_constexpr(cute.size(acc)):
-                                acc[i] = acc[i] + acc_tmp[i]
-                        else:
-                            warpgroup.wait_group(1)
-                        if k > 0:
-                            ab_pipe.consumer_release(release)
-                            release.advance()
-                        read.advance()
-                ab_pipe.consumer_release(release)
-                release.advance()
-
-                self._scale(acc, tCcC, tm, tn, mRowScale, mColScale, mBias)
+                scales = None
                 if cutlass.const_expr(cfg.swap_ab):
-                    self._store_epilogue(acc, tCcC, tm, tn, mC)
-                else:
-                    self._tma_epilogue(epi, acc, tm, tn, n_done, warp_idx)
+                    # Small tiles (few scales per thread): issue the scale loads before the K
+                    # loop so their HBM latency hides under it instead of following it.
+                    scales = self._load_scales(tCcC, tm, tn, mRowScale, mColScale, mBias)
+                # (The MMA's accumulate flag is state: rebinding carries it through the loop.)
+                tiled_mma = self._mainloop(ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count)
+                consumed += k_count
+                if cutlass.const_expr(cfg.split_k > 1):
+                    self._reduce_partials(acc, sRed, red_full, red_empty, k_rank, ctidx, n_done)
+                # The CTA of rank 0 holds the sum (split_k) and stores it.
+                if k_rank == 0:
+                    if cutlass.const_expr(cfg.swap_ab):
+                        self._scale(acc, scales)
+                        self._store_epilogue(acc, tCcC, tm, tn, mC)
+                    else:
+                        self._scale(acc, self._load_scales(tCcC, tm, tn, mRowScale, mColScale, mBias))
+                        self._tma_epilogue(epi, acc, tm, tn, n_done, warp_idx)
                 n_done += 1
                 tile += num_clusters
             if cutlass.const_expr(not cfg.swap_ab):
                 epi[-1].producer_tail()
+            if cutlass.const_expr(cfg.split_k > 1):
+                if k_rank != 0:
+                    # The leader's last arrival on this CTA's barrier must land before exit.
+                    cute.arch.mbarrier_wait(red_empty, (n_done + 1) % 2)
 
     @cute.jit
-    def _scale(self, acc, tCcC, tm, tn, mRowScale, mColScale, mBias):
-        """acc *= row_scale[r] * col_scale[c] (+ bias), in fp32, over the whole fragment.
-        Coordinates past the problem are clamped (those values are never stored), so the
-        loads need no predicates; repeated rows/columns are loaded once (CSE)."""
+    def _mainloop(self, ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count):
+        """One tile's K loop: the CTA's `k_count` k-tiles, at ring positions ``consumed``
+        onwards (the producer loads them in that order). Leaves the (partial, with split_k)
+        sum in `acc`; returns `tiled_mma` (its accumulate flag is traced state)."""
+        cfg = self.cfg
+        num_kblocks = cute.size(tCrA, mode=[2])
+        # Advanced per k-tile, not recomputed from the position: a div/mod by `stages` per
+        # k-tile would sit on the loop's critical path.
+        read = _ring_state(cfg.stages, consumed)
+        release = _ring_state(cfg.stages, consumed)
+
+        acc.fill(0.0)
+        if cutlass.const_expr(cfg.promote == 0):
+            # Fast accumulation: WGMMA accumulates all of K itself (its fp8 accumulation
+            # keeps fewer bits than fp32: rel. error 2.6e-3 at K=8192, measured, against
+            # 1.7e-3 from the bf16 rounding alone).
+            tiled_mma.set(warpgroup.Field.ACCUMULATE, True)
+            warpgroup.fence()
+            for j in cutlass.range(k_count, unroll=1):
+                ab_pipe.consumer_wait(read)
+                for kb in cutlass.range_constexpr(num_kblocks):
+                    crd = (None, None, kb, read.index)
+                    cute.gemm(tiled_mma, acc, tCrA[crd], tCrB[crd], acc)
+                warpgroup.commit_group()
+                # One k-tile of WGMMAs stays in flight; the one before it has retired,
+                # so its stage can go back to the producer.
+                warpgroup.wait_group(1)
+                if j > 0:
+                    ab_pipe.consumer_release(release)
+                    release.advance()
+                read.advance()
+            warpgroup.wait_group(0)
+        else:
+            # Two-level accumulation (torch._scaled_mm's default, use_fast_accum=False):
+            # WGMMA accumulates `promote` k-tiles into acc_tmp, then acc += acc_tmp in
+            # fp32. The add needs the k-tile's WGMMAs retired: another consumer warpgroup
+            # keeps the tensor cores busy meanwhile.
+            for j in cutlass.range(k_count, unroll=1):
+                ab_pipe.consumer_wait(read)
+                # The first k-block of a promotion period overwrites acc_tmp.
+                tiled_mma.set(warpgroup.Field.ACCUMULATE, j % cfg.promote != 0)
+                warpgroup.fence()
+                for kb in cutlass.range_constexpr(num_kblocks):
+                    crd = (None, None, kb, read.index)
+                    cute.gemm(tiled_mma, acc_tmp, tCrA[crd], tCrB[crd], acc_tmp)
+                    tiled_mma.set(warpgroup.Field.ACCUMULATE, True)
+                warpgroup.commit_group()
+                if j % cfg.promote == cfg.promote - 1 or j == k_count - 1:
+                    warpgroup.wait_group(0)
+                    for i in cutlass.range_constexpr(cute.size(acc)):
+                        acc[i] = acc[i] + acc_tmp[i]
+                else:
+                    warpgroup.wait_group(1)
+                if j > 0:
+                    ab_pipe.consumer_release(release)
+                    release.advance()
+                read.advance()
+        if k_count > 0:
+            ab_pipe.consumer_release(release)
+        return tiled_mma
+
+    @cute.jit
+    def _reduce_partials(self, acc, sRed, red_full, red_empty, k_rank, thread, n_done):
+        """Sum the split-K parts of one tile into the `acc` of the cluster's CTA of rank 0, in
+        rank order (so the result does not depend on timing). Every other CTA waits until
+        its slot in rank 0's SMEM is free (rank 0 has read the previous tile's), then writes
+        its accumulator there with ``st.async`` (distributed SMEM; the bytes complete rank 0's
+        `red_full` barrier). All CTAs hold their fragments in the same order, so thread t's
+        value i goes to (i % 4, t, i // 4) of the slot and rank 0's thread t reads it back."""
+        cfg = self.cfg
+        vecs = cute.size(acc) // 4
+        if k_rank == 0:
+            if thread == 0:
+                cute.arch.mbarrier_arrive_and_expect_tx(red_full, _reduce_bytes(cfg))
+            cute.arch.mbarrier_wait(red_full, n_done % 2)
+            for s in cutlass.range_constexpr(cfg.split_k - 1):
+                for i in cutlass.range_constexpr(cute.size(acc)):
+                    acc[i] = acc[i] + sRed[(i % 4, thread, i // 4, s)]
+            # Slots read: the other CTAs may write the next tile's partials.
+            for r in cutlass.range_constexpr(1, cfg.split_k):
+                cute.arch.mbarrier_arrive(red_empty, r, scope=_CLUSTER_SCOPE)
+        else:
+            cute.arch.mbarrier_wait(red_empty, (n_done + 1) % 2)
+            bits = cute.recast_tensor(acc, Int32)
+            for v in cutlass.range_constexpr(vecs):
+                dst = sRed[(None, thread, v, k_rank - 1)].iterator
+                value = (bits[4 * v], bits[4 * v + 1], bits[4 * v + 2], bits[4 * v + 3])
+                cute.arch.store_async_dsmem(dst, value, red_full, 0)
+
+    @cute.jit
+    def _load_scales(self, tCcC, tm, tn, mRowScale, mColScale, mBias):
+        """This thread's epilogue operands for tile (tm, tn): per accumulator element its row
+        scale, column scale and (with bias) bias, as lists of registers. Coordinates past the
+        problem are clamped (those values are never stored), so the loads need no predicates;
+        repeated rows/columns are loaded once (CSE)."""
         cfg = self.cfg
         rows = mRowScale.shape[0]
         cols = mColScale.shape[0]
         r0 = tm * cfg.tile_m
         c0 = tn * cfg.tile_n
-        for i in cutlass.range_constexpr(cute.size(acc)):
+        row_scale, col_scale, bias = [], [], []
+        for i in cutlass.range_constexpr(cute.size(tCcC)):
             r, c = tCcC[i]
             r = cutlass.min(r0 + r, rows - 1)
             c = cutlass.min(c0 + c, cols - 1)
-            v = acc[i] * mRowScale[r] * mColScale[c]
+            row_scale.append(mRowScale[r])
+            col_scale.append(mColScale[c])
             if cutlass.const_expr(self.has_bias):
-                v = v + Float32(mBias[r if cfg.swap_ab else c])
+                bias.append(Float32(mBias[r if cfg.swap_ab else c]))
+        return row_scale, col_scale, bias
+
+    @cute.jit
+    def _scale(self, acc, scales):
+        """acc *= row_scale * col_scale (+ bias), in fp32, over the whole fragment."""
+        row_scale, col_scale, bias = scales
+        for i in cutlass.range_constexpr(cute.size(acc)):
+            v = acc[i] * row_scale[i] * col_scale[i]
+            if cutlass.const_expr(self.has_bias):
+                v = v + bias[i]
             acc[i] = v
 
     @cute.jit
