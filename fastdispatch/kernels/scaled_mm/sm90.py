@@ -209,8 +209,9 @@ def _small_m_config(m: int, split_k: int = 1) -> Sm90Config:
     # N side 64 rows per tile (N=8192 -> 128 CTAs streaming Bt), M side rounded up to the
     # WGMMA N granularity, 256-deep k-tiles (two 128-byte TMA boxes per row and stage), the
     # deepest ring that fits, programmatic dependent launch. Measured on the lent H100 with
-    # a clean L2 (bench/results/sm90_sweep_2026-11-23.txt): these read Bt faster than
-    # torch.sum reads the same bytes; 256-deep k-tiles are 3-8% faster than 128-deep ones.
+    # a clean L2 (bench/results/sm90_sweep_2026-11-23.txt): up to M = 64 these read Bt
+    # faster than torch.sum reads the same bytes (M = 128: 2% slower); 256-deep k-tiles are
+    # 3-14% faster than 128-deep ones.
     tile_n = 16 if m <= 16 else (32 if m <= 32 else (64 if m <= 64 else 128))
     return Sm90Config(tile_m=64, tile_n=tile_n, tile_k=256, consumer_wgs=1, swap_ab=True, split_k=split_k,
                       pdl=True)
