@@ -210,7 +210,7 @@ def _small_m_config(m: int, split_k: int = 1) -> Sm90Config:
     # WGMMA N granularity, 256-deep k-tiles (two 128-byte TMA boxes per row and stage), the
     # deepest ring that fits, programmatic dependent launch. Measured on the lent H100 with
     # a clean L2 (bench/results/sm90_sweep_2026-11-23.txt): up to M = 64 these read Bt
-    # faster than torch.sum reads the same bytes (M = 128: 2% slower); 256-deep k-tiles are
+    # faster than torch.sum reads the same bytes (M = 128: 2-6% slower); 256-deep k-tiles are
     # 3-14% faster than 128-deep ones.
     tile_n = 16 if m <= 16 else (32 if m <= 32 else (64 if m <= 64 else 128))
     return Sm90Config(tile_m=64, tile_n=tile_n, tile_k=256, consumer_wgs=1, swap_ab=True, split_k=split_k,
