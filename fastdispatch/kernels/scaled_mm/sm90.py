@@ -50,6 +50,7 @@ from typing import Optional
 import cutlass
 import cutlass.cute as cute
 import cutlass.pipeline as pipeline
+from cutlass._mlir.dialects.nvvm import MemScopeKind
 from cutlass.cute.nvgpu import cpasync, warpgroup
 from cutlass.pipeline import pipeline_init_arrive, pipeline_init_wait
 from cutlass.utils import SmemAllocator
@@ -250,8 +251,9 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False) -> Sm90C
 # ---------------------------------------------------------------------------------------
 
 Float32, Int32 = cutlass.Float32, cutlass.Int32
-# Cluster-scope arrivals: the DSMEM hand-off of partial sums needs cross-CTA ordering.
-_CLUSTER_SCOPE = cutlass._mlir.dialects.nvvm.MemScopeKind.CLUSTER
+# Cluster-scope arrivals: the DSMEM hand-off of partial sums needs cross-CTA ordering. (The
+# enum has no public alias in 4.8.1; cute.arch's own wrappers import it from here too.)
+_CLUSTER_SCOPE = MemScopeKind.CLUSTER
 
 
 def _ring_state(stages: int, pos):
