@@ -84,3 +84,26 @@ def test_no_extensions_env_uses_python_twin(tmp_path):
     assert report["key_builder"] == "python" and report["impl"] == "fastdispatch._keys_py"
     assert report["reason"] == "FASTDISPATCH_NO_EXTENSIONS=1"
     assert report["results"] == [True, True] and report["entries"] == 1 and report["hits"] == 1
+
+
+@pytest.mark.parametrize("arch,shape,expect", [
+    # Decode shape on Hopper: WGMMA + TMA, split-K partials through distributed SMEM, PDL.
+    ("sm_90a", "1,4096,4096", {"wgmma.mma_async": True, "tcgen05.mma": False, "st.async": True,
+                                "griddepcontrol": True}),
+    # Large square on Hopper: WGMMA + TMA, no split-K, no PDL.
+    ("sm_90a", "4096,4096,4096", {"wgmma.mma_async": True, "tcgen05.mma": False, "st.async": False,
+                                   "griddepcontrol": False}),
+    # Blackwell (compiled only): tcgen05 MMA + TMA, no WGMMA.
+    ("sm_100a", "4096,4096,4096", {"tcgen05.mma": True, "wgmma.mma_async": False}),
+])
+def test_inspect_scaled_mm_reports_ptx_counts_without_a_gpu(tmp_path, arch, shape, expect):
+    """`inspect scaled_mm` compiles for the arch with no GPU and ends with JSON opcode counts."""
+    pytest.importorskip("cutlass", reason="nvidia-cutlass-dsl not installed")
+    out = run(["inspect", "scaled_mm", "--arch", arch, "--shape", shape], tmp_path,
+              extra_env={"CUDA_VISIBLE_DEVICES": ""})
+    counts = json.loads(out.strip().splitlines()[-1])
+    assert counts["cp.async.bulk.tensor"] > 0, counts          # TMA
+    assert counts["ld.local"] == counts["st.local"] == 0, counts  # no local memory (spills)
+    for opcode, present in expect.items():
+        assert (counts[opcode] > 0) == present, (opcode, counts)
+    assert f"scaled_mm {shape.replace(',', 'x')} for {arch}" in out

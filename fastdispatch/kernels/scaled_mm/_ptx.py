@@ -26,6 +26,8 @@ DEFAULT_PREFIXES = (
     "wgmma.mma_async",
     "cp.async.bulk.tensor",
     "mbarrier",
+    "st.async",          # split-K partials into a peer CTA's SMEM (distributed SMEM)
+    "griddepcontrol",    # programmatic dependent launch
     "ld.global",
     "st.global",
     "ld.local",

@@ -149,11 +149,14 @@ class Sm90Config:
             errs.append("the TMA-store epilogue (swap_ab=False) needs 64 rows per consumer warpgroup")
         if not self.swap_ab and (self.epi_n not in (16, 32, 64) or self.tile_n % self.epi_n):
             errs.append("epi_n must be 16, 32 or 64 and divide tile_n")
-        if self.epi_stages < 1 or self.group_m < 1 or self.num_sms < self.cluster_m * self.cluster_n * self.split_k:
+        cluster_size = self.cluster_m * self.cluster_n * self.split_k
+        if self.epi_stages < 1 or self.group_m < 1 or self.num_sms < cluster_size:
             errs.append("epi_stages, group_m >= 1 and num_sms >= cluster size")
         if self.split_k not in (1, 2, 4):
             errs.append("split_k must be 1, 2 or 4")
-        elif self.split_k > 1 and not (self.swap_ab and self.consumer_wgs == 1 and self.cluster_m == self.cluster_n == 1):
+        elif self.split_k > 1 and not (
+            self.swap_ab and self.consumer_wgs == 1 and self.cluster_m == self.cluster_n == 1
+        ):
             errs.append("split_k > 1 needs swap_ab, consumer_wgs=1 and no multicast cluster")
         if self.promote < 0:
             errs.append("promote must be >= 0")
