@@ -7,6 +7,7 @@ the process-wide lock of the CuTe backend.
 """
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 
 import cutlass
@@ -14,6 +15,17 @@ import cutlass.cute as cute
 from cutlass.cute.runtime import make_fake_compact_tensor, make_fake_stream, make_fake_tensor
 
 from fastdispatch.backends.cute import COMPILE_LOCK
+
+
+def resolve_stages(config, field: str, most: int):
+    """``config`` with its ring depth ``field`` filled in with ``most`` (the deepest ring that
+    fits SMEM) when unset, or checked against it when set (the kernels' ``resolved()``)."""
+    stages = getattr(config, field)
+    if stages is None:
+        return dataclasses.replace(config, **{field: most})
+    if stages > most:
+        raise ValueError(f"{field}={stages} does not fit in SMEM (at most {most})")
+    return config
 
 
 def fake_args(has_bias: bool) -> list:

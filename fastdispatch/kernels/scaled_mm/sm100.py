@@ -31,7 +31,6 @@ without a GPU (`ptx_sm100`) and was never run here: "compiled, not run".
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -61,7 +60,8 @@ SMEM_RESERVED = 1024
 #: Streaming multiprocessors of a B200 (sizes the persistent grid).
 B200_SMS = 148
 
-from fastdispatch.kernels.scaled_mm._compile import TorchLayoutEntries, compile_kernel, ptx_of  # noqa: E402
+from fastdispatch.kernels.scaled_mm._compile import (  # noqa: E402
+    TorchLayoutEntries, compile_kernel, ptx_of, resolve_stages)
 from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile, load_k_tiles  # noqa: E402
 
 
@@ -127,12 +127,7 @@ class Sm100Config:
 
     def resolved(self) -> "Sm100Config":
         """This config with ``ab_stages`` filled in (and checked against the SMEM budget)."""
-        most = max_ab_stages(self)
-        if self.ab_stages is None:
-            return dataclasses.replace(self, ab_stages=most)
-        if self.ab_stages > most:
-            raise ValueError(f"ab_stages={self.ab_stages} does not fit in SMEM (at most {most})")
-        return self
+        return resolve_stages(self, "ab_stages", max_ab_stages(self))
 
 
 def _stage_bytes(cfg: Sm100Config) -> int:

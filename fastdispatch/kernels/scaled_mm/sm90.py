@@ -73,7 +73,8 @@ SMEM_RESERVED = 1024
 #: Streaming multiprocessors of an H100 SXM (sizes the persistent grid).
 H100_SMS = 132
 
-from fastdispatch.kernels.scaled_mm._compile import TorchLayoutEntries, compile_kernel, ptx_of  # noqa: E402
+from fastdispatch.kernels.scaled_mm._compile import (  # noqa: E402
+    TorchLayoutEntries, compile_kernel, ptx_of, resolve_stages)
 from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile, load_k_tiles  # noqa: E402
 
 
@@ -170,12 +171,7 @@ class Sm90Config:
 
     def resolved(self) -> "Sm90Config":
         """This config with ``stages`` filled in (and checked against the SMEM budget)."""
-        most = max_stages(self)
-        if self.stages is None:
-            return dataclasses.replace(self, stages=most)
-        if self.stages > most:
-            raise ValueError(f"stages={self.stages} does not fit in SMEM (at most {most})")
-        return self
+        return resolve_stages(self, "stages", max_stages(self))
 
 
 def _stage_bytes(cfg: Sm90Config) -> int:
