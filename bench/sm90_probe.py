@@ -19,6 +19,7 @@ import time
 import torch
 
 from fastdispatch.kernels.scaled_mm import sm90
+from fastdispatch.kernels.scaled_mm.bench import CleanFlushTimer, read_floor_ms, wall_us
 
 FP8 = torch.float8_e4m3fn
 _compiled: dict = {}
@@ -117,26 +118,18 @@ def run_checks(extra, extra_only=False):
 _timer = None
 
 
-def bench_ms(f):
-    """Median GPU time with a clean-flushed L2 (see bench.CleanFlushTimer; do_bench's write
-    flush charges bandwidth-bound calls for its dirty lines)."""
+def timer():
+    """The clean-flush timer (see bench.CleanFlushTimer; do_bench's write flush charges
+    bandwidth-bound calls for its dirty lines), made once."""
     global _timer
     if _timer is None:
-        from fastdispatch.kernels.scaled_mm.bench import CleanFlushTimer
         _timer = CleanFlushTimer()
-    return _timer.median_ms(f)
+    return _timer
 
 
-def wall_us(f, calls=200):
-    """Host wall time per call of a back-to-back loop (synchronized before and after): what a
-    stream of calls costs end to end, launch included."""
-    f()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(calls):
-        f()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t) / calls * 1e6
+def bench_ms(f):
+    """Median GPU time with a clean-flushed L2."""
+    return timer().median_ms(f)
 
 
 def run_timing(shapes, extra):
@@ -158,12 +151,10 @@ def run_timing(shapes, extra):
         flop = 2 * m * n * k
         # What reading B's bytes costs on its own, timed the same way: torch.sum over a buffer
         # of n*k bytes (a streaming reduction: the HBM read floor this timer can see).
-        b_bytes = torch.ones(n * k // 4, device="cuda")
-        t_read = bench_ms(lambda: torch.sum(b_bytes))
+        t_read = read_floor_ms(timer(), n * k)
         line = f"TIME {m}x{n}x{k} read floor: torch.sum over B's {n * k / 2**20:.0f} MiB {t_read * 1e3:8.1f} us"
         print(line, flush=True)
         lines.append(line)
-        del b_bytes
         for cfg in cfgs:
             fn = kernel_fn(cfg, False)
             t = bench_ms(lambda: fn(a, b, sa2, sb2, out))

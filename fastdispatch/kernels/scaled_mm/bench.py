@@ -66,6 +66,25 @@ class CleanFlushTimer:
         return times[len(times) // 2]
 
 
+def wall_us(fn, calls: int = 200) -> float:
+    """Host wall time per call of a back-to-back loop of ``fn`` (one warm-up call, synchronized
+    before and after): what a stream of calls costs end to end, launch included."""
+    fn()
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def read_floor_ms(timer: CleanFlushTimer, n_bytes: int) -> float:
+    """What streaming ``n_bytes`` costs under ``timer``: torch.sum over a buffer that size (the
+    HBM read floor that timer can see for an operand of that many bytes)."""
+    buf = torch.ones(n_bytes // 4, device="cuda")
+    return timer.median_ms(lambda: torch.sum(buf))
+
+
 def _rotating(m, n, k):
     per_set = m * k + n * k + 2 * m * n
     sets = max(1, min(8, (2 * L2_BYTES) // max(per_set, 1) + 1))
@@ -110,16 +129,8 @@ def measure(m, n, k, *, rep_ms=200, fast_accum=False):
         result[f"{name}_tflops"] = flops / (ms * 1e-3) / 1e12
         # For comparison with figures taken that way (write-flushed L2: see CleanFlushTimer).
         result[f"{name}_dobench_ms"] = triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median")
-        iters = 200
-        torch.cuda.synchronize()
-        started = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        torch.cuda.synchronize()
-        result[f"{name}_wall_us"] = (time.perf_counter() - started) / iters * 1e6
-    # The read floor this timer sees: torch.sum streaming as many bytes as B has.
-    b_bytes = torch.ones(n * k // 4, device="cuda")
-    result["read_floor_ms"] = timer.median_ms(lambda: torch.sum(b_bytes))
+        result[f"{name}_wall_us"] = wall_us(fn)
+    result["read_floor_ms"] = read_floor_ms(timer, n * k)   # B's bytes
     return result
 
 
