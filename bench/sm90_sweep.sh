@@ -2,7 +2,7 @@
 # Config sweep of the sm90 scaled_mm kernel on the lent H100 (not a test): candidate configs
 # per shape group beside the shipped default and torch._scaled_mm (clean-flushed L2 timing),
 # then correctness of the candidates. Usage on the GPU machine (after building the extension):
-#   bash bench/sm90_sweep.sh [small|m128|large|check|kcheck|ksplit|latency|tilek]...
+#   bash bench/sm90_sweep.sh [small|m128|large|check|kcheck|ksplit|latency|tilek|wide|widex|m128split|widecheck]...
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 probe() { timeout 300 python3 bench/sm90_probe.py "$@" || echo "PROBE EXIT $?"; }
@@ -12,6 +12,8 @@ probe() { timeout 300 python3 bench/sm90_probe.py "$@" || echo "PROBE EXIT $?"; 
 KS_ALL=${KS_ALL:-"small_m16=split_k:1 small_m16=split_k:2,tile_k:128 small_m32=split_k:2 small_m64=split_k:2"}
 KS=()
 NS="tile_m:64,consumer_wgs:1,epi_n:32"   # non-swapped, one consumer warpgroup, narrow N tiles
+W2S="tile_m:128,consumer_wgs:2,split_k:2"  # swap-AB, 128-row tiles over two warpgroups, split-K 2
+M128S="small_m128=$W2S"
 steps=${*:-"small m128 large check"}
 for step in $steps; do
   echo "=== sweep $step"
@@ -33,6 +35,17 @@ for step in $steps; do
     tilek) probe --no-check --shapes "1,4096,4096;16,4096,4096;1,8192,8192;16,8192,8192;128,4096,4096;128,8192,8192" \
              --config "small_m16=tile_k:256" --config "small_m16=tile_k:256,split_k:2" \
              --config "small_m16=split_k:2,pdl:True" --config "small_m128=tile_k:256" ;;
+    wide) probe --no-check --shapes "4096,4096,4096;8192,8192,8192;16384,8192,8192" \
+             --config "large=tile_n:192" --config "large=tile_n:192,promote:2" --config "large=tile_n:192,epi_n:64" ;;
+    widex) probe --no-check --shapes "4096,4096,4096;8192,8192,8192;16384,8192,8192" \
+             --config "large_wide=promote:0" --config "large_wide=cluster_n:2" --config "large_wide=group_m:4" \
+             --config "large=group_m:4" ;;
+    m128split) probe --no-check --shapes "128,8192,8192;128,4096,4096;64,8192,8192;100,8192,8192" \
+             --config "$M128S,tile_k:128" --config "$M128S,tile_k:256" --config "small_m64=$W2S,tile_n:64,tile_k:128" ;;
+    widecheck) for c in "large=tile_n:192" "large=tile_n:192,promote:2" "$M128S,tile_k:128" \
+                        "small_m64=$W2S,tile_n:64,tile_k:128"; do
+                 timeout 150 python3 bench/sm90_probe.py --check-extra --no-time --config "$c" || echo "WIDECHECK FAILED $c"
+               done ;;
     check) probe --check-extra --no-time \
              --config "large=promote:2" --config "medium=$NS,tile_n:32" ;;
   esac

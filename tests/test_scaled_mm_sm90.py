@@ -41,6 +41,11 @@ def test_default_config_table():
     assert sm90.default_config(16, 4096, 4096).tile_n == 16
     big = sm90.default_config(4096, 4096, 4096)
     assert not big.swap_ab and big.promote == 1 and (big.tile_m, big.tile_n) == (128, 128)
+    # 192-wide tiles where their waves come out shorter: 21 instead of 32 at 8192^3, but
+    # 6 (the last one two-thirds empty) instead of 8 at 4096^3.
+    assert sm90.default_config(8192, 8192, 8192) == sm90.LARGE_WIDE.resolved()
+    assert sm90.default_config(16384, 8192, 8192).tile_n == 192
+    assert sm90._waves(sm90.LARGE, 4096, 4096) == 8 and sm90._waves(sm90.LARGE_WIDE, 4096, 4096) == 6
     assert sm90.default_config(8192, 8192, 8192, fast_accum=True) == sm90.FAST_LARGE.resolved()
     # Few tiles: no cluster (a 2x1 cluster would idle half the CTAs of a partial wave).
     assert sm90.default_config(1000, 272, 336).cluster_m == 1
@@ -70,7 +75,8 @@ def test_shipped_configs_fit_smem(name):
     [dict(tile_m=96), dict(tile_n=260), dict(tile_n=12), dict(tile_k=32), dict(consumer_wgs=3),
      dict(cluster_m=3), dict(cluster_m=4, cluster_n=2), dict(epi_n=48), dict(stages=1),
      dict(promote=-1), dict(tile_n=256, promote=1), dict(tile_m=256, consumer_wgs=2), dict(tile_k=512),
-     dict(split_k=3), dict(split_k=2),  # split-K needs swap_ab and one consumer warpgroup
+     dict(split_k=3), dict(split_k=2),  # split-K needs swap_ab
+     dict(tile_n=208),  # promote=1: two 104-register accumulators per thread do not fit
      dict(tile_m=64, consumer_wgs=1, swap_ab=True, split_k=2, cluster_m=2)],
 )
 def test_invalid_configs_rejected(bad):
@@ -118,12 +124,27 @@ def test_ptx_is_sm90a_wgmma_tma_kernel(ptx, name):
     assert count_ptx_ops(text, ("ld.local", "st.local")) == {"ld.local": 0, "st.local": 0}
 
 
-@pytest.mark.parametrize("name", ["fast_large", "large", "small_m128", "small_m16_split_k2"])
+@pytest.mark.parametrize("name", ["fast_large", "large", "large_wide", "small_m128", "small_m16_split_k2"])
 def test_no_register_spills(ptx, name):
     usage = ptxas_resource_usage(ptx[name], "sm_90a")
     if usage is None:
         pytest.skip("no ptxas for sm_90a found")
     assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage
+
+
+# Split-K over two consumer warpgroups (128-row swap-AB tiles): not shipped (measured slower
+# than the one-warpgroup 64-row tiles at M = 64..128), but a valid config, so it must compile
+# to a correct kernel: 256 threads' partials per slot, scales loaded after the K loop.
+SPLIT_TWO_WGS = sm90.Sm90Config(tile_m=128, tile_n=64, tile_k=128, consumer_wgs=2, swap_ab=True, split_k=2)
+
+
+def test_split_k_over_two_warpgroups_compiles_without_spills():
+    text = sm90.ptx_sm90(SPLIT_TWO_WGS.resolved(), has_bias=True)
+    assert count_ptx_ops(text, ("st.async",))["st.async"] > 0
+    assert count_ptx_ops(text, ("ld.local", "st.local")) == {"ld.local": 0, "st.local": 0}
+    usage = ptxas_resource_usage(text, "sm_90a")
+    if usage is not None:
+        assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage
 
 
 # --- GPU: correctness on random data -----------------------------------------------------
@@ -184,8 +205,9 @@ def test_every_config_on_partial_tiles(name, m, n, k):
 # Several tiles per cluster (the partial-slot hand-off reused), one k-tile (rank 1 gets none),
 # a K range that does not split evenly.
 @pytest.mark.parametrize("m,n,k", [(100, 1040, 2064), (5, 520, 256), (1, 4096, 4096), (16, 2056, 1296)])
-def test_split_k_matches_reference_and_repeats_bit_for_bit(m, n, k, has_bias):
-    cfg = CONFIGS["small_m16_split_k2"].resolved()
+@pytest.mark.parametrize("cfg", [CONFIGS["small_m16_split_k2"], SPLIT_TWO_WGS], ids=["one_wg", "two_wgs"])
+def test_split_k_matches_reference_and_repeats_bit_for_bit(m, n, k, has_bias, cfg):
+    cfg = cfg.resolved()
     first = _run_and_check(cfg, m, n, k, has_bias)
     assert torch.equal(first.view(torch.int16), _run_and_check(cfg, m, n, k, has_bias).view(torch.int16))
 

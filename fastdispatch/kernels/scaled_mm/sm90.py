@@ -156,14 +156,14 @@ class Sm90Config:
         if self.split_k not in (1, 2, 4):
             errs.append("split_k must be 1, 2 or 4")
         elif self.split_k > 1 and not (
-            self.swap_ab and self.consumer_wgs == 1 and self.cluster_m == self.cluster_n == 1
+            self.swap_ab and self.cluster_m == self.cluster_n == 1
         ):
-            errs.append("split_k > 1 needs swap_ab, consumer_wgs=1 and no multicast cluster")
+            errs.append("split_k > 1 needs swap_ab and no multicast cluster")
         if self.promote < 0:
             errs.append("promote must be >= 0")
-        elif self.promote and (self.tile_m // self.consumer_wgs) * self.tile_n // 128 > 64:
-            errs.append("promote > 0 needs two accumulators: at most 64 fp32 registers each "
-                        "(tile_m // consumer_wgs * tile_n <= 8192)")
+        elif self.promote and (self.tile_m // self.consumer_wgs) * self.tile_n // 128 > 96:
+            errs.append("promote > 0 needs two accumulators: at most 96 fp32 registers each "
+                        "(tile_m // consumer_wgs * tile_n <= 12288)")
         if self.stages is not None and self.stages < 2:
             errs.append("stages must be >= 2")
         if errs:
@@ -204,6 +204,14 @@ def smem_bytes(config: Sm90Config) -> int:
 #: Shipped configs: (name, config). `default_config` picks among them; tests compile each.
 FAST_LARGE = Sm90Config(tile_m=128, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0)
 LARGE = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, cluster_m=2, promote=1)
+# 64x192 per consumer warpgroup: two 96-register accumulators (promotion) still fit, and each
+# WGMMA reads 85 instead of 96 bytes of SMEM per cycle of MMA work.
+LARGE_WIDE = dataclasses.replace(LARGE, tile_n=192)
+#: Work per tile column the 192-wide tile gets done in the time the 128-wide one needs for 1:
+#: measured 1.07-1.09 on the lent H100 once both are corrected for their wave counts
+#: (16384x8192x8192: 1901 vs 2063 us, 8192^3: 968 vs 1073 us; 4096^3, where the wide tiles
+#: leave the last of 6 waves two-thirds empty: 126 vs 123 us).
+WIDE_TILE_GAIN = 1.08
 MEDIUM = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, promote=1)
 
 
@@ -224,6 +232,7 @@ def shipped_configs() -> dict[str, Sm90Config]:
     return {
         "fast_large": FAST_LARGE,
         "large": LARGE,
+        "large_wide": LARGE_WIDE,
         "medium": MEDIUM,
         **{f"small_m{m}": _small_m_config(m) for m in (16, 32, 64, 128)},
         "small_m16_split_k2": _small_m_config(16, split_k=2),
@@ -235,7 +244,7 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False) -> Sm90C
     M <= 128 -> swap-AB with the M side rounded up to 16/32/64/128, and for M <= 16 split-K
     over a 2-CTA cluster while the N tiles fill at most half the SMs (N <= 4224) and K has
     four k-tiles or more; otherwise 128x128x128 tiles, with a 2x1 cluster (B multicast) once
-    there is a wave of tiles. ``fast_accum`` (torch._scaled_mm's use_fast_accum=True) allows
+    there is a wave of tiles, or 128x192x128 where its waves come out shorter. ``fast_accum`` (torch._scaled_mm's use_fast_accum=True) allows
     the 128x256x128 fast-accumulation tile."""
     if m <= 128:
         # Split-K was measured for the 16-wide tile only (1x4096x4096: 12.4 -> 11.9 us).
@@ -244,7 +253,19 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False) -> Sm90C
         return _small_m_config(m, split_k).resolved()
     if fast_accum and -(-m // 128) * -(-n // 256) >= H100_SMS:
         return FAST_LARGE.resolved()
-    return (LARGE if -(-m // 128) * -(-n // 128) >= H100_SMS else MEDIUM).resolved()
+    if -(-m // 128) * -(-n // 128) < H100_SMS:
+        return MEDIUM.resolved()
+    # The wider tile does more per cycle but comes in fewer, coarser waves: pick the smaller
+    # estimated time, waves x tile width (/ its measured gain).
+    wide = _waves(LARGE_WIDE, m, n) * LARGE_WIDE.tile_n / WIDE_TILE_GAIN
+    return (LARGE_WIDE if wide < _waves(LARGE, m, n) * LARGE.tile_n else LARGE).resolved()
+
+
+def _waves(cfg: Sm90Config, m: int, n: int) -> int:
+    """Rounds of the persistent grid over the cluster tiles of an M x N output."""
+    clusters = -(-m // (cfg.tile_m * cfg.cluster_m)) * -(-n // (cfg.tile_n * cfg.cluster_n))
+    per_round = cfg.num_sms // (cfg.cluster_m * cfg.cluster_n)
+    return -(-clusters // per_round)
 
 
 # ---------------------------------------------------------------------------------------
@@ -287,6 +308,11 @@ class ScaledMmSm90(TorchLayoutEntries):
         self.producer_regs = 40
         self.consumer_regs = 232 if cfg.consumer_wgs == 2 else 240
         self.epi_bar_id = 1
+        # Swap-AB tiles with one consumer warpgroup hold few scales per thread (240 registers
+        # to spare): their loads are issued before the K loop, so the HBM latency hides under
+        # it instead of following it. With two warpgroups (168 registers per thread until
+        # setmaxnreg) they would spill: loaded after the K loop, as for the large tiles.
+        self.early_scales = cfg.swap_ab and cfg.consumer_wgs == 1
 
     def __repr__(self):
         # Goes into the kernel's symbol name (profiles, PTX): stable and descriptive.
@@ -474,7 +500,7 @@ class ScaledMmSm90(TorchLayoutEntries):
                 # (st.async); empty (in the other ranks): each rank-0 consumer thread arrives
                 # once it has read them.
                 cute.arch.mbarrier_init(red_full, 1)
-                cute.arch.mbarrier_init(red_empty, 128)
+                cute.arch.mbarrier_init(red_empty, self.consumer_threads)
         pipeline_init_arrive(cluster_shape_mn=self.launch_cluster, is_relaxed=True)
 
         sA = smem.allocate_tensor(self.ab_dtype, a_smem.outer, byte_alignment=1024, swizzle=a_smem.inner)
@@ -483,8 +509,10 @@ class ScaledMmSm90(TorchLayoutEntries):
         if cutlass.const_expr(cfg.split_k > 1):
             # Partial slots, fp32 in accumulator-fragment order: (4 values, thread, vector,
             # slot), so each thread moves 16 B at a time and a warp 512 contiguous bytes.
-            vecs = cfg.tile_m * cfg.tile_n // 128 // 4
-            red_layout = cute.make_layout((4, 128, vecs, cfg.split_k - 1), stride=(1, 4, 512, 512 * vecs))
+            threads = self.consumer_threads
+            vecs = cfg.tile_m * cfg.tile_n // threads // 4
+            red_layout = cute.make_layout((4, threads, vecs, cfg.split_k - 1),
+                                          stride=(1, 4, 4 * threads, 4 * threads * vecs))
             sRed = smem.allocate_tensor(Float32, red_layout, byte_alignment=16)
 
         gA = cute.local_tile(mA, (cfg.tile_m, cfg.tile_k), (None, None))  # (TM, TK, RestM, RestK)
@@ -564,11 +592,9 @@ class ScaledMmSm90(TorchLayoutEntries):
             tile = cluster_id
             while tile < num_tiles:
                 tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
-                scales = None
-                if cutlass.const_expr(cfg.swap_ab):
-                    # Small tiles (few scales per thread): issue the scale loads before the K
-                    # loop so their HBM latency hides under it instead of following it.
-                    scales = self._load_scales(tCcC, tm, tn, mRowScale, mColScale, mBias)
+                early = None
+                if cutlass.const_expr(self.early_scales):
+                    early = self._load_scales(tCcC, tm, tn, mRowScale, mColScale, mBias)
                 # (The MMA's accumulate flag is state: rebinding carries it through the loop.)
                 tiled_mma = self._mainloop(ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count)
                 consumed += k_count
@@ -576,11 +602,13 @@ class ScaledMmSm90(TorchLayoutEntries):
                     self._reduce_partials(acc, sRed, red_full, red_empty, k_rank, ctidx, n_done)
                 # The CTA of rank 0 holds the sum (split_k) and stores it.
                 if k_rank == 0:
-                    if cutlass.const_expr(cfg.swap_ab):
-                        self._scale(acc, scales)
-                        self._store_epilogue(acc, tCcC, tm, tn, mC)
+                    if cutlass.const_expr(self.early_scales):
+                        self._scale(acc, early)
                     else:
                         self._scale(acc, self._load_scales(tCcC, tm, tn, mRowScale, mColScale, mBias))
+                    if cutlass.const_expr(cfg.swap_ab):
+                        self._store_epilogue(acc, tCcC, tm, tn, mC)
+                    else:
                         self._tma_epilogue(epi, acc, tm, tn, n_done, warp_idx)
                 n_done += 1
                 tile += num_clusters
