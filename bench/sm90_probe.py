@@ -4,9 +4,9 @@
                                [--shapes M,N,K;...]
 
 Checks every shipped config on random data (NaN-poisoned output, rel. error against the fp32
-reference rounded to bf16), then times the dispatch heuristic's pick with
-median GPU time (clean-flushed L2 between calls, `bench.CleanFlushTimer`) side by side with
-``torch._scaled_mm`` (cuBLASLt). Prints one line per result; the summary comes last.
+reference rounded to bf16), then times the dispatch heuristic's pick and the extra configs with
+median GPU time (clean-flushed L2 between calls, `bench.CleanFlushTimer`), interleaved with
+``torch._scaled_mm`` (cuBLASLt) in both accumulation modes. Prints one line per result; the summary comes last.
 """
 from __future__ import annotations
 
@@ -144,10 +144,13 @@ def run_timing(shapes, extra):
         out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
         cfgs = [sm90.default_config(m, n, k)] + list(extra)
         b, sa2, sb2 = bt.t(), sa[:, None], sb[None, :]   # torch._scaled_mm's layouts
-        t_ref = bench_ms(lambda: torch._scaled_mm(a, b, sa2, sb2, out_dtype=torch.bfloat16))
+        fns = [kernel_fn(cfg, False) for cfg in cfgs]
+        # cuBLAS (both modes) and every config timed interleaved (see CleanFlushTimer.medians_ms).
+        t_ref, t_fast, *t_cfgs = timer().medians_ms(
+            [lambda: torch._scaled_mm(a, b, sa2, sb2, out_dtype=torch.bfloat16),
+             lambda: torch._scaled_mm(a, b, sa2, sb2, out_dtype=torch.bfloat16, use_fast_accum=True)]
+            + [lambda fn=fn: fn(a, b, sa2, sb2, out) for fn in fns])
         w_ref = wall_us(lambda: torch._scaled_mm(a, b, sa2, sb2, out_dtype=torch.bfloat16))
-        t_fast = bench_ms(lambda: torch._scaled_mm(a, b, sa2, sb2, out_dtype=torch.bfloat16,
-                                                   use_fast_accum=True))
         flop = 2 * m * n * k
         # What reading B's bytes costs on its own, timed the same way: torch.sum over a buffer
         # of n*k bytes (a streaming reduction: the HBM read floor this timer can see).
@@ -155,9 +158,7 @@ def run_timing(shapes, extra):
         line = f"TIME {m}x{n}x{k} read floor: torch.sum over B's {n * k / 2**20:.0f} MiB {t_read * 1e3:8.1f} us"
         print(line, flush=True)
         lines.append(line)
-        for cfg in cfgs:
-            fn = kernel_fn(cfg, False)
-            t = bench_ms(lambda: fn(a, b, sa2, sb2, out))
+        for cfg, fn, t in zip(cfgs, fns, t_cfgs):
             w = wall_us(lambda: fn(a, b, sa2, sb2, out))
             line = (f"TIME {m}x{n}x{k} {name_of(cfg):10s} ours {t * 1e3:8.1f} us {flop / t / 1e9:7.0f} TFLOP/s "
                     f"wall {w:6.1f} | torch._scaled_mm {t_ref * 1e3:8.1f} us {flop / t_ref / 1e9:7.0f} TFLOP/s "

@@ -6,7 +6,7 @@ default: each k-tile promoted into an fp32 accumulator) or "fast" (use_fast_accu
 Per shape: random e4m3 inputs (never zeros), rowwise fp32 scales; correctness against the fp32
 reference first; then for both, inputs rotated over several buffer sets (so shapes that fit
 in L2 are not measured from cache): the median GPU time with a clean-flushed L2
-(`CleanFlushTimer`) and ``triton.testing.do_bench``'s median beside it, TFLOP/s, the end-to-end
+(`CleanFlushTimer`, the two libraries' calls interleaved) and ``triton.testing.do_bench``'s median beside it, TFLOP/s, the end-to-end
 wall time per call of a back-to-back loop (launch overhead included), and what torch.sum takes
 to read as many bytes as B under the same timer (the read floor that timer can see).
 """
@@ -52,18 +52,31 @@ class CleanFlushTimer:
         self._sink = torch.empty((), dtype=torch.float32, device="cuda")
 
     def median_ms(self, fn, reps: int = 50, warmup: int = 5) -> float:
-        for _ in range(warmup):
-            fn()
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        """Median GPU time of ``fn`` (ms)."""
+        return self.medians_ms([fn], reps, warmup)[0]
+
+    def medians_ms(self, fns, reps: int = 50, warmup: int = 5) -> list[float]:
+        """Median GPU time of each of ``fns`` (ms), timed interleaved: every repeat times each
+        function once, in turn, so a drift of the GPU's clock (a 700 W H100 slows as it heats
+        over a long run of large GEMMs) weighs on all of them alike instead of on whichever
+        ran last."""
+        for fn in fns:
+            for _ in range(warmup):
+                fn()
+        events = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                   for _ in range(reps)] for _ in fns]
         for i in range(reps):
-            torch.sum(self._flush, dim=0, out=self._sink)   # reads only: clean lines
-            starts[i].record()
-            fn()
-            ends[i].record()
+            for fn, per_fn in zip(fns, events):
+                torch.sum(self._flush, dim=0, out=self._sink)   # reads only: clean lines
+                per_fn[i][0].record()
+                fn()
+                per_fn[i][1].record()
         torch.cuda.synchronize()
-        times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
-        return times[len(times) // 2]
+        medians = []
+        for per_fn in events:
+            times = sorted(start.elapsed_time(end) for start, end in per_fn)
+            medians.append(times[len(times) // 2])
+        return medians
 
 
 def wall_us(fn, calls: int = 200) -> float:
@@ -123,8 +136,8 @@ def measure(m, n, k, *, rep_ms=200, fast_accum=False):
     flops = 2.0 * m * n * k
     result = {"rel_err": err}
     timer = CleanFlushTimer()
-    for name, fn in (("fd", fd), ("torch", cublas)):
-        ms = timer.median_ms(fn)
+    fd_ms, torch_ms = timer.medians_ms([fd, cublas])
+    for name, fn, ms in (("fd", fd, fd_ms), ("torch", cublas, torch_ms)):
         result[f"{name}_ms"] = ms
         result[f"{name}_tflops"] = flops / (ms * 1e-3) / 1e12
         # For comparison with figures taken that way (write-flushed L2: see CleanFlushTimer).
