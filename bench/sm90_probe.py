@@ -4,9 +4,10 @@
                                [--shapes M,N,K;...]
 
 Checks every shipped config on random data (NaN-poisoned output, rel. error against the fp32
-reference rounded to bf16), then times the dispatch heuristic's pick and the extra configs with
+reference rounded to bf16), then times the dispatch heuristic's pick and the extra configs:
 median GPU time (clean-flushed L2 between calls, `bench.CleanFlushTimer`), interleaved with
-``torch._scaled_mm`` (cuBLASLt) in both accumulation modes. Prints one line per result; the summary comes last.
+``torch._scaled_mm`` (cuBLASLt) in both accumulation modes. Prints one line per result; the
+summary comes last.
 """
 from __future__ import annotations
 

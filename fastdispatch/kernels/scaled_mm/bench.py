@@ -6,9 +6,10 @@ default: each k-tile promoted into an fp32 accumulator) or "fast" (use_fast_accu
 Per shape: random e4m3 inputs (never zeros), rowwise fp32 scales; correctness against the fp32
 reference first; then for both, inputs rotated over several buffer sets (so shapes that fit
 in L2 are not measured from cache): the median GPU time with a clean-flushed L2
-(`CleanFlushTimer`, the two libraries' calls interleaved) and ``triton.testing.do_bench``'s median beside it, TFLOP/s, the end-to-end
-wall time per call of a back-to-back loop (launch overhead included), and what torch.sum takes
-to read as many bytes as B under the same timer (the read floor that timer can see).
+(`CleanFlushTimer`, the two libraries' calls interleaved) and ``triton.testing.do_bench``'s
+median beside it, TFLOP/s, the end-to-end wall time per call of a back-to-back loop (launch
+overhead included), and what torch.sum takes to read as many bytes as B under the same timer
+(the read floor that timer can see).
 """
 from __future__ import annotations
 

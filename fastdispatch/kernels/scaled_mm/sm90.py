@@ -209,10 +209,10 @@ LARGE = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, cluster_m
 # 64x192 per consumer warpgroup: two 96-register accumulators (promotion) still fit, and each
 # WGMMA reads 85 instead of 96 bytes of SMEM per cycle of MMA work.
 LARGE_WIDE = dataclasses.replace(LARGE, tile_n=192)
-#: Work per tile column the 192-wide tile gets done in the time the 128-wide one needs for 1:
-#: measured 1.07-1.09 on the lent H100 once both are corrected for their wave counts
-#: (16384x8192x8192: 1901 vs 2063 us, 8192^3: 968 vs 1073 us; 4096^3, where the wide tiles
-#: leave the last of 6 waves two-thirds empty: 126 vs 123 us).
+#: How much faster the 192-wide tiles compute the same output, their coarser waves aside:
+#: 1.07-1.09 on the lent H100 (interleaved with 128x128: 8192^3 980 vs 1076 us, 21 vs 32
+#: waves; 16384x8192x8192 1990 vs 2157 us; 4096^3, where the wide tiles leave the last of 6
+#: waves two-thirds empty, 126 vs 122 us).
 WIDE_TILE_GAIN = 1.08
 MEDIUM = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, promote=1)
 
@@ -246,8 +246,8 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False) -> Sm90C
     M <= 128 -> swap-AB with the M side rounded up to 16/32/64/128, and for M <= 16 split-K
     over a 2-CTA cluster while the N tiles fill at most half the SMs (N <= 4224) and K has
     four k-tiles or more; otherwise 128x128x128 tiles, with a 2x1 cluster (B multicast) once
-    there is a wave of tiles, or 128x192x128 where its waves come out shorter. ``fast_accum`` (torch._scaled_mm's use_fast_accum=True) allows
-    the 128x256x128 fast-accumulation tile."""
+    there is a wave of tiles, or 128x192x128 where its waves come out shorter. ``fast_accum``
+    (torch._scaled_mm's use_fast_accum=True) allows the 128x256x128 fast-accumulation tile."""
     if m <= 128:
         # Split-K was measured for the 16-wide tile only (1x4096x4096: 12.4 -> 11.9 us).
         few_tiles = -(-n // 64) * 2 <= H100_SMS
