@@ -2,7 +2,7 @@
 # Config sweep of the sm90 scaled_mm kernel on the lent H100 (not a test): candidate configs
 # per shape group beside the shipped default and torch._scaled_mm (clean-flushed L2 timing),
 # then correctness of the candidates. Usage on the GPU machine (after building the extension):
-#   bash bench/sm90_sweep.sh [small|m128|large|check|kcheck|ksplit|latency|tilek|wide|widex|m128split|widecheck]...
+#   bash bench/sm90_sweep.sh [small|m128|large|check|kcheck|ksplit|latency|tilek|wide|widex|m128split|widecheck|overlap]...
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 probe() { timeout 300 python3 bench/sm90_probe.py "$@" || echo "PROBE EXIT $?"; }
@@ -14,6 +14,9 @@ KS=()
 NS="tile_m:64,consumer_wgs:1,epi_n:32"   # non-swapped, one consumer warpgroup, narrow N tiles
 W2S="tile_m:128,consumer_wgs:2,split_k:2"  # swap-AB, 128-row tiles over two warpgroups, split-K 2
 M128S="small_m128=$W2S"
+# Fifth session: promotions overlapped with WGMMAs (groups of k-tiles), whole-tile epilogue
+# staging, 176-wide tiles.
+OVERLAP_ALL=${OVERLAP_ALL:-"large=overlap_promotion:2 large=overlap_promotion:4 large=overlap_promotion:8 large=overlap_promotion:4,epi_stages:4 large=overlap_promotion:4,cluster_m:1 large_wide=epi_stages:6 large=tile_n:176,epi_n:16"}
 steps=${*:-"small m128 large check"}
 for step in $steps; do
   echo "=== sweep $step"
@@ -46,6 +49,21 @@ for step in $steps; do
                         "small_m64=$W2S,tile_n:64,tile_k:128"; do
                  timeout 150 python3 bench/sm90_probe.py --check-extra --no-time --config "$c" || echo "WIDECHECK FAILED $c"
                done ;;
+    overlap) # Check every candidate in its own process, all at once (compiles are CPU-bound), then
+           # time those that passed against the defaults and cuBLAS.
+           OK=(); i=0
+           for c in $OVERLAP_ALL; do
+             timeout 200 python3 bench/sm90_probe.py --check-extra --no-time --config "$c" > "/tmp/ovlcheck.$i.log" 2>&1 &
+             i=$((i + 1))
+           done
+           wait; i=0
+           for c in $OVERLAP_ALL; do
+             if grep -q "correctness: all OK" "/tmp/ovlcheck.$i.log"; then OK+=(--config "$c")
+             else echo "OVLCHECK FAILED $c"; tail -5 "/tmp/ovlcheck.$i.log"; fi
+             grep -h "^FAIL" "/tmp/ovlcheck.$i.log" | head -3
+             i=$((i + 1))
+           done
+           [ ${#OK[@]} -gt 0 ] && probe --no-check --shapes "4096,4096,4096;8192,8192,8192;16384,8192,8192" "${OK[@]}" ;;
     check) probe --check-extra --no-time \
              --config "large=promote:2" --config "medium=$NS,tile_n:32" ;;
   esac

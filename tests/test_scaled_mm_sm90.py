@@ -77,7 +77,9 @@ def test_shipped_configs_fit_smem(name):
      dict(promote=-1), dict(tile_n=256, promote=1), dict(tile_m=256, consumer_wgs=2), dict(tile_k=512),
      dict(split_k=3), dict(split_k=2),  # split-K needs swap_ab
      dict(tile_n=208),  # promote=1: two 104-register accumulators per thread do not fit
-     dict(tile_m=64, consumer_wgs=1, swap_ab=True, split_k=2, cluster_m=2)],
+     dict(tile_m=64, consumer_wgs=1, swap_ab=True, split_k=2, cluster_m=2),
+     # overlapped promotion: groups of >= 2 k-tiles, promote=1, three <= 64-register accumulators
+     dict(overlap_promotion=1), dict(promote=0, overlap_promotion=4), dict(tile_n=192, overlap_promotion=4)],
 )
 def test_invalid_configs_rejected(bad):
     with pytest.raises(ValueError):
@@ -99,8 +101,9 @@ def test_ptx_is_sm90a_wgmma_tma_kernel(ptx, name):
     assert re.search(r"^\.target sm_90a", text, re.M)
     ops = list(ptx_opcodes(text))
     mma = [o for o in ops if o.startswith("wgmma.mma_async")]
-    # One rolled K-loop body per accumulation mode: tile_k / 32 fp8 WGMMAs, m64 x tile_n.
-    assert len(mma) == cfg.tile_k // 32
+    # One rolled K-loop body per accumulation mode: tile_k / 32 fp8 WGMMAs, m64 x tile_n;
+    # overlapped promotion: a group of `overlap_promotion` k-tiles plus a one-k-tile tail.
+    assert len(mma) == cfg.tile_k // 32 * (cfg.overlap_promotion + 1 if cfg.overlap_promotion else 1)
     assert all(o.endswith(f"m64n{cfg.tile_n}k32.f32.e4m3.e4m3") for o in mma), mma
     loads = [o for o in ops if o.startswith("cp.async.bulk.tensor") and ".global.tile.mbarrier" in o]
     # A and B per stage, one 128-byte-wide box each per 128 of tile_k.
@@ -210,6 +213,22 @@ def test_split_k_matches_reference_and_repeats_bit_for_bit(m, n, k, has_bias, cf
     cfg = cfg.resolved()
     first = _run_and_check(cfg, m, n, k, has_bias)
     assert torch.equal(first.view(torch.int16), _run_and_check(cfg, m, n, k, has_bias).view(torch.int16))
+
+
+# Promotions overlapped with the next k-tile's WGMMAs add the same partial sums in the same
+# order as the plain promote=1 loop: the results must be the same bits. K = 128, 336, 1024,
+# 2064: 1, 3, 8, 17 k-tiles (no full group, a tail only, groups only, groups and a tail).
+OVERLAPPED = sm90.LARGE
+assert OVERLAPPED.overlap_promotion == 4
+
+
+@pytest.mark.gpu
+@pytest.mark.sm90
+@pytest.mark.parametrize("m,n,k", [(300, 272, 128), (1000, 272, 336), (256, 1040, 1024), (100, 1040, 2064)])
+def test_overlapped_promotion_is_bit_identical_to_plain(m, n, k):
+    plain = dataclasses.replace(OVERLAPPED, overlap_promotion=0).resolved()
+    first = _run_and_check(OVERLAPPED.resolved(), m, n, k, has_bias=True)
+    assert torch.equal(first.view(torch.int16), _run_and_check(plain, m, n, k, has_bias=True).view(torch.int16))
 
 
 @pytest.mark.gpu

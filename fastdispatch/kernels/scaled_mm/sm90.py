@@ -112,7 +112,14 @@ class Sm90Config:
       carve-up, TMA descriptor prefetch) may overlap the previous kernel's tail on the stream;
       every global read and write waits for that kernel (``griddepcontrol.wait``), and the
       next kernel may start its own prologue once every CTA is past that point.
+    - ``overlap_promotion``: 0, or with ``promote == 1`` a group size U >= 2: two temporary
+      accumulators alternate, so adding k-tile j into the fp32 accumulator runs while k-tile
+      j+1's WGMMAs execute, within groups of U k-tiles (the same sums in the same order:
+      bit-identical results). A third accumulator's registers: at most 64 per accumulator
+      (64x128 per consumer warpgroup).
     - ``epi_n``: columns per TMA-store subtile (normal path), ``epi_stages`` its SMEM buffers.
+      When the buffers hold the whole tile (``epi_stages * epi_n >= tile_n``) the epilogue
+      stages all of it and issues the stores after one barrier, instead of two per subtile.
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
     """
@@ -128,6 +135,7 @@ class Sm90Config:
     split_k: int = 1
     promote: int = 1
     pdl: bool = False
+    overlap_promotion: int = 0
     epi_n: int = 32
     epi_stages: int = 2
     group_m: int = 8
@@ -166,6 +174,12 @@ class Sm90Config:
         elif self.promote and (self.tile_m // self.consumer_wgs) * self.tile_n // 128 > 96:
             errs.append("promote > 0 needs two accumulators: at most 96 fp32 registers each "
                         "(tile_m // consumer_wgs * tile_n <= 12288)")
+        if self.overlap_promotion and not (
+            self.overlap_promotion >= 2 and self.promote == 1
+            and (self.tile_m // self.consumer_wgs) * self.tile_n // 128 <= 64
+        ):
+            errs.append("overlap_promotion (a group of >= 2 k-tiles) needs promote == 1 and three "
+                        "accumulators of at most 64 fp32 registers (tile_m // consumer_wgs * tile_n <= 8192)")
         if self.stages is not None and self.stages < 2:
             errs.append("stages must be >= 2")
         if errs:
@@ -205,14 +219,21 @@ def smem_bytes(config: Sm90Config) -> int:
 
 #: Shipped configs: (name, config). `default_config` picks among them; tests compile each.
 FAST_LARGE = Sm90Config(tile_m=128, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0)
-LARGE = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, cluster_m=2, promote=1)
-# 64x192 per consumer warpgroup: two 96-register accumulators (promotion) still fit, and each
-# WGMMA reads 85 instead of 96 bytes of SMEM per cycle of MMA work.
-LARGE_WIDE = dataclasses.replace(LARGE, tile_n=192)
-#: How much faster the 192-wide tiles compute the same output, their coarser waves aside:
-#: 1.07-1.09 on the lent H100 (interleaved with 128x128: 8192^3 980 vs 1076 us, 21 vs 32
-#: waves; 16384x8192x8192 1990 vs 2157 us; 4096^3, where the wide tiles leave the last of 6
-#: waves two-thirds empty, 126 vs 122 us).
+# 128x128 tiles, each promotion overlapped with the next k-tile's WGMMAs (groups of 4 k-tiles),
+# the whole tile staged for its TMA stores (4 buffers: still 6 stages). Interleaved on the lent
+# H100 (bench/results/sm90_sweep_2026-11-23.txt, fifth session): 4096^3 119.5 -> 112.2 us.
+LARGE = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, cluster_m=2, promote=1,
+                   overlap_promotion=4, epi_stages=4)
+# 64x192 per consumer warpgroup: two 96-register accumulators (promotion) still fit, no third
+# for overlapping, and each WGMMA reads 85 instead of 96 bytes of SMEM per cycle of MMA work.
+# Whole-tile epilogue staging (6 buffers) at the cost of a stage (5 -> 4): 8192^3 924.8 ->
+# 898.7 us, 16384x8192x8192 1813.7 -> 1762.3 us.
+LARGE_WIDE = dataclasses.replace(LARGE, tile_n=192, overlap_promotion=0, epi_stages=6)
+#: How much faster the 192-wide tiles compute the same output, their coarser waves aside
+#: (time ~ waves x tile width / gain): 1.06-1.09 on the lent H100, measured interleaved with
+#: the 128x128 tiles (fifth session: 8192^3 898.7 vs 964.8 us, 21 vs 32 waves;
+#: 16384x8192x8192 1762.3 vs 1912.9 us; 4096^3, where the wide tiles leave the last of 6
+#: waves two-thirds empty, 117.8 vs 112.2 us).
 WIDE_TILE_GAIN = 1.08
 MEDIUM = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, promote=1)
 
@@ -321,7 +342,7 @@ class ScaledMmSm90(TorchLayoutEntries):
         c = self.cfg
         return (
             f"scaled_mm_sm90_{c.tile_m}x{c.tile_n}x{c.tile_k}_w{c.consumer_wgs}_c{c.cluster_m}x{c.cluster_n}"
-            f"_s{c.stages}p{c.promote}{'_swap' if c.swap_ab else ''}{'_pdl' if c.pdl else ''}"
+            f"_s{c.stages}p{c.promote}{'_swap' if c.swap_ab else ''}{'_pdl' if c.pdl else ''}{f'_ovl{c.overlap_promotion}' if c.overlap_promotion else ''}"
             f"{f'_splitk{c.split_k}' if c.split_k > 1 else ''}{'_bias' if self.has_bias else ''}"
         )
 
@@ -582,8 +603,11 @@ class ScaledMmSm90(TorchLayoutEntries):
             tCcC = tiled_mma.get_slice(ctidx).partition_C(cute.make_identity_tensor((cfg.tile_m, cfg.tile_n)))
             acc = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
             acc_tmp = None
+            acc_tmp2 = None
             if cutlass.const_expr(cfg.promote > 0):
                 acc_tmp = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
+            if cutlass.const_expr(cfg.overlap_promotion):
+                acc_tmp2 = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
 
             epi = None
             if cutlass.const_expr(not cfg.swap_ab):
@@ -598,7 +622,10 @@ class ScaledMmSm90(TorchLayoutEntries):
                 if cutlass.const_expr(self.early_scales):
                     early = self._load_scales(tCcC, tm, tn, mRowScale, mColScale, mBias)
                 # (The MMA's accumulate flag is state: rebinding carries it through the loop.)
-                tiled_mma = self._mainloop(ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count)
+                if cutlass.const_expr(cfg.overlap_promotion):
+                    self._mainloop_overlapped(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count)
+                else:
+                    tiled_mma = self._mainloop(ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count)
                 consumed += k_count
                 if cutlass.const_expr(cfg.split_k > 1):
                     self._reduce_partials(acc, sRed, red_full, red_empty, k_rank, ctidx, n_done)
@@ -693,6 +720,64 @@ class ScaledMmSm90(TorchLayoutEntries):
             if k_count > 0:
                 ab_pipe.consumer_release(release)
         return tiled_mma
+
+    @cute.jit
+    def _issue_k_tile(self, ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp):
+        """Wait for the k-tile at ``read`` and issue its WGMMAs into ``tmp`` as one commit
+        group: ``mma_first`` (ACCUMULATE off: overwrites) for its first k-block, ``mma_rest``
+        after (two fixed MMA objects: a field set inside a dynamic branch cannot leave it).
+        Returns ``read`` advanced (callers assign it, so a dynamic branch carries it out)."""
+        ab_pipe.consumer_wait(read)
+        warpgroup.fence()
+        for kb in cutlass.range_constexpr(cute.size(tCrA, mode=[2])):
+            crd = (None, None, kb, read.index)
+            cute.gemm(mma_first if kb == 0 else mma_rest, tmp, tCrA[crd], tCrB[crd], tmp)
+        warpgroup.commit_group()
+        read.advance()
+        return read
+
+    @cute.jit
+    def _retire_k_tile(self, ab_pipe, release, acc, tmp):
+        """The k-tile in ``tmp`` has retired (the caller waited): free its stage, acc += tmp.
+        Returns ``release`` advanced."""
+        ab_pipe.consumer_release(release)
+        release.advance()
+        for i in cutlass.range_constexpr(cute.size(acc)):
+            acc[i] = acc[i] + tmp[i]
+        return release
+
+    @cute.jit
+    def _mainloop_overlapped(self, ab_pipe, acc, tmp0, tmp1, tCrA, tCrB, consumed, k_count):
+        """`_mainloop` with promote=1, the promotions overlapped with WGMMAs
+        (``overlap_promotion`` = U): the K loop runs in groups of U k-tiles, alternating
+        between two temporaries; after issuing k-tile j, ``wait_group(1)`` retires k-tile j-1,
+        which is promoted while j runs. Only the group's last k-tile is waited for alone.
+        Nothing is in flight across the loop's back edge: an accumulator register carried
+        through a loop or branch merge while its WGMMAs run makes ptxas serialize every WGMMA
+        (warnings C7514/C7517, measured in the SASS). The k_count % U k-tiles left over run
+        as in `_mainloop`."""
+        cfg = self.cfg
+        group = cfg.overlap_promotion
+        read = _ring_state(cfg.stages, consumed)
+        release = _ring_state(cfg.stages, consumed)
+        mma_first = self._tiled_mma()
+        mma_first.set(warpgroup.Field.ACCUMULATE, False)
+        mma_rest = self._tiled_mma()
+        mma_rest.set(warpgroup.Field.ACCUMULATE, True)
+        temps = (tmp0, tmp1)
+        acc.fill(0.0)
+        for _ in cutlass.range(k_count // group, unroll=1):
+            read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, temps[0])
+            for g in cutlass.range_constexpr(1, group):
+                read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, temps[g % 2])
+                warpgroup.wait_group(1)
+                release = self._retire_k_tile(ab_pipe, release, acc, temps[(g - 1) % 2])
+            warpgroup.wait_group(0)
+            release = self._retire_k_tile(ab_pipe, release, acc, temps[(group - 1) % 2])
+        for _ in cutlass.range(k_count % group, unroll=1):
+            read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp0)
+            warpgroup.wait_group(0)
+            release = self._retire_k_tile(ab_pipe, release, acc, tmp0)
 
     @cute.jit
     def _reduce_partials(self, acc, sRed, red_full, red_empty, k_rank, thread, n_done):
@@ -798,19 +883,37 @@ class ScaledMmSm90(TorchLayoutEntries):
         epi_bar = pipeline.NamedBarrier(barrier_id=self.epi_bar_id, num_threads=self.consumer_threads)
         subtiles = cfg.tile_n // cfg.epi_n
         per_sub = cute.size(tRS_rC)
-        for s in cutlass.range_constexpr(subtiles):
-            for v in cutlass.range_constexpr(per_sub):
-                tRS_rC[v] = tRS_rAcc[s * per_sub + v].to(self.c_dtype)
-            buf = (n_done * subtiles + s) % cfg.epi_stages
-            cute.copy(r2s, tRS_rC, tRS_sC[(None, None, None, buf)])
-            # Make the st.shared visible to the TMA (async proxy) before it reads.
+        if cutlass.const_expr(cfg.epi_stages >= subtiles):
+            # The buffers hold the whole tile: stage all of it, then one barrier and the
+            # stores. The buffers' last reader is the previous tile's stores, issued a whole
+            # mainloop ago: the wait below normally finds them done.
+            if warp_idx == 4:
+                cute.arch.cp_async_bulk_wait_group(0, read=True)
+            epi_bar.arrive_and_wait()
+            for s in cutlass.range_constexpr(subtiles):
+                for v in cutlass.range_constexpr(per_sub):
+                    tRS_rC[v] = tRS_rAcc[s * per_sub + v].to(self.c_dtype)
+                cute.copy(r2s, tRS_rC, tRS_sC[(None, None, None, s)])
             cute.arch.fence_proxy("async.shared", space="cta")
             epi_bar.arrive_and_wait()
             if warp_idx == 4:
-                cute.copy(tma_atom_c, bSG_sC[(None, buf)], bSG_gC[(None, 0, s, tm, tn)])
+                for s in cutlass.range_constexpr(subtiles):
+                    cute.copy(tma_atom_c, bSG_sC[(None, s)], bSG_gC[(None, 0, s, tm, tn)])
                 c_pipe.producer_commit()
-                c_pipe.producer_acquire()
-            epi_bar.arrive_and_wait()
+        else:
+            for s in cutlass.range_constexpr(subtiles):
+                for v in cutlass.range_constexpr(per_sub):
+                    tRS_rC[v] = tRS_rAcc[s * per_sub + v].to(self.c_dtype)
+                buf = (n_done * subtiles + s) % cfg.epi_stages
+                cute.copy(r2s, tRS_rC, tRS_sC[(None, None, None, buf)])
+                # Make the st.shared visible to the TMA (async proxy) before it reads.
+                cute.arch.fence_proxy("async.shared", space="cta")
+                epi_bar.arrive_and_wait()
+                if warp_idx == 4:
+                    cute.copy(tma_atom_c, bSG_sC[(None, buf)], bSG_gC[(None, 0, s, tm, tn)])
+                    c_pipe.producer_commit()
+                    c_pipe.producer_acquire()
+                epi_bar.arrive_and_wait()
 
 
 def compile_sm90(config: Sm90Config, *, has_bias: bool, out_dtype="bf16", keep_ptx: bool = False):
