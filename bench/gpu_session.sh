@@ -16,6 +16,7 @@ for step in $steps; do
     probe) python3 bench/probe_hot_path.py ;;
     coldstart) python3 -m fastdispatch bench coldstart ;;
     scaledmm) python3 bench/bench_scaled_mm.py --json "$OUT/scaled_mm.json" ;;
+    profile) python3 bench/profile_kernels.py ;;
     gputests) python3 -m pytest tests -q -p no:cacheprovider -m "gpu" -x --timeout 600 2>&1 | tee "$OUT/gputests.log" | tail -40 ;;
     tests) python3 -m pytest tests -q -x -p no:cacheprovider -m "gpu" 2>&1 | tail -30 ;;
     alltests) python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tail -40 ;;

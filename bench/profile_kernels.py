@@ -12,36 +12,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from collections import defaultdict
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
-from fastdispatch.kernels.scaled_mm.bench import L2_BYTES, make_inputs
-
-
-def kernel_times(fn, flush, reps):
-    """{kernel name: [durations in us]} of what ``fn`` launches, one flushed call per rep."""
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            flush()
-            fn()
-        torch.cuda.synchronize()
-    flush_names = set()
-    with profile(activities=[ProfilerActivity.CUDA]) as fprof:
-        flush()
-        torch.cuda.synchronize()
-    for ev in fprof.events():
-        if ev.device_type == torch.autograd.DeviceType.CUDA:
-            flush_names.add(ev.name)
-    times = defaultdict(list)
-    for ev in prof.events():
-        if ev.device_type == torch.autograd.DeviceType.CUDA and ev.name not in flush_names:
-            times[ev.name].append(ev.device_time)
-    return times
+from fastdispatch.kernels.scaled_mm.bench import CleanFlushTimer, kernel_times_us, make_inputs
 
 
 def main():
@@ -55,12 +29,7 @@ def main():
         return
     import fastdispatch
 
-    big = torch.ones(2 * L2_BYTES // 4, device="cuda")
-    sink = torch.empty((), device="cuda")
-
-    def flush():
-        torch.sum(big, dim=0, out=sink)   # reads only: leaves clean lines (see CleanFlushTimer)
-
+    flush = CleanFlushTimer().flush
     print(f"{torch.cuda.get_device_name()} torch {torch.__version__}; CUPTI kernel durations, median "
           f"of {args.reps} calls, clean-flushed L2 before each")
     for shape in filter(None, args.shapes.split(";")):
@@ -78,7 +47,7 @@ def main():
         }
         print(f"== {m}x{n}x{k}")
         for label, fn in paths.items():
-            for name, durs in kernel_times(fn, flush, args.reps).items():
+            for name, durs in kernel_times_us(fn, flush, args.reps).items():
                 med = statistics.median(durs)
                 tflops = 2 * m * n * k / med / 1e6
                 print(f"  {label:26s} {med:9.1f} us {tflops:7.0f} TFLOP/s  x{len(durs):<3d} {name[:150]}")

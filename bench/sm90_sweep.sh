@@ -2,7 +2,7 @@
 # Config sweep of the sm90 scaled_mm kernel on the lent H100 (not a test): candidate configs
 # per shape group beside the shipped default and torch._scaled_mm (clean-flushed L2 timing),
 # then correctness of the candidates. Usage on the GPU machine (after building the extension):
-#   bash bench/sm90_sweep.sh [small|m128|large|check|kcheck|ksplit|latency|tilek|wide|widex|m128split|widecheck|overlap]...
+#   bash bench/sm90_sweep.sh [small|m128|large|check|kcheck|ksplit|latency|tilek|wide|widex|m128split|widecheck|overlap|kfixed|medium]...
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 probe() { timeout 300 python3 bench/sm90_probe.py "$@" || echo "PROBE EXIT $?"; }
@@ -64,6 +64,10 @@ for step in $steps; do
              i=$((i + 1))
            done
            [ ${#OK[@]} -gt 0 ] && probe --no-check --shapes "4096,4096,4096;8192,8192,8192;16384,8192,8192" "${OK[@]}" ;;
+    kfixed) # Per-tile fixed cost vs per-k-tile cost of the shipped defaults: time ~ a + b * K.
+            probe --no-check --shapes "8192,8192,1024;8192,8192,2048;8192,8192,4096;8192,8192,8192;4096,4096,1024;4096,4096,2048" ;;
+    medium) probe --no-check --shapes "1024,2048,4096;2048,1024,8192;1536,1536,4096" \
+              --config "medium=overlap_promotion:4,epi_stages:4" ;;
     check) probe --check-extra --no-time \
              --config "large=promote:2" --config "medium=$NS,tile_n:32" ;;
   esac

@@ -52,6 +52,10 @@ class CleanFlushTimer:
         self._flush = torch.ones(2 * l2_bytes // 4, dtype=torch.float32, device="cuda")
         self._sink = torch.empty((), dtype=torch.float32, device="cuda")
 
+    def flush(self):
+        """Fill the L2 with clean lines (a read of twice its size)."""
+        torch.sum(self._flush, dim=0, out=self._sink)
+
     def median_ms(self, fn, reps: int = 50, warmup: int = 5) -> float:
         """Median GPU time of ``fn`` (ms)."""
         return self.medians_ms([fn], reps, warmup)[0]
@@ -68,7 +72,7 @@ class CleanFlushTimer:
                    for _ in range(reps)] for _ in fns]
         for i in range(reps):
             for fn, per_fn in zip(fns, events):
-                torch.sum(self._flush, dim=0, out=self._sink)   # reads only: clean lines
+                self.flush()   # reads only: clean lines
                 per_fn[i][0].record()
                 fn()
                 per_fn[i][1].record()
@@ -78,6 +82,38 @@ class CleanFlushTimer:
             times = sorted(start.elapsed_time(end) for start, end in per_fn)
             medians.append(times[len(times) // 2])
         return medians
+
+
+def kernel_times_us(fn, flush, reps: int = 30) -> dict[str, list[float]]:
+    """{kernel name: [CUPTI durations, us]} of what ``fn`` launches, one call per rep after
+    ``flush()`` (torch.profiler). Kernel durations are the kernels' own time on the GPU,
+    without what CUDA-event timing adds around a call (a one-element kernel reads ~3.6-4.4 us
+    under `CleanFlushTimer` on the lent H100)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.autograd.DeviceType.CUDA
+    for _ in range(3):
+        fn()
+    with profile(activities=[ProfilerActivity.CUDA]) as flush_prof:
+        flush()
+        torch.cuda.synchronize()
+    flush_names = {ev.name for ev in flush_prof.events() if ev.device_type == cuda}
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            flush()
+            fn()
+        torch.cuda.synchronize()
+    times: dict[str, list[float]] = {}
+    for ev in prof.events():
+        if ev.device_type == cuda and ev.name not in flush_names:
+            times.setdefault(ev.name, []).append(ev.device_time)
+    return times
+
+
+def kernel_us(fn, flush, reps: int = 30) -> float:
+    """Median CUPTI kernel time per call of ``fn`` (the sum over the kernels it launches)."""
+    per_name = kernel_times_us(fn, flush, reps)
+    return sum(sorted(d)[len(d) // 2] * len(d) / reps for d in per_name.values())
 
 
 def wall_us(fn, calls: int = 200) -> float:
@@ -107,8 +143,9 @@ def _rotating(m, n, k):
 
 def measure(m, n, k, *, rep_ms=200, fast_accum=False):
     """{'fd_ms', 'torch_ms' (clean-flush GPU time), 'fd_tflops', 'torch_tflops', 'fd_dobench_ms',
-    'torch_dobench_ms', 'fd_wall_us', 'torch_wall_us' (back-to-back loop), 'read_floor_ms'
-    (torch.sum over B's bytes, same timer), 'rel_err'}."""
+    'torch_dobench_ms', 'fd_wall_us', 'torch_wall_us' (back-to-back loop), 'fd_kernel_us',
+    'torch_kernel_us' (CUPTI kernel time after a clean flush), 'read_floor_ms' (torch.sum over
+    B's bytes, same timer), 'read_floor_kernel_us' (its CUPTI kernel time), 'rel_err'}."""
     import triton.testing
 
     import fastdispatch
@@ -144,7 +181,10 @@ def measure(m, n, k, *, rep_ms=200, fast_accum=False):
         # For comparison with figures taken that way (write-flushed L2: see CleanFlushTimer).
         result[f"{name}_dobench_ms"] = triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median")
         result[f"{name}_wall_us"] = wall_us(fn)
+        result[f"{name}_kernel_us"] = kernel_us(fn, timer.flush)
     result["read_floor_ms"] = read_floor_ms(timer, n * k)   # B's bytes
+    b_bytes = torch.ones(n * k // 4, device="cuda")
+    result["read_floor_kernel_us"] = kernel_us(lambda: torch.sum(b_bytes), timer.flush)
     return result
 
 
@@ -158,11 +198,11 @@ def main(quick: bool = False) -> dict:
     cap = torch.cuda.get_device_capability()
     print(f"{torch.cuda.get_device_name()} (sm_{cap[0]}{cap[1]}), kernel variant: {variant_for(cap)}; "
           f"torch {torch.__version__}; GPU time: median, clean-flushed L2 (do_bench's write-flush in "
-          f"brackets), rotated inputs; wall = back-to-back loop; B read = torch.sum over as many bytes "
-          f"as B, same timer")
+          f"brackets), rotated inputs; wall = back-to-back loop; kernel = CUPTI kernel time after a clean "
+          f"flush; B read = torch.sum over as many bytes as B, same timers")
     print(f"{'M x N x K':>20} {'accum':>6} {'fd us':>9} {'TFLOP/s':>8} {'cuBLAS us':>10} {'TFLOP/s':>8} "
           f"{'speedup':>8} {'[do_bench fd / cuBLAS]':>23} {'fd wall us':>11} {'cuBLAS wall us':>15} "
-          f"{'B read us':>10} {'rel err':>9}")
+          f"{'kernel fd / cuBLAS us':>22} {'B read us [kernel]':>19} {'rel err':>9}")
     shapes = (SMALL_M + LARGE[:1]) if quick else (SMALL_M + LARGE)
     results = {}
     for (m, n, k), fast in [(s, False) for s in shapes] + [(s, True) for s in LARGE[:1 if quick else 3]]:
@@ -174,9 +214,11 @@ def main(quick: bool = False) -> dict:
             continue
         results[f"{m}x{n}x{k}/{mode}"] = r
         dob = f"[{r['fd_dobench_ms'] * 1e3:.1f} / {r['torch_dobench_ms'] * 1e3:.1f}]"
+        kern = f"{r['fd_kernel_us']:.1f} / {r['torch_kernel_us']:.1f}"
+        read = f"{r['read_floor_ms'] * 1e3:.1f} [{r['read_floor_kernel_us']:.1f}]"
         print(f"{f'{m}x{n}x{k}':>20} {mode:>6} {r['fd_ms'] * 1e3:>9.1f} {r['fd_tflops']:>8.0f} "
               f"{r['torch_ms'] * 1e3:>10.1f} {r['torch_tflops']:>8.0f} {r['torch_ms'] / r['fd_ms']:>7.2f}x "
-              f"{dob:>23} {r['fd_wall_us']:>11.1f} {r['torch_wall_us']:>15.1f} {r['read_floor_ms'] * 1e3:>10.1f} "
+              f"{dob:>23} {r['fd_wall_us']:>11.1f} {r['torch_wall_us']:>15.1f} {kern:>22} {read:>19} "
               f"{r['rel_err']:>9.2e}")
     return results
 
