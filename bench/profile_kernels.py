@@ -47,7 +47,7 @@ def main():
         }
         print(f"== {m}x{n}x{k}")
         for label, fn in paths.items():
-            for name, durs in kernel_times_us(fn, flush, args.reps).items():
+            for name, durs in kernel_times_us([fn], flush, args.reps)[0].items():
                 med = statistics.median(durs)
                 tflops = 2 * m * n * k / med / 1e6
                 print(f"  {label:26s} {med:9.1f} us {tflops:7.0f} TFLOP/s  x{len(durs):<3d} {name[:150]}")

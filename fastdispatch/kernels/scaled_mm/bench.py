@@ -53,8 +53,9 @@ class CleanFlushTimer:
         self._sink = torch.empty((), dtype=torch.float32, device="cuda")
 
     def flush(self):
-        """Fill the L2 with clean lines (a read of twice its size)."""
-        torch.sum(self._flush, dim=0, out=self._sink)
+        """Fill the L2 with clean lines (a read of twice its size). A max, not a sum: its
+        kernel's name differs from torch.sum's, which `read_floor_ms` times."""
+        torch.amax(self._flush, dim=0, out=self._sink)
 
     def median_ms(self, fn, reps: int = 50, warmup: int = 5) -> float:
         """Median GPU time of ``fn`` (ms)."""
@@ -84,36 +85,47 @@ class CleanFlushTimer:
         return medians
 
 
-def kernel_times_us(fn, flush, reps: int = 30) -> dict[str, list[float]]:
-    """{kernel name: [CUPTI durations, us]} of what ``fn`` launches, one call per rep after
-    ``flush()`` (torch.profiler). Kernel durations are the kernels' own time on the GPU,
-    without what CUDA-event timing adds around a call (a one-element kernel reads ~3.6-4.4 us
-    under `CleanFlushTimer` on the lent H100)."""
+def kernel_times_us(fns, flush, reps: int = 30) -> list[dict[str, list[float]]]:
+    """Per function of ``fns``: {kernel name: [CUPTI durations, us]} of what it launches, the
+    functions called interleaved (each after ``flush()``), ``reps`` rounds, under
+    torch.profiler. Kernel durations are the kernels' own time on the GPU, without what
+    CUDA-event timing adds around a call (a one-element kernel reads ~3.6-4.4 us under
+    `CleanFlushTimer` on the lent H100). Kernels are told apart by name: functions that launch
+    a kernel of the same name (or flush's) are profiled one after the other instead."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = torch.autograd.DeviceType.CUDA
-    for _ in range(3):
-        fn()
-    with profile(activities=[ProfilerActivity.CUDA]) as flush_prof:
-        flush()
-        torch.cuda.synchronize()
-    flush_names = {ev.name for ev in flush_prof.events() if ev.device_type == cuda}
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            flush()
+
+    def profiled(rounds, batch):
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(rounds):
+                for fn in batch:
+                    flush()
+                    fn()
+            torch.cuda.synchronize()
+        return [(ev.name, ev.device_time) for ev in prof.events() if ev.device_type == cuda]
+
+    for fn in fns:
+        for _ in range(3):
             fn()
-        torch.cuda.synchronize()
-    times: dict[str, list[float]] = {}
-    for ev in prof.events():
-        if ev.device_type == cuda and ev.name not in flush_names:
-            times.setdefault(ev.name, []).append(ev.device_time)
+    flush_names = {name for name, _ in profiled(1, [lambda: None])}   # the flush alone
+    names = [{name for name, _ in profiled(1, [fn])} - flush_names for fn in fns]
+    distinct = all(not (a & b) for i, a in enumerate(names) for b in names[i + 1:])
+    batches = [list(range(len(fns)))] if distinct else [[i] for i in range(len(fns))]
+    times: list[dict[str, list[float]]] = [{} for _ in fns]
+    for batch in batches:
+        for name, dur in profiled(reps, [fns[i] for i in batch]):
+            for i in batch:
+                if name in names[i]:
+                    times[i].setdefault(name, []).append(dur)
     return times
 
 
-def kernel_us(fn, flush, reps: int = 30) -> float:
-    """Median CUPTI kernel time per call of ``fn`` (the sum over the kernels it launches)."""
-    per_name = kernel_times_us(fn, flush, reps)
-    return sum(sorted(d)[len(d) // 2] * len(d) / reps for d in per_name.values())
+def kernel_medians_us(fns, flush, reps: int = 30) -> list[float]:
+    """Median CUPTI kernel time per call of each of ``fns`` (summed over the kernels a call
+    launches), timed interleaved (`kernel_times_us`)."""
+    return [sum(sorted(d)[len(d) // 2] * len(d) / reps for d in per_name.values())
+            for per_name in kernel_times_us(fns, flush, reps)]
 
 
 def wall_us(fn, calls: int = 200) -> float:
@@ -181,10 +193,10 @@ def measure(m, n, k, *, rep_ms=200, fast_accum=False):
         # For comparison with figures taken that way (write-flushed L2: see CleanFlushTimer).
         result[f"{name}_dobench_ms"] = triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median")
         result[f"{name}_wall_us"] = wall_us(fn)
-        result[f"{name}_kernel_us"] = kernel_us(fn, timer.flush)
+    result["fd_kernel_us"], result["torch_kernel_us"] = kernel_medians_us([fd, cublas], timer.flush)
     result["read_floor_ms"] = read_floor_ms(timer, n * k)   # B's bytes
     b_bytes = torch.ones(n * k // 4, device="cuda")
-    result["read_floor_kernel_us"] = kernel_us(lambda: torch.sum(b_bytes), timer.flush)
+    result["read_floor_kernel_us"], = kernel_medians_us([lambda: torch.sum(b_bytes)], timer.flush)
     return result
 
 
