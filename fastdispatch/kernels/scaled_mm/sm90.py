@@ -24,11 +24,15 @@ Structure (one CTA per SM, clusters of ``cluster_m x cluster_n`` CTAs):
 - a ``stages``-deep A/B SMEM ring (`PipelineTmaAsync`); a consumer frees a stage once the
   MMAs reading it retired: with fast accumulation it keeps one k-tile of WGMMAs in flight
   (``wgmma.wait_group 1``) and frees the k-tile before; promoting every k-tile, it waits for
-  that k-tile's WGMMAs anyway (``wait_group 0``) and frees its stage at once;
+  that k-tile's WGMMAs anyway (``wait_group 0``) and frees its stage at once; with
+  ``overlap_promotion`` two temporaries alternate so each promotion runs under the next
+  k-tile's WGMMAs (``wait_group 1``), in groups drained at the loop edge (ptxas serializes
+  WGMMAs whose accumulators are carried in flight through a loop or branch merge);
 - epilogue: the fp32 accumulator is scaled in place (row scale x column scale, + bias) with
   coordinates from an identity tensor partitioned like the accumulator, then either staged
   through SMEM (``stmatrix``) and written with TMA stores in ``tile_m x epi_n`` subtiles (the
-  normal path; TMA clips partial tiles), or written with predicated stores (``swap_ab``).
+  normal path; TMA clips partial tiles; the whole tile at once when ``epi_stages`` buffers
+  hold it), or written with predicated stores (``swap_ab``).
 
 Small M (decode, M <= 128) is bandwidth-bound on B: ``swap_ab`` computes out^T = Bt @ A^T so
 that N fills the MMA's 64-row side and M (8..128) its N side; the grid then has N / 64 tiles.
