@@ -85,25 +85,29 @@ class CleanFlushTimer:
         return medians
 
 
-def kernel_times_us(fns, flush, reps: int = 30) -> list[dict[str, list[float]]]:
+def kernel_times_us(fns, flush, reps: int = 30, *, device: str = "cuda") -> list[dict[str, list[float]]]:
     """Per function of ``fns``: {kernel name: [CUPTI durations, us]} of what it launches, the
     functions called interleaved (each after ``flush()``), ``reps`` rounds, under
     torch.profiler. Kernel durations are the kernels' own time on the GPU, without what
     CUDA-event timing adds around a call (a one-element kernel reads ~3.6-4.4 us under
     `CleanFlushTimer` on the lent H100). Kernels are told apart by name: functions that launch
-    a kernel of the same name (or flush's) are profiled one after the other instead."""
+    a kernel of the same name as another's are profiled one after the other instead.
+    ``device="cpu"`` profiles CPU ops the same way (tests)."""
     from torch.profiler import ProfilerActivity, profile
 
-    cuda = torch.autograd.DeviceType.CUDA
+    activity = ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU
+    kind = torch.autograd.DeviceType.CUDA if device == "cuda" else torch.autograd.DeviceType.CPU
 
     def profiled(rounds, batch):
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        with profile(activities=[activity]) as prof:
             for _ in range(rounds):
                 for fn in batch:
                     flush()
                     fn()
-            torch.cuda.synchronize()
-        return [(ev.name, ev.device_time) for ev in prof.events() if ev.device_type == cuda]
+            if device == "cuda":
+                torch.cuda.synchronize()
+        key = "device_time" if device == "cuda" else "cpu_time"
+        return [(ev.name, getattr(ev, key)) for ev in prof.events() if ev.device_type == kind]
 
     for fn in fns:
         for _ in range(3):
