@@ -2,7 +2,7 @@
 # Config sweep of the sm90 scaled_mm kernel on the lent H100 (not a test): candidate configs
 # per shape group beside the shipped default and torch._scaled_mm (clean-flushed L2 timing),
 # then correctness of the candidates. Usage on the GPU machine (after building the extension):
-#   bash bench/sm90_sweep.sh [small|m128|large|check|kcheck|ksplit|latency|tilek|wide|widex|m128split|widecheck|overlap|kfixed|medium]...
+#   bash bench/sm90_sweep.sh [small|m128|large|check|kcheck|ksplit|latency|tilek|wide|widex|m128split|widecheck|overlap|kfixed|medium|raster]...
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 probe() { timeout 300 python3 bench/sm90_probe.py "$@" || echo "PROBE EXIT $?"; }
@@ -15,8 +15,27 @@ NS="tile_m:64,consumer_wgs:1,epi_n:32"   # non-swapped, one consumer warpgroup, 
 W2S="tile_m:128,consumer_wgs:2,split_k:2"  # swap-AB, 128-row tiles over two warpgroups, split-K 2
 M128S="small_m128=$W2S"
 # Fifth session: promotions overlapped with WGMMAs (groups of k-tiles), whole-tile epilogue
-# staging, 176-wide tiles.
+# staging, 176-wide tiles; measured against the base configs of the time (large = plain 128x128
+# promote=1, large_wide = 128x192 with 5 stages), which these results then replaced.
 OVERLAP_ALL=${OVERLAP_ALL:-"large=overlap_promotion:2 large=overlap_promotion:4 large=overlap_promotion:8 large=overlap_promotion:4,epi_stages:4 large=overlap_promotion:4,cluster_m:1 large_wide=epi_stages:6 large=tile_n:176,epi_n:16"}
+LARGE_SHAPES="4096,4096,4096;8192,8192,8192;16384,8192,8192"
+# Check every candidate config in its own process, all at once (compiles are CPU-bound), then
+# time those that passed against the defaults and cuBLAS: check_then_time SHAPES CONFIG...
+check_then_time() {
+  local shapes=$1; shift
+  local ok=() i=0 c
+  for c in "$@"; do
+    timeout 200 python3 bench/sm90_probe.py --check-extra --no-time --config "$c" > "/tmp/check.$i.log" 2>&1 &
+    i=$((i + 1))
+  done
+  wait; i=0
+  for c in "$@"; do
+    if grep -q "correctness: all OK" "/tmp/check.$i.log"; then ok+=(--config "$c")
+    else echo "CHECK FAILED $c"; grep -h "^FAIL" "/tmp/check.$i.log" | head -3; tail -3 "/tmp/check.$i.log"; fi
+    i=$((i + 1))
+  done
+  [ ${#ok[@]} -gt 0 ] && probe --no-check --shapes "$shapes" "${ok[@]}"
+}
 steps=${*:-"small m128 large check"}
 for step in $steps; do
   echo "=== sweep $step"
@@ -49,21 +68,11 @@ for step in $steps; do
                         "small_m64=$W2S,tile_n:64,tile_k:128"; do
                  timeout 150 python3 bench/sm90_probe.py --check-extra --no-time --config "$c" || echo "WIDECHECK FAILED $c"
                done ;;
-    overlap) # Check every candidate in its own process, all at once (compiles are CPU-bound), then
-           # time those that passed against the defaults and cuBLAS.
-           OK=(); i=0
-           for c in $OVERLAP_ALL; do
-             timeout 200 python3 bench/sm90_probe.py --check-extra --no-time --config "$c" > "/tmp/ovlcheck.$i.log" 2>&1 &
-             i=$((i + 1))
-           done
-           wait; i=0
-           for c in $OVERLAP_ALL; do
-             if grep -q "correctness: all OK" "/tmp/ovlcheck.$i.log"; then OK+=(--config "$c")
-             else echo "OVLCHECK FAILED $c"; tail -5 "/tmp/ovlcheck.$i.log"; fi
-             grep -h "^FAIL" "/tmp/ovlcheck.$i.log" | head -3
-             i=$((i + 1))
-           done
-           [ ${#OK[@]} -gt 0 ] && probe --no-check --shapes "4096,4096,4096;8192,8192,8192;16384,8192,8192" "${OK[@]}" ;;
+    overlap) check_then_time "$LARGE_SHAPES" $OVERLAP_ALL ;;
+    raster) # Cluster shape (A multicast along N instead of B along M) and L2 group height of the
+            # shipped large configs.
+            check_then_time "$LARGE_SHAPES" large=cluster_m:1,cluster_n:2 large=group_m:16 \
+              large_wide=group_m:16 large_wide=cluster_m:1,cluster_n:2 large=overlap_promotion:8 ;;
     kfixed) # Per-tile fixed cost vs per-k-tile cost of the shipped defaults: time ~ a + b * K.
             probe --no-check --shapes "8192,8192,1024;8192,8192,2048;8192,8192,4096;8192,8192,8192;4096,4096,1024;4096,4096,2048" ;;
     medium) probe --no-check --shapes "1024,2048,4096;2048,1024,8192;1536,1536,4096" \
