@@ -887,6 +887,13 @@ class ScaledMmSm90(TorchLayoutEntries):
         epi_bar = pipeline.NamedBarrier(barrier_id=self.epi_bar_id, num_threads=self.consumer_threads)
         subtiles = cfg.tile_n // cfg.epi_n
         per_sub = cute.size(tRS_rC)
+
+        def stage_subtile(s, buf):
+            # Subtile s of the accumulator -> bf16 -> SMEM buffer `buf` (stmatrix).
+            for v in cutlass.range_constexpr(per_sub):
+                tRS_rC[v] = tRS_rAcc[s * per_sub + v].to(self.c_dtype)
+            cute.copy(r2s, tRS_rC, tRS_sC[(None, None, None, buf)])
+
         if cutlass.const_expr(cfg.epi_stages >= subtiles):
             # The buffers hold the whole tile: stage all of it, then one barrier and the
             # stores. The buffers' last reader is the previous tile's stores, issued a whole
@@ -895,9 +902,7 @@ class ScaledMmSm90(TorchLayoutEntries):
                 cute.arch.cp_async_bulk_wait_group(0, read=True)
             epi_bar.arrive_and_wait()
             for s in cutlass.range_constexpr(subtiles):
-                for v in cutlass.range_constexpr(per_sub):
-                    tRS_rC[v] = tRS_rAcc[s * per_sub + v].to(self.c_dtype)
-                cute.copy(r2s, tRS_rC, tRS_sC[(None, None, None, s)])
+                stage_subtile(s, s)
             cute.arch.fence_proxy("async.shared", space="cta")
             epi_bar.arrive_and_wait()
             if warp_idx == 4:
@@ -906,10 +911,8 @@ class ScaledMmSm90(TorchLayoutEntries):
                 c_pipe.producer_commit()
         else:
             for s in cutlass.range_constexpr(subtiles):
-                for v in cutlass.range_constexpr(per_sub):
-                    tRS_rC[v] = tRS_rAcc[s * per_sub + v].to(self.c_dtype)
                 buf = (n_done * subtiles + s) % cfg.epi_stages
-                cute.copy(r2s, tRS_rC, tRS_sC[(None, None, None, buf)])
+                stage_subtile(s, buf)
                 # Make the st.shared visible to the TMA (async proxy) before it reads.
                 cute.arch.fence_proxy("async.shared", space="cta")
                 epi_bar.arrive_and_wait()
