@@ -144,11 +144,16 @@ def wall_us(fn, calls: int = 200) -> float:
     return (time.perf_counter() - started) / calls * 1e6
 
 
-def read_floor_ms(timer: CleanFlushTimer, n_bytes: int) -> float:
-    """What streaming ``n_bytes`` costs under ``timer``: torch.sum over a buffer that size (the
-    HBM read floor that timer can see for an operand of that many bytes)."""
+def read_floor_fn(n_bytes: int):
+    """A call that streams ``n_bytes`` from HBM: torch.sum over a buffer that size (the read
+    floor a timer can see for an operand of that many bytes)."""
     buf = torch.ones(n_bytes // 4, device="cuda")
-    return timer.median_ms(lambda: torch.sum(buf))
+    return lambda: torch.sum(buf)
+
+
+def read_floor_ms(timer: CleanFlushTimer, n_bytes: int) -> float:
+    """What streaming ``n_bytes`` costs under ``timer`` (`read_floor_fn`)."""
+    return timer.median_ms(read_floor_fn(n_bytes))
 
 
 def _rotating(m, n, k):
@@ -198,9 +203,9 @@ def measure(m, n, k, *, rep_ms=200, fast_accum=False):
         result[f"{name}_dobench_ms"] = triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median")
         result[f"{name}_wall_us"] = wall_us(fn)
     result["fd_kernel_us"], result["torch_kernel_us"] = kernel_medians_us([fd, cublas], timer.flush)
-    result["read_floor_ms"] = read_floor_ms(timer, n * k)   # B's bytes
-    b_bytes = torch.ones(n * k // 4, device="cuda")
-    result["read_floor_kernel_us"], = kernel_medians_us([lambda: torch.sum(b_bytes)], timer.flush)
+    read_b = read_floor_fn(n * k)   # B's bytes, under both timers
+    result["read_floor_ms"] = timer.median_ms(read_b)
+    result["read_floor_kernel_us"], = kernel_medians_us([read_b], timer.flush)
     return result
 
 
