@@ -219,7 +219,11 @@ def test_split_k_matches_reference_and_repeats_bit_for_bit(m, n, k, has_bias, cf
 # order as the plain promote=1 loop: the results must be the same bits. K = 128, 336, 1024,
 # 2064: 1, 3, 8, 17 k-tiles (no full group, a tail only, groups only, groups and a tail).
 OVERLAPPED = sm90.LARGE
-assert OVERLAPPED.overlap_promotion == 4
+
+
+def test_shipped_overlap_group_is_the_one_the_k_cases_cover():
+    # The K values of the bit-identity test are chosen for groups of 4 k-tiles.
+    assert OVERLAPPED.overlap_promotion == 4
 
 
 @pytest.mark.gpu
