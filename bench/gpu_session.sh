@@ -17,6 +17,8 @@ for step in $steps; do
     coldstart) python3 -m fastdispatch bench coldstart ;;
     scaledmm) python3 bench/bench_scaled_mm.py --json "$OUT/scaled_mm.json" ;;
     profile) python3 bench/profile_kernels.py ;;
+    power) for shape in 4096,4096,4096 8192,8192,8192 16384,8192,8192; do
+             python3 bench/power_probe.py --shape $shape --seconds 3 | grep -E "POWER|SUSTAINED|H100"; done ;;
     gputests) python3 -m pytest tests -q -p no:cacheprovider -m "gpu" -x --timeout 600 2>&1 | tee "$OUT/gputests.log" | tail -40 ;;
     tests) python3 -m pytest tests -q -x -p no:cacheprovider -m "gpu" 2>&1 | tail -30 ;;
     alltests) python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tail -40 ;;

@@ -97,8 +97,10 @@ def run_checks(extra, extra_only=False):
     ok = True
     if extra_only:
         for cfg in extra:
-            # K=128: one k-tile, so split-K parts past the first get none.
-            for m, n, k in ((1000, 272, 336), (100, 1040, 2064), (7, 8192, 8192), (1, 4096, 4096), (33, 520, 128)):
+            # K=128: one k-tile, so split-K parts past the first get none. The last two: several
+            # partial tiles per CTA (the persistent walk's later tiles, the ring carried over).
+            for m, n, k in ((1000, 272, 336), (100, 1040, 2064), (7, 8192, 8192), (1, 4096, 4096), (33, 520, 128),
+                            (2100, 2600, 400), (1500, 2904, 128)):
                 for has_bias in (False, True):
                     ok &= check(cfg, m, n, k, has_bias)
         return ok

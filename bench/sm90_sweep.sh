@@ -2,7 +2,7 @@
 # Config sweep of the sm90 scaled_mm kernel on the lent H100 (not a test): candidate configs
 # per shape group beside the shipped default and torch._scaled_mm (clean-flushed L2 timing),
 # then correctness of the candidates. Usage on the GPU machine (after building the extension):
-#   bash bench/sm90_sweep.sh [small|m128|large|check|kcheck|ksplit|latency|tilek|wide|widex|m128split|widecheck|overlap|kfixed|medium|raster]...
+#   bash bench/sm90_sweep.sh [small|m128|large|check|kcheck|ksplit|latency|tilek|wide|widex|m128split|widecheck|overlap|kfixed|medium|raster|energy]...
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 probe() { timeout 300 python3 bench/sm90_probe.py "$@" || echo "PROBE EXIT $?"; }
@@ -73,6 +73,10 @@ for step in $steps; do
             # shipped large configs.
             check_then_time "$LARGE_SHAPES" large=cluster_m:1,cluster_n:2 large=group_m:16 \
               large_wide=group_m:16 large_wide=cluster_m:1,cluster_n:2 large=overlap_promotion:8 ;;
+    energy) # Sixth session: the large squares run at the 700 W power cap (bench/power_probe.py):
+            # less L2 traffic per FLOP (B multicast over 4 CTAs), 256-deep k-tiles (promotion every 256).
+            check_then_time "$LARGE_SHAPES" large=cluster_m:4 large_wide=cluster_m:4 \
+              large=tile_k:256,overlap_promotion:0,epi_stages:2 ${ENERGY_EXTRA:-} ;;
     kfixed) # Per-tile fixed cost vs per-k-tile cost of the shipped defaults: time ~ a + b * K.
             probe --no-check --shapes "8192,8192,1024;8192,8192,2048;8192,8192,4096;8192,8192,8192;4096,4096,1024;4096,4096,2048" ;;
     medium) probe --no-check --shapes "1024,2048,4096;2048,1024,8192;1536,1536,4096" \
