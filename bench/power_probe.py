@@ -1,15 +1,15 @@
-"""Clock and power of the GPU while one scaled_mm variant runs back to back (not a test).
+"""Clock, power and energy of the GPU while one scaled_mm variant runs back to back (not a test).
 
     python bench/power_probe.py [--shape M,N,K] [--seconds S] [--rounds R] [--config NAME=k:v,...]
 
 For each of torch._scaled_mm (both accumulation modes), the dispatch heuristic's pick and the
 extra configs: calls the kernel back to back for ``--seconds`` while ``nvidia-smi`` samples the
-SM clock, the power draw and the active clock-event (throttle) reasons every 50 ms, then prints
-the medians over the samples of the run's second half (after the clocks settled) beside the
-GPU time and energy per call over the same stretch; ``--rounds`` passes over the variants,
-every other one reversed, then each variant's median time against torch._scaled_mm's. Answers whether a large GEMM runs at the power limit
-(then time per call follows energy per call, not issue efficiency). Reads the card's state
-only; changes nothing.
+SM clock, the power draw and the active clock-event (throttle) reasons every 50 ms, and prints
+the medians of the samples of the run's second half (after the clocks settled) beside the GPU
+time and energy per call over the same stretch. ``--rounds`` passes over the variants, every
+other one reversed; last, each variant's median time against torch._scaled_mm's (fp32 accum).
+Answers whether a large GEMM runs at the power limit (then time per call follows energy per
+call, not issue efficiency). Reads the card's state only; changes nothing.
 """
 from __future__ import annotations
 
@@ -30,18 +30,19 @@ QUERY = "clocks.sm,power.draw,power.limit,clocks_event_reasons.active"
 
 
 def sample_while(fn, seconds):
-    """Run ``fn`` back to back for ``seconds`` under nvidia-smi sampling; returns (medians of the
-    second half's samples, GPU us per call over the second half)."""
+    """Run ``fn`` back to back for ``seconds`` under nvidia-smi sampling. Returns, over the second
+    half: the median SM clock (MHz) and power (W), the power limit, the set of throttle-reason
+    masks seen, and the GPU time per call (us)."""
     smi = subprocess.Popen(["nvidia-smi", f"--query-gpu={QUERY}", "--format=csv,noheader,nounits", "-lms", "50"],
                            stdout=subprocess.PIPE, text=True)
     start = time.perf_counter()
-    half = None
+    half = None  # an event recorded when the second half starts
     calls = 0
     while (now := time.perf_counter()) - start < seconds:
         if half is None and now - start >= seconds / 2:
             torch.cuda.synchronize()
-            half = (time.perf_counter(), torch.cuda.Event(enable_timing=True))
-            half[1].record()
+            half = torch.cuda.Event(enable_timing=True)
+            half.record()
             calls = 0
         for _ in range(10):
             fn()
@@ -49,7 +50,7 @@ def sample_while(fn, seconds):
     end = torch.cuda.Event(enable_timing=True)
     end.record()
     torch.cuda.synchronize()
-    us = half[1].elapsed_time(end) * 1e3 / calls
+    us = half.elapsed_time(end) * 1e3 / calls
     smi.terminate()
     lines = smi.communicate()[0].strip().splitlines()
     rows = [line.split(", ") for line in lines[len(lines) // 2:]]
