@@ -57,17 +57,13 @@ def check(cfg, m, n, k, has_bias):
     a, bt, sa, sb, bias = make(m, n, k, seed=m * 7 + n + k)
     out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
     fn = kernel_fn(cfg, has_bias)
-    if has_bias:
-        fn(a, bt.t(), sa[:, None], sb[None, :], out, bias)
-    else:
-        fn(a, bt.t(), sa[:, None], sb[None, :], out)
+    operands = (a, bt.t(), sa[:, None], sb[None, :])  # torch._scaled_mm's layouts
+    tail = (bias,) if has_bias else ()
+    fn(*operands, out, *tail)
     torch.cuda.synchronize()
     # A second call must give the same bits (split-K partials are summed in a fixed order).
     again = torch.full_like(out, float("nan"))
-    if has_bias:
-        fn(a, bt.t(), sa[:, None], sb[None, :], again, bias)
-    else:
-        fn(a, bt.t(), sa[:, None], sb[None, :], again)
+    fn(*operands, again, *tail)
     same = bool(torch.equal(out.view(torch.int16), again.view(torch.int16)))
     ref = reference(a, bt, sa, sb, bias if has_bias else None)
     nans = int(out.isnan().sum())
