@@ -19,6 +19,7 @@ import functools
 import inspect
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -31,7 +32,6 @@ from triton.compiler import ASTSource, make_backend
 from triton.compiler.compiler import CompiledKernel
 from triton.backends.compiler import GPUTarget
 from triton._C.libtriton import get_cache_invalidating_env_vars, native_specialize_impl
-from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import KernelParam
 
 try:  # imported lazily by native_specialize_impl on its first call (~80 ms): pay it at import
@@ -110,7 +110,7 @@ class TritonKernel(Dispatcher):
 
     def __init__(self, fn, *, grid, constexprs=None, num_warps=4, num_stages=3, num_ctas=1,
                  name=None, **options):
-        self.interpret = isinstance(fn, InterpretedFunction)
+        self.interpret = _is_interpreted(fn)
         if not (isinstance(fn, triton.runtime.jit.JITFunction) or self.interpret):
             raise TypeError(f"triton_kernel: fn must be a @triton.jit function, got {type(fn).__name__}")
         if grid is None or not (callable(grid) or isinstance(grid, (tuple, list, int))):
@@ -306,6 +306,14 @@ class TritonKernel(Dispatcher):
         return {"function": function, "context": context, "block_x": 32 * md.num_warps,
                 "num_ctas": num_ctas, "shared_bytes": md.shared, "param_kinds": kinds,
                 "param_args": arg_index, "attrs": attrs}
+
+
+def _is_interpreted(fn) -> bool:
+    """True for Triton's ``InterpretedFunction`` (``TRITON_INTERPRET=1``). Its module imports
+    numpy, which fastdispatch does not need: an interpreted function exists only once that
+    module is imported, so it is looked up in ``sys.modules``, never imported here."""
+    interpreter = sys.modules.get("triton.runtime.interpreter")
+    return interpreter is not None and isinstance(fn, interpreter.InterpretedFunction)
 
 
 def _params_of(fn) -> list:
