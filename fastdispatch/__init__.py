@@ -2,8 +2,8 @@
 
 Lifetimes (one module each): per call ``_keys`` (Cython, twin ``_keys_py``) and ``launchers``;
 per miss ``dispatcher``; per key ``backends``; per process / on disk ``cache``; knobs in
-``knobs``. Public API: :func:`triton_kernel`, :func:`cute_kernel`, :class:`Dispatcher`,
-:func:`scaled_mm`, :func:`info`, :func:`stats`, :func:`clear_caches`.
+``knobs``. Public API: :func:`triton_kernel`, :func:`cute_kernel`, :func:`helion_kernel`,
+:class:`Dispatcher`, :func:`scaled_mm`, :func:`info`, :func:`stats`, :func:`clear_caches`.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from fastdispatch._log import configure_logging as _configure_logging
 from fastdispatch.dispatcher import Dispatcher
 
 __version__ = "0.1.0"
-__all__ = ["Dispatcher", "triton_kernel", "cute_kernel", "scaled_mm", "info", "stats",
-           "clear_caches", "knobs"]
+__all__ = ["Dispatcher", "triton_kernel", "cute_kernel", "helion_kernel", "scaled_mm", "info",
+           "stats", "clear_caches", "knobs"]
 
 knobs = _knobs_module
 _configure_logging()
@@ -30,6 +30,13 @@ def cute_kernel(jit_fn, *args, **kwargs):
     """Wrap a ``@cute.jit`` host function; see :func:`fastdispatch.backends.cute.cute_kernel`."""
     from fastdispatch.backends.cute import cute_kernel as make
     return make(jit_fn, *args, **kwargs)
+
+
+def helion_kernel(kernel=None, /, **helion_options):
+    """Wrap a ``@helion.kernel`` (or decorate a function); see
+    :func:`fastdispatch.backends.helion.helion_kernel`."""
+    from fastdispatch.backends.helion import helion_kernel as make
+    return make(kernel, **helion_options)
 
 
 def scaled_mm(a, b, scale_a, scale_b, **kwargs):
