@@ -6,6 +6,7 @@ from setuptools import Extension, setup
 extensions = [
     Extension("fastdispatch.launchers._driver", ["fastdispatch/launchers/_driver.pyx"],
               libraries=["dl"], extra_compile_args=["-O3"]),
+    Extension("fastdispatch._grid", ["fastdispatch/_grid.pyx"], extra_compile_args=["-O3"]),
     Extension("fastdispatch._keys", ["fastdispatch/_keys.pyx"], extra_compile_args=["-O3"]),
 ]
 

@@ -1,5 +1,7 @@
+from cpython.object cimport PyObject
 from libc.stdint cimport uint64_t, int64_t
 from fastdispatch.launchers._driver cimport LaunchPlan
+from fastdispatch._grid cimport ArgView, GridProgram
 
 cdef enum:
     MAX_WORDS = 4096     # key words per call; a larger call takes the Python twin
@@ -11,20 +13,38 @@ cdef class Entry:
     cdef Py_ssize_t n_words
     cdef readonly int mode
     cdef LaunchPlan plan
-    cdef object grid            # None (static plan grid) or a callable of the arguments
-    cdef readonly object fn     # MODE_CALL target
-    cdef readonly object slow   # slow launch: slow(args) -> result
-    cdef tuple globals_guard    # ((globals_dict, name, value), ...)
+    cdef GridProgram grid_prog      # wrap-time grid as a C program, or None
+    cdef object grid_call           # wrap-time grid called in Python per call, or None
+    cdef readonly object grid_fn    # the wrap-time grid function (closure cells for grid_prog)
+    cdef object grid_slow           # grid_slow(entry, args, grid) -> sizes (Python path)
+    cdef readonly dict grid_programs   # per-call grid code object -> GridProgram | False
+    cdef readonly object fn         # MODE_CALL target
+    cdef readonly object slow       # slow launch: slow(args[, grid]) -> result
+    cdef readonly object pre_call   # pre_call(args) before every launch, or None
+    cdef tuple globals_guard        # ((globals_dict, name, value), ...)
     cdef bint watch_hooks
-    cdef readonly object info   # free-form, for stats and debugging
+    cdef readonly object info       # free-form, for stats and debugging
     cdef readonly unsigned long long hits
+    cdef unsigned long long clock_mark   # hits when the CLOCK hand last passed
     cdef _set_plan(self, dict plan, grid)
-    cdef object run(self, tuple args, const uint64_t* slots, int device_id, object knobs_runtime)
+    cdef int _grid(self, tuple args, const uint64_t* slots, const ArgView* views, bint have_views,
+                   object grid, unsigned int* g) except -1
+    cdef object run(self, tuple args, const uint64_t* slots, const ArgView* views, bint have_views,
+                    int device_id, object knobs_runtime, object grid)
+    cdef object _slow(self, tuple args, object grid)
+    cdef object _slow_python(self, FastKernel kernel, tuple args, object grid)
+
+cdef class BoundLaunch:
+    cdef FastKernel kernel
+    cdef object grid
 
 cdef class FastKernel:
     cdef bytes roles
     cdef const unsigned char* role_ptr
     cdef Py_ssize_t n_roles
+    cdef Py_ssize_t n_positional
+    cdef tuple names             # parameter names (C keyword binding), or None
+    cdef tuple defaults          # one default per parameter, NO_DEFAULT where required
     cdef object on_miss
     cdef object knobs_runtime    # triton.knobs.runtime, or None for non-Triton kernels
     cdef object knobs_compilation
@@ -32,10 +52,20 @@ cdef class FastKernel:
     cdef void** table_entry
     cdef Py_ssize_t table_cap
     cdef Py_ssize_t table_len
+    cdef Py_ssize_t max_entries
+    cdef Py_ssize_t clock_hand
+    cdef unsigned long long evictions
+    cdef unsigned long long evicted_hits
     cdef list entries            # owns the Entry references in the table
     cdef object __weakref__
     cdef _resize(self, Py_ssize_t cap)
     cdef Entry _find(self, uint64_t h, const uint64_t* words, Py_ssize_t n)
-    cdef Py_ssize_t _build(self, tuple args, uint64_t* words, uint64_t* slots, int* device_id) except -2
-    cdef Py_ssize_t _build_any(self, tuple args, uint64_t* words, uint64_t* slots, int* device_id) except -2
-    cdef object _call(self, tuple args)
+    cdef _unlink(self, Entry victim)
+    cdef _evict_one(self)
+    cdef Py_ssize_t _build(self, tuple args, uint64_t* words, uint64_t* slots, ArgView* views,
+                           int* device_id) except -2
+    cdef Py_ssize_t _build_any(self, tuple args, uint64_t* words, uint64_t* slots, ArgView* views,
+                               int* device_id) except -2
+    cdef object _call_kw(self, tuple args, PyObject* kwds, object grid)
+    cdef tuple _bind(self, tuple args, PyObject* kwds)
+    cdef object _call(self, tuple args, object grid)

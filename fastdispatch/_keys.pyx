@@ -7,20 +7,30 @@ is read into a stack ``DLTensor`` by ``DLPackDLTensorFromPyObjectNoSync``. Any a
 module cannot read in C (tensor subclasses, FakeTensor, unusual scalars, older torch) is read by
 the pure-Python twin ``_keys_py.arg_words``, which produces identical words.
 
-Key words (uint64), in order; ``_keys_py`` documents and mirrors the same layout:
+Key words (uint64), in order; ``_keys_py`` documents and mirrors the same layout. What an
+argument contributes depends on its role (one byte per parameter, chosen by the backend for
+what its binaries depend on; see ``keys.py``):
   [N_ARGS | nargs<<8]
-  per argument: tensor  [TENSOR | ndim<<8, dtype(code|bits<<8|lanes<<16), dev_type|dev_id<<32, shape..., strides...]
+  per argument, role CLASS (Triton: a binary depends on dtype and alignment only):
+                tensor  [TENSOR | ndim<<8, dtype(code|bits<<8|lanes<<16), dev_type|dev_id<<32]
                 int     [INT | class<<8]          (class: ==1, i32/i64/u64 x divisible-by-16)
                 float   [FLOAT]   bool [BOOL]   None [NONE]
-                constexpr role: [CONST | sub<<8, value]
                 other   [OBJ | intern_id<<8]      (the slow path validates and raises)
+  role EXACT:   tensor  class words + shape..., strides...; scalars as CLASS
+  role LAYOUT:  tensor  class words + [LAYOUT | compact<<8 | wide<<9] (CuTe's size-generic class)
+  role VALUE:   tensor  as EXACT; int/float/bool class word + [value bits] (autotune keys,
+                heuristics inputs: exact values)
+  role CONSTEXPR: [CONST | sub<<8, value]
   [KNOBS | debug<<8 | instrumentation_id<<16]    (Triton kernels only)
   [ALIGN | count<<8, mask...]                     one bit per tensor: data % 16 == 0
+Trailing keyword-only parameters (per-call launch options) left out of a call key as None.
 The words are hashed in C and looked up in an open-addressing table; a hit is verified by
-memcmp of the words, so the key is exact (collisions only cost a miss).
+memcmp of the words, so the key is exact (collisions only cost a miss). The table is bounded
+(``max_entries``): past it, a CLOCK sweep evicts an entry not hit since the last sweep.
 """
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
-from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM, PyTuple_New, PyTuple_SET_ITEM
+from cpython.ref cimport Py_INCREF
 from cpython.dict cimport PyDict_GetItem, PyDict_Size
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong
 from cpython.float cimport PyFloat_AS_DOUBLE
@@ -38,6 +48,7 @@ from fastdispatch.launchers._driver cimport (
 
 from fastdispatch import _keys_py
 from fastdispatch._interned import INTERNED, intern_id
+from fastdispatch._grid cimport ArgView, GridProgram, eval_grid
 
 cdef extern from *:
     """
@@ -101,8 +112,20 @@ cdef extern from *:
             PyType_Modified(tp);
         }
     }
+    static void fd_ensure_mp_subscript(PyObject* type, void* fn) {
+        PyTypeObject* tp = (PyTypeObject*)type;
+        if (tp->tp_as_mapping != NULL && tp->tp_as_mapping->mp_subscript != (binaryfunc)fn) {
+            tp->tp_as_mapping->mp_subscript = (binaryfunc)fn;
+            PyType_Modified(tp);
+        }
+    }
     """
     void fd_ensure_tp_call(object type, void* fn)
+    void fd_ensure_mp_subscript(object type, void* fn)
+
+cdef extern from "Python.h":
+    bint PyFunction_Check(object o)
+    object PyFunction_GET_CODE(object o)
 
 cdef enum:
     # Word tags (low byte of a header word) and entry modes: equal to _keys_py's (tested).
@@ -116,6 +139,12 @@ cdef enum:
     T_OBJ = 8
     T_KNOBS = 9
     T_ALIGN = 10
+    T_LAYOUT = 11
+    ROLE_CLASS = 0
+    ROLE_CONSTEXPR = 1
+    ROLE_EXACT = 2
+    ROLE_LAYOUT = 3
+    ROLE_VALUE = 4
     MODE_NULL = 0
     MODE_DRIVER = 1
     MODE_CALL = 2
@@ -124,7 +153,9 @@ cdef enum:
 # Python-visible copies of the enums above (tests check them against _keys_py's constants).
 WORD_TAGS = {"T_NARGS": T_NARGS, "T_TENSOR": T_TENSOR, "T_INT": T_INT, "T_FLOAT": T_FLOAT,
              "T_BOOL": T_BOOL, "T_NONE": T_NONE, "T_CONST": T_CONST, "T_OBJ": T_OBJ,
-             "T_KNOBS": T_KNOBS, "T_ALIGN": T_ALIGN}
+             "T_KNOBS": T_KNOBS, "T_ALIGN": T_ALIGN, "T_LAYOUT": T_LAYOUT}
+ROLES = {"ROLE_CLASS": ROLE_CLASS, "ROLE_CONSTEXPR": ROLE_CONSTEXPR, "ROLE_EXACT": ROLE_EXACT,
+         "ROLE_LAYOUT": ROLE_LAYOUT, "ROLE_VALUE": ROLE_VALUE}
 ENTRY_MODES = {"MODE_NULL": MODE_NULL, "MODE_DRIVER": MODE_DRIVER, "MODE_CALL": MODE_CALL,
                "MODE_SLOW": MODE_SLOW}
 
@@ -138,9 +169,12 @@ cdef PyTypeObject* _param_type = NULL
 cdef object _raw_stream = None           # torch._C._cuda_getCurrentRawStream, when no exchange API
 cdef object _hookchain_type = None
 cdef object _interned_get = INTERNED.get
+cdef bint _release_gil = True            # around cuLaunchKernelEx; set_release_gil()
+cdef object _stats_record = None         # fastdispatch._stats.record, for evictions
 _exchange_api_reason = "not configured"
 
 IMPLEMENTATION = "cython"
+NO_DEFAULT = _keys_py.NO_DEFAULT   # a required parameter in FastKernel's defaults
 
 
 def configure(tensor_type, param_type, api_capsule, raw_stream_fn):
@@ -181,6 +215,18 @@ def set_triton_hooks(hookchain_type, runtime_knobs, compilation_knobs):
     _exit_calls = getattr(getattr(cls, "launch_exit_hook", None), "calls", None)
     if type(_enter_calls) is not list or type(_exit_calls) is not list:
         _enter_calls = _exit_calls = None   # not HookChains: always take the general check
+
+
+def set_release_gil(bint release):
+    """Whether hits release the GIL around ``cuLaunchKernelEx`` (``knobs.release_gil``)."""
+    global _release_gil
+    _release_gil = release
+
+
+def set_stats_recorder(record):
+    """``_stats.record`` (evictions are counted on the slow path that publishes)."""
+    global _stats_record
+    _stats_record = record
 
 
 def exchange_api_status():
@@ -258,7 +304,14 @@ cdef inline int _int_class(object obj, uint64_t* slot, uint64_t* word) except -1
 
 
 cdef class Entry:
-    """One published specialization (see the pxd). Built by the dispatcher on a miss."""
+    """One published specialization (see the pxd). Built by the dispatcher on a miss.
+
+    ``grid``: a static tuple, a ``GridProgram`` (evaluated in C on the call's arguments, closure
+    cells read from ``grid_fn``), or a callable of the arguments (called in Python per call).
+    ``grid_slow(entry, args, grid)``: the Python path for a grid given per call (``k[grid]``)
+    whose program this entry does not know yet; it may add one with :meth:`set_grid_program`.
+    ``pre_call(args)``: run in Python before every launch (Triton config ``pre_hook``s).
+    """
 
     def __cinit__(self):
         self.words = NULL
@@ -267,8 +320,8 @@ cdef class Entry:
     def __dealloc__(self):
         free(self.words)
 
-    def __init__(self, words, int mode, *, plan=None, grid=None, fn=None, slow=None,
-                 globals_guard=(), watch_hooks=False, info=None):
+    def __init__(self, words, int mode, *, plan=None, grid=None, grid_fn=None, grid_slow=None,
+                 fn=None, slow=None, globals_guard=(), watch_hooks=False, pre_call=None, info=None):
         cdef Py_ssize_t i
         self.n_words = len(words)
         self.words = <uint64_t*>malloc(max(self.n_words, 1) * sizeof(uint64_t))
@@ -279,8 +332,13 @@ cdef class Entry:
         self.slow = slow
         self.globals_guard = tuple(globals_guard)
         self.watch_hooks = watch_hooks
+        self.pre_call = pre_call
         self.info = info
-        self.grid = None
+        self.grid_prog = None
+        self.grid_call = None
+        self.grid_fn = grid_fn
+        self.grid_slow = grid_slow
+        self.grid_programs = {}
         memset(&self.plan, 0, sizeof(LaunchPlan))
         if mode == MODE_DRIVER:
             self._set_plan(plan, grid)
@@ -315,86 +373,170 @@ cdef class Entry:
                 self.plan.attrs[i].value.clusterDim.z = value[2]
             else:
                 self.plan.attrs[i].value.i = value
-        if callable(grid):
-            self.grid = grid
-        else:
+        if isinstance(grid, GridProgram):
+            self.grid_prog = grid
+        elif callable(grid):
+            self.grid_call = grid
+        elif grid is not None:
             g = tuple(grid) + (1, 1)
             self.plan.grid[0] = g[0]
             self.plan.grid[1] = g[1]
             self.plan.grid[2] = g[2]
 
+    def set_grid_program(self, key, program):
+        """Remember how to evaluate a per-call grid whose function has ``key`` (its code object,
+        or the callable itself): a ``GridProgram``, or False for "call it in Python"."""
+        self.grid_programs[key] = program
+
     @property
     def key_words(self):
         return tuple(self.words[i] for i in range(self.n_words))
 
-    cdef object run(self, tuple args, const uint64_t* slots, int device_id, object knobs_runtime):
+    @property
+    def grid_program(self):
+        """The wrap-time grid's program, or None (static grid, or called in Python)."""
+        return self.grid_prog
+
+    cdef int _grid(self, tuple args, const uint64_t* slots, const ArgView* views, bint have_views,
+                   object grid, unsigned int* g) except -1:
+        """(gx, gy, gz) for this call into ``g``: a static plan grid, a program evaluated in
+        C, a per-call tuple read in C, or (when none of those applies) the grid in Python."""
+        cdef PyObject* found
+        cdef Py_ssize_t n
+        cdef int overflow = 0
+        cdef long long value
+        if grid is None:
+            if self.grid_prog is not None:
+                if have_views and eval_grid(self.grid_prog, <const int64_t*>slots, views,
+                                            PyTuple_GET_SIZE(args), self.grid_fn, g):
+                    return 0
+                result = self.grid_slow(self, args, None) if self.grid_slow is not None else self.grid_fn(*args)
+            elif self.grid_call is not None:
+                result = self.grid_call(*args)
+            else:
+                g[0] = self.plan.grid[0]; g[1] = self.plan.grid[1]; g[2] = self.plan.grid[2]
+                return 0
+        elif type(grid) is tuple and 1 <= PyTuple_GET_SIZE(grid) <= 3:
+            result = grid
+        else:
+            found = PyDict_GetItem(self.grid_programs, _grid_key(grid))
+            if (found != NULL and type(<object>found) is GridProgram and have_views
+                    and eval_grid(<GridProgram>found, <const int64_t*>slots, views,
+                                  PyTuple_GET_SIZE(args), grid, g)):
+                return 0
+            result = self.grid_slow(self, args, grid)
+        n = len(result)
+        if not 1 <= n <= 3:
+            raise ValueError(f"fastdispatch: a grid must have 1-3 sizes, got {result!r}")
+        for i in range(3):
+            if i >= n:
+                g[i] = 1
+                continue
+            item = result[i]
+            if type(item) is not int:
+                item = int(item)   # numpy ints, SymInts of a concrete value: as Triton accepts
+            value = PyLong_AsLongLongAndOverflow(item, &overflow)
+            if overflow or value < 0 or value > 0xFFFFFFFF:
+                raise ValueError(f"fastdispatch: grid size {item!r} is out of range [0, 2**32)")
+            g[i] = <unsigned int>value
+        return 0
+
+    cdef object run(self, tuple args, const uint64_t* slots, const ArgView* views, bint have_views,
+                    int device_id, object knobs_runtime, object grid):
         cdef fd_CUstream stream = NULL
         cdef int rc
-        cdef unsigned int gx, gy, gz
+        cdef unsigned int g[3]
         self.hits += 1
+        if self.pre_call is not None:
+            self.pre_call(args)
         if self.mode == MODE_DRIVER:
             if self.globals_guard and _globals_changed(self.globals_guard):
-                return self.slow(args)   # Triton's own path raises its "global changed" error
+                return self._slow(args, grid)   # Triton's own path raises its "global changed" error
             if self.watch_hooks and _hooks_active(knobs_runtime):
-                return self.slow(args)   # profilers' launch hooks need Triton's launcher
+                return self._slow(args, grid)   # profilers' launch hooks need Triton's launcher
             if _api != NULL:
                 if _api.current_work_stream(K_DLCUDA, device_id, <void**>&stream) != 0:
-                    return self.slow(args)
+                    return self._slow(args, grid)
             else:
                 stream = <fd_CUstream><uint64_t>_raw_stream(device_id)
-            if self.grid is None:
-                gx = self.plan.grid[0]; gy = self.plan.grid[1]; gz = self.plan.grid[2]
+            self._grid(args, slots, views, have_views, grid, g)
+            if _release_gil:
+                with nogil:
+                    rc = launch_plan(&self.plan, g[0], g[1], g[2], stream, slots)
             else:
-                g = self.grid(*args)
-                gx = g[0]
-                gy = g[1] if len(g) > 1 else 1
-                gz = g[2] if len(g) > 2 else 1
-            with nogil:
-                rc = launch_plan(&self.plan, gx, gy, gz, stream, slots)
+                rc = launch_plan(&self.plan, g[0], g[1], g[2], stream, slots)
             if rc != 0:
                 raise RuntimeError(f"fastdispatch: cuLaunchKernelEx failed: {error_string(rc)}")
             return None
         if self.mode == MODE_CALL:
             return self.fn(*args)
         if self.mode == MODE_SLOW:
-            return self.slow(args)
+            return self._slow(args, grid)
         return None  # MODE_NULL: key + lookup only (CPU tests, `bench keys`)
 
+    cdef inline object _slow(self, tuple args, object grid):
+        return self.slow(args) if grid is None else self.slow(args, grid)
 
-    def launch(self, FastKernel kernel, tuple args):
+    def launch(self, FastKernel kernel, tuple args, grid=None):
         """Launch this entry for ``args`` as the hot path would (the miss's own call, so even a
-        first call takes the direct launch rather than Triton's launcher)."""
+        first call takes the direct launch rather than Triton's launcher). Not a hit."""
         cdef uint64_t words[MAX_WORDS]
         cdef uint64_t slots[MAX_ARGS]
+        cdef ArgView views[MAX_ARGS]
         cdef int device_id = -1
-        if kernel._build_any(args, words, slots, &device_id) < 0:
-            return self.slow(args)
-        result = self.run(args, slots, device_id, kernel.knobs_runtime)
-        self.hits -= 1   # the publishing call is a miss, not a hit
-        return result
+        cdef Py_ssize_t n = kernel._build(args, words, slots, views, &device_id)
+        if n < 0:
+            self.hits += 1
+            try:
+                return self._slow_python(kernel, args, grid)
+            finally:
+                self.hits -= 1
+        try:
+            return self.run(args, slots, views, True, device_id, kernel.knobs_runtime, grid)
+        finally:
+            self.hits -= 1   # the publishing call is a miss, not a hit (also when it raised)
+
+    cdef object _slow_python(self, FastKernel kernel, tuple args, object grid):
+        # Arguments C cannot read (tensor subclasses, FakeTensor): the twin's slots, no views.
+        cdef uint64_t words[MAX_WORDS]
+        cdef uint64_t slots[MAX_ARGS]
+        cdef ArgView views[MAX_ARGS]
+        cdef int device_id = -1
+        if kernel._build_any(args, words, slots, views, &device_id) < 0:
+            return self._slow(args, grid)
+        return self.run(args, slots, views, False, device_id, kernel.knobs_runtime, grid)
 
     def floor_loop(self, FastKernel kernel, tuple args, long iterations):
         """Benchmark floor: launch this entry's plan ``iterations`` times from one C loop, with the
         slots and stream computed once (the cost of cuLaunchKernelEx alone; ``bench launch``)."""
         cdef uint64_t words[MAX_WORDS]
         cdef uint64_t slots[MAX_ARGS]
+        cdef ArgView views[MAX_ARGS]
+        cdef unsigned int g[3]
         cdef int device_id = -1
         cdef fd_CUstream stream = NULL
         cdef long i
         cdef int rc = 0
-        if self.mode != MODE_DRIVER or self.grid is not None:
-            raise ValueError("floor_loop needs a direct-launch entry with a static grid")
-        if kernel._build(args, words, slots, &device_id) < 0:
+        if self.mode != MODE_DRIVER:
+            raise ValueError("floor_loop needs a direct-launch entry")
+        if kernel._build(args, words, slots, views, &device_id) < 0:
             raise ValueError("floor_loop: arguments not readable in C")
+        self._grid(args, slots, views, True, None, g)
         stream = <fd_CUstream><uint64_t>_raw_stream(device_id)
         with nogil:
             for i in range(iterations):
-                rc = launch_plan(&self.plan, self.plan.grid[0], self.plan.grid[1], self.plan.grid[2],
-                                 stream, slots)
+                rc = launch_plan(&self.plan, g[0], g[1], g[2], stream, slots)
                 if rc != 0:
                     break
         if rc != 0:
             raise RuntimeError(f"fastdispatch: cuLaunchKernelEx failed: {error_string(rc)}")
+
+
+cdef inline object _grid_key(object grid):
+    # Per-call grids are usually a fresh lambda per call with the same code: key on the code.
+    if PyFunction_Check(grid):
+        return PyFunction_GET_CODE(grid)
+    return grid
 
 
 cdef bint _globals_changed(tuple guard) except -1:
@@ -431,26 +573,61 @@ cdef bint _hooks_active(object rt) except -1:
     return False
 
 
-# FastKernel's tp_call, set directly on each (sub)type when its first instance is made: Cython's
-# `def __call__(self, *args, **kwargs)` allocates an empty kwargs dict on every call (~40 ns),
-# and heap subclasses (Dispatcher) would re-derive their slot from that wrapper. The signature
-# is CPython's ternaryfunc; kwds may be NULL.
+# FastKernel's tp_call and mp_subscript, set directly on each (sub)type when its first instance
+# is made: Cython's `def __call__(self, *args, **kwargs)` allocates an empty kwargs dict on every
+# call (~40 ns), and heap subclasses (Dispatcher) would re-derive their slots from their Python
+# `__call__` / `__getitem__`, which stay in the class dict for TorchDynamo to trace. The
+# signatures are CPython's ternaryfunc and binaryfunc; kwds may be NULL.
 cdef object _fastkernel_tp_call(object self, object args, PyObject* kwds):
-    if kwds != NULL and PyDict_Size(<object>kwds) != 0:
-        return (<FastKernel>self).on_miss(self, args, <object>kwds)
-    return (<FastKernel>self)._call(<tuple>args)
+    return (<FastKernel>self)._call_kw(<tuple>args, kwds, None)
+
+
+cdef object _fastkernel_mp_subscript(object self, object grid):
+    cdef BoundLaunch bound = BoundLaunch.__new__(BoundLaunch)
+    bound.kernel = <FastKernel>self
+    bound.grid = grid
+    return bound
+
+
+cdef object _boundlaunch_tp_call(object self, object args, PyObject* kwds):
+    cdef BoundLaunch bound = <BoundLaunch>self
+    return bound.kernel._call_kw(<tuple>args, kwds, bound.grid)
+
+
+cdef class BoundLaunch:
+    """``kernel[grid]``: Triton's calling convention; calling it launches with that grid (a
+    tuple of 1-3 ints, or a callable of META) on the same hot path as ``kernel(*args)``."""
+
+    def __cinit__(self):
+        fd_ensure_tp_call(type(self), <void*>_boundlaunch_tp_call)
+
+    def __call__(self, *args, **kwargs):   # replaced by the C slot above
+        return self.kernel._call_kw(args, <PyObject*>kwargs if kwargs else NULL, self.grid)
+
+    @property
+    def grid(self):
+        return self.grid
+
+    @property
+    def kernel(self):
+        return self.kernel
 
 
 cdef class FastKernel:
     """Key -> entry table for one wrapped kernel; ``__call__`` is the hot path.
 
-    roles: one byte per positional argument, ROLE_RUNTIME (0) or ROLE_CONSTEXPR (1).
-    on_miss(kernel, args, kwargs) runs the slow path (validate, compile, publish, launch).
-    knobs: (triton.knobs.runtime, triton.knobs.compilation) for Triton kernels, else None.
+    roles: one byte per parameter (ROLE_CLASS, ROLE_CONSTEXPR, ROLE_EXACT, ROLE_LAYOUT,
+    ROLE_VALUE; see the module docstring). on_miss(kernel, args, kwargs, grid) runs the slow
+    path (bind, validate, compile, publish, launch). knobs: (triton.knobs.runtime,
+    triton.knobs.compilation) for Triton kernels, else None. names/defaults/n_positional let C
+    bind keyword calls and omitted defaults: parameter names, a default per parameter (or
+    ``NO_DEFAULT``), and how many may be passed positionally (the rest are keyword-only launch
+    options whose default is None). max_entries bounds the table (CLOCK eviction past it).
     """
 
     def __cinit__(self):
         fd_ensure_tp_call(type(self), <void*>_fastkernel_tp_call)
+        fd_ensure_mp_subscript(type(self), <void*>_fastkernel_mp_subscript)
         self.table_cap = 0
         self.table_len = 0
         self.table_hash = NULL
@@ -460,18 +637,38 @@ cdef class FastKernel:
         free(self.table_hash)
         free(self.table_entry)
 
-    def __init__(self, bytes roles, on_miss, knobs=None):
-        self.roles = roles
-        self.role_ptr = roles
-        self.n_roles = len(roles)
+    def __init__(self, bytes roles, on_miss, knobs=None, *, names=None, defaults=None,
+                 n_positional=None, Py_ssize_t max_entries=4096):
         self.on_miss = on_miss
         if knobs is None:
             self.knobs_runtime = None
             self.knobs_compilation = None
         else:
             self.knobs_runtime, self.knobs_compilation = knobs
+        self.names = tuple(names) if names is not None else None
+        self.defaults = tuple(defaults) if defaults is not None else None
+        self.n_positional = len(roles) if n_positional is None else n_positional
+        if self.names is not None and (len(self.names) != len(roles) or len(self.defaults) != len(roles)):
+            raise ValueError("names and defaults need one item per role")
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries}")
+        self.max_entries = max_entries
         self.entries = []
+        self.clock_hand = 0
+        self.evictions = 0
+        self.evicted_hits = 0
+        self.set_roles(roles)
         self._resize(16)
+
+    def set_roles(self, bytes roles):
+        """Replace the roles (a finer key learned on a miss) and drop every entry."""
+        if self.names is not None and len(roles) != len(self.names):
+            raise ValueError(f"{len(roles)} roles for {len(self.names)} parameters")
+        self.roles = roles
+        self.role_ptr = roles
+        self.n_roles = len(roles)
+        if self.table_cap:
+            self.clear()
 
     cdef _resize(self, Py_ssize_t cap):
         cdef uint64_t* hashes = <uint64_t*>calloc(cap, sizeof(uint64_t))
@@ -504,17 +701,65 @@ cdef class FastKernel:
             j = (j + 1) & (self.table_cap - 1)
         return None
 
+    cdef _unlink(self, Entry victim):
+        """Remove ``victim`` from the hash table (backward-shift deletion keeps probes exact)."""
+        cdef Py_ssize_t mask = self.table_cap - 1
+        cdef Py_ssize_t j = _hash_words(victim.words, victim.n_words) & mask
+        cdef Py_ssize_t k, ideal
+        while self.table_entry[j] != <void*>victim:
+            j = (j + 1) & mask
+        self.table_entry[j] = NULL
+        k = (j + 1) & mask
+        while self.table_entry[k] != NULL:
+            ideal = self.table_hash[k] & mask
+            # the entry at k may move to the hole at j unless its home lies cyclically in (j, k]
+            if (j < k and (ideal <= j or ideal > k)) or (j > k and ideal <= j and ideal > k):
+                self.table_entry[j] = self.table_entry[k]
+                self.table_hash[j] = self.table_hash[k]
+                self.table_entry[k] = NULL
+                j = k
+            k = (k + 1) & mask
+        self.table_len -= 1
+
+    cdef _evict_one(self):
+        """CLOCK: skip (and re-arm) entries hit since the hand last passed; evict the first
+        that was not. At most two sweeps."""
+        cdef Entry e
+        cdef Py_ssize_t n = len(self.entries), steps = 0
+        while True:
+            if self.clock_hand >= n:
+                self.clock_hand = 0
+            e = <Entry>self.entries[self.clock_hand]
+            if e.hits != e.clock_mark and steps < 2 * n:
+                e.clock_mark = e.hits
+                self.clock_hand += 1
+                steps += 1
+                continue
+            break
+        self._unlink(e)
+        last = self.entries.pop()
+        if last is not e:
+            self.entries[self.clock_hand] = last
+        self.evictions += 1
+        self.evicted_hits += e.hits
+        if _stats_record is not None:
+            _stats_record("evictions")
+
     def publish(self, Entry entry):
-        """Insert ``entry`` under its key words (slow path; the caller holds the GIL)."""
+        """Insert ``entry`` under its key words (slow path; the caller holds the GIL). When the
+        table is full, one entry is evicted first (its binary stays in the backend's caches)."""
         cdef uint64_t h = _hash_words(entry.words, entry.n_words)
         cdef Py_ssize_t j
         if self._find(h, entry.words, entry.n_words) is not None:
             return False
+        while self.table_len >= self.max_entries:
+            self._evict_one()
         if (self.table_len + 1) * 2 > self.table_cap:
             self._resize(self.table_cap * 2)
         j = h & (self.table_cap - 1)
         while self.table_entry[j] != NULL:
             j = (j + 1) & (self.table_cap - 1)
+        entry.clock_mark = entry.hits
         self.entries.append(entry)   # keeps the reference the table points to
         self.table_hash[j] = h
         self.table_entry[j] = <void*>entry
@@ -536,6 +781,7 @@ cdef class FastKernel:
         memset(self.table_entry, 0, self.table_cap * sizeof(void*))
         self.table_len = 0
         self.entries = []
+        self.clock_hand = 0
 
     @property
     def num_entries(self):
@@ -545,18 +791,33 @@ cdef class FastKernel:
     def roles(self):
         return self.roles
 
+    @property
+    def max_entries(self):
+        return self.max_entries
+
+    @property
+    def evictions(self):
+        return self.evictions
+
+    @property
+    def evicted_hits(self):
+        return self.evicted_hits
+
     def key_of(self, *args):
-        """The key words of a call with ``args`` (tests, the slow path)."""
+        """The key words of a call with positional ``args`` (tests, the slow path)."""
         cdef uint64_t words[MAX_WORDS]
         cdef uint64_t slots[MAX_ARGS]
+        cdef ArgView views[MAX_ARGS]
         cdef int device_id = -1
-        cdef Py_ssize_t n = self._build(args, words, slots, &device_id)
+        cdef Py_ssize_t n = self._build(args, words, slots, views, &device_id)
         if n < 0:
-            return tuple(_keys_py.build_words(args, self.roles, self.knobs_runtime, self.knobs_compilation)[0])
+            return tuple(_keys_py.build_words(args, self.roles, self.knobs_runtime,
+                                              self.knobs_compilation)[0])
         return tuple(words[i] for i in range(n))
 
-    cdef Py_ssize_t _build(self, tuple args, uint64_t* words, uint64_t* slots, int* device_id) except -2:
-        """Fill key words and argument slots; -1 when the call needs the Python twin entirely."""
+    cdef Py_ssize_t _build(self, tuple args, uint64_t* words, uint64_t* slots, ArgView* views,
+                           int* device_id) except -2:
+        """Fill key words, argument slots and views; -1 when the call needs the Python twin."""
         cdef Py_ssize_t nargs = PyTuple_GET_SIZE(args)
         cdef Py_ssize_t n = 0, i, d, k, n_tensors = 0
         cdef PyObject* obj
@@ -564,21 +825,27 @@ cdef class FastKernel:
         cdef fd_DLTensor dl
         cdef uint64_t data, word
         cdef uint64_t masks[MAX_ARGS / 64 + 1]
-        cdef int64_t stride
+        cdef int64_t stride, expect
         cdef double dval
         cdef int role
-        if nargs > MAX_ARGS or nargs != self.n_roles:
+        cdef bint compact, wide
+        if nargs > MAX_ARGS or nargs > self.n_roles or nargs < self.n_positional:
             return -1
         memset(masks, 0, sizeof(masks))
-        words[n] = T_NARGS | (<uint64_t>nargs << 8); n += 1
-        for i in range(nargs):
-            obj = PyTuple_GET_ITEM(args, i)
-            tp = Py_TYPE(<object>obj)
+        words[n] = T_NARGS | (<uint64_t>self.n_roles << 8); n += 1
+        for i in range(self.n_roles):
             role = self.role_ptr[i]
             slots[i] = 0
+            views[i].ndim = -1
             if n + 8 > MAX_WORDS:
                 return -1
-            if role == 1:
+            if i >= nargs:
+                # an omitted keyword-only option: the same words as an explicit None
+                words[n] = T_CONST | (4 << 8); words[n + 1] = 0; n += 2
+                continue
+            obj = PyTuple_GET_ITEM(args, i)
+            tp = Py_TYPE(<object>obj)
+            if role == ROLE_CONSTEXPR:
                 # constexpr argument: its exact value is part of the key
                 if tp == <PyTypeObject*>bool:
                     words[n] = T_CONST | (1 << 8); words[n + 1] = (<object>obj is True); n += 2
@@ -599,28 +866,47 @@ cdef class FastKernel:
                     if found is None:
                         return -1
                     words[n] = T_CONST | (5 << 8); words[n + 1] = <uint64_t>(<long long>found); n += 2
+                slots[i] = 0
                 continue
             if _api != NULL and (tp == _tensor_type or tp == _param_type):
                 if _api.dltensor_from_py_object_no_sync(<void*>obj, &dl) != 0:
                     PyErr_Clear()
                     return -1
-                if n + 3 + 2 * dl.ndim > MAX_WORDS:
+                if n + 4 + 2 * dl.ndim > MAX_WORDS:
                     return -1
                 words[n] = T_TENSOR | (<uint64_t>dl.ndim << 8)
                 words[n + 1] = dl.dtype.code | (<uint64_t>dl.dtype.bits << 8) | (<uint64_t>dl.dtype.lanes << 16)
                 words[n + 2] = <uint32_t>dl.device.device_type | (<uint64_t><uint32_t>dl.device.device_id << 32)
                 n += 3
-                for d in range(dl.ndim):
-                    words[n + d] = <uint64_t>dl.shape[d]
-                if dl.strides != NULL:
+                views[i].shape = dl.shape
+                views[i].strides = dl.strides
+                views[i].ndim = dl.ndim
+                if role == ROLE_EXACT or role == ROLE_VALUE:
                     for d in range(dl.ndim):
-                        words[n + dl.ndim + d] = <uint64_t>dl.strides[d]
-                else:
-                    stride = 1
+                        words[n + d] = <uint64_t>dl.shape[d]
+                    if dl.strides != NULL:
+                        for d in range(dl.ndim):
+                            words[n + dl.ndim + d] = <uint64_t>dl.strides[d]
+                    else:
+                        stride = 1
+                        for d in range(dl.ndim - 1, -1, -1):
+                            words[n + dl.ndim + d] = <uint64_t>stride
+                            stride *= dl.shape[d]
+                    n += 2 * dl.ndim
+                elif role == ROLE_LAYOUT:
+                    # CuTe's size-generic class: compact row-major strides, any size >= 2**31
+                    compact = True
+                    wide = False
+                    expect = 1
                     for d in range(dl.ndim - 1, -1, -1):
-                        words[n + dl.ndim + d] = <uint64_t>stride
-                        stride *= dl.shape[d]
-                n += 2 * dl.ndim
+                        if dl.strides != NULL and dl.shape[d] != 1 and dl.strides[d] != expect:
+                            compact = False
+                        if dl.shape[d] >= 2147483648:
+                            wide = True
+                        expect *= dl.shape[d]
+                    if expect >= 2147483648:
+                        wide = True
+                    words[n] = T_LAYOUT | (<uint64_t>compact << 8) | (<uint64_t>wide << 9); n += 1
                 data = <uint64_t>dl.data + dl.byte_offset
                 slots[i] = data
                 if (data & 15) == 0:
@@ -632,13 +918,19 @@ cdef class FastKernel:
                 if not _int_class(<object>obj, &slots[i], &words[n]):
                     return -1
                 n += 1
+                if role == ROLE_VALUE:
+                    words[n] = slots[i]; n += 1
             elif tp == <PyTypeObject*>float:
                 dval = PyFloat_AS_DOUBLE(<object>obj)
                 memcpy(&slots[i], &dval, 8)
                 words[n] = T_FLOAT; n += 1
+                if role == ROLE_VALUE:
+                    words[n] = slots[i]; n += 1
             elif tp == <PyTypeObject*>bool:
                 slots[i] = (<object>obj is True)
                 words[n] = T_BOOL; n += 1
+                if role == ROLE_VALUE:
+                    words[n] = slots[i]; n += 1
             elif <object>obj is None:
                 words[n] = T_NONE; n += 1
             else:
@@ -651,34 +943,82 @@ cdef class FastKernel:
         return n
 
     def __call__(self, *args, **kwargs):
-        # Only reached if the tp_call patch below is absent; same semantics.
-        if kwargs:
-            return self.on_miss(self, args, kwargs)
-        return self._call(args)
+        # Only reached if the tp_call patch is absent; same semantics.
+        return self._call_kw(args, <PyObject*>kwargs if kwargs else NULL, None)
 
-    cdef object _call(self, tuple args):
+    def __getitem__(self, grid):
+        # Only reached if the mp_subscript patch is absent; same semantics.
+        return _fastkernel_mp_subscript(self, grid)
+
+    cdef object _call_kw(self, tuple args, PyObject* kwds, object grid):
+        """A call as written: keywords and omitted defaults bound in C, then the hot path."""
+        cdef Py_ssize_t nargs = PyTuple_GET_SIZE(args)
+        cdef tuple bound
+        if (kwds == NULL or PyDict_Size(<object>kwds) == 0) and self.n_positional <= nargs <= self.n_roles:
+            return self._call(args, grid)
+        bound = self._bind(args, kwds)
+        if bound is None:   # an error, or an argument only Python can place: the slow path says
+            return self.on_miss(self, args, <object>kwds if kwds != NULL else None, grid)
+        return self._call(bound, grid)
+
+    cdef tuple _bind(self, tuple args, PyObject* kwds):
+        """Positional arguments for a keyword call (~50 ns + a dict probe per parameter), or
+        None when Python must decide (an error to report, or no names/defaults table)."""
+        cdef Py_ssize_t nargs = PyTuple_GET_SIZE(args), i, consumed = 0
+        cdef PyObject* value
+        cdef tuple bound
+        if self.names is None or nargs > self.n_positional:
+            return None
+        bound = PyTuple_New(self.n_roles)
+        for i in range(nargs):
+            item = <object>PyTuple_GET_ITEM(args, i)
+            Py_INCREF(item)
+            PyTuple_SET_ITEM(bound, i, item)
+        for i in range(nargs, self.n_roles):
+            value = PyDict_GetItem(<object>kwds, <object>PyTuple_GET_ITEM(self.names, i)) if kwds != NULL else NULL
+            if value != NULL:
+                consumed += 1
+                item = <object>value
+            else:
+                item = <object>PyTuple_GET_ITEM(self.defaults, i)
+                if item is NO_DEFAULT:
+                    return None
+            Py_INCREF(item)
+            PyTuple_SET_ITEM(bound, i, item)
+        if kwds != NULL and consumed != PyDict_Size(<object>kwds):
+            return None   # an unknown keyword, or one given positionally too
+        return bound
+
+    cdef object _call(self, tuple args, object grid):
         """The hot path: key words in C, table lookup, launch (see the module docstring)."""
         cdef uint64_t words[MAX_WORDS]
         cdef uint64_t slots[MAX_ARGS]
+        cdef ArgView views[MAX_ARGS]
         cdef int device_id = -1
-        cdef Py_ssize_t n = self._build_any(args, words, slots, &device_id)
+        cdef bint have_views = True
+        cdef Py_ssize_t n = self._build(args, words, slots, views, &device_id)
         cdef Entry e
         if n < 0:
-            return self.on_miss(self, args, None)
+            have_views = False
+            n = self._build_any(args, words, slots, views, &device_id)
+            if n < 0:
+                return self.on_miss(self, args, None, grid)
         e = self._find(_hash_words(words, n), words, n)
         if e is None:
-            return self.on_miss(self, args, None)
-        return e.run(args, slots, device_id, self.knobs_runtime)
+            return self.on_miss(self, args, None, grid)
+        return e.run(args, slots, views, have_views, device_id, self.knobs_runtime, grid)
 
-    cdef Py_ssize_t _build_any(self, tuple args, uint64_t* words, uint64_t* slots,
+    cdef Py_ssize_t _build_any(self, tuple args, uint64_t* words, uint64_t* slots, ArgView* views,
                                int* device_id) except -2:
         """``_build``, or, for an argument C cannot read (tensor subclass, FakeTensor, exotic
-        scalar), the Python twin's identical words and slots. -1 only when the call needs more
-        words or arguments than the stack buffers hold (the slow path handles it)."""
-        cdef Py_ssize_t n = self._build(args, words, slots, device_id)
+        scalar), the Python twin's identical words and slots (no views: grid programs then
+        run in Python). -1 when the call does not fit the stack buffers (the slow path)."""
+        cdef Py_ssize_t n = self._build(args, words, slots, views, device_id)
         cdef Py_ssize_t i
         if n >= 0:
             return n
+        if PyTuple_GET_SIZE(args) > self.n_roles or PyTuple_GET_SIZE(args) < self.n_positional:
+            return -1
         built, built_slots, dev = _keys_py.build_words(
             args, self.roles, self.knobs_runtime, self.knobs_compilation)
         if len(built) > MAX_WORDS or len(built_slots) > MAX_ARGS:
@@ -687,6 +1027,7 @@ cdef class FastKernel:
             words[i] = <uint64_t>built[i]
         for i in range(len(built_slots)):
             slots[i] = <uint64_t>built_slots[i]
+            views[i].ndim = -1
         device_id[0] = dev
         return len(built)
 
@@ -739,8 +1080,10 @@ def probe_costs(FastKernel kernel, tuple args, long iterations=20000):
     stream; the caller synchronizes around this call. Used by ``bench/probe_hot_path.py``."""
     cdef uint64_t words[MAX_WORDS]
     cdef uint64_t slots[MAX_ARGS]
+    cdef ArgView views[MAX_ARGS]
+    cdef unsigned int g[3]
     cdef int device_id = -1
-    cdef Py_ssize_t n = kernel._build(args, words, slots, &device_id)
+    cdef Py_ssize_t n = kernel._build(args, words, slots, views, &device_id)
     cdef long i
     cdef double t0
     cdef fd_CUstream stream = NULL
@@ -753,7 +1096,7 @@ def probe_costs(FastKernel kernel, tuple args, long iterations=20000):
         raise ValueError("no published direct-launch entry for these arguments")
     t0 = _now_ns()
     for i in range(iterations):
-        kernel._build(args, words, slots, &device_id)
+        kernel._build(args, words, slots, views, &device_id)
     out["build_key"] = (_now_ns() - t0) / iterations
     t0 = _now_ns()
     for i in range(iterations):
@@ -783,12 +1126,16 @@ def probe_costs(FastKernel kernel, tuple args, long iterations=20000):
             pass
     out["release_gil"] = (_now_ns() - t0) / iterations
     t0 = _now_ns()
+    for i in range(iterations):
+        e._grid(args, slots, views, True, None, g)
+    out["grid"] = (_now_ns() - t0) / iterations
+    t0 = _now_ns()
     with nogil:
         for i in range(iterations):
-            launch_plan(&e.plan, e.plan.grid[0], e.plan.grid[1], e.plan.grid[2], stream, slots)
+            launch_plan(&e.plan, g[0], g[1], g[2], stream, slots)
     out["launch_plan"] = (_now_ns() - t0) / iterations
     t0 = _now_ns()
     for i in range(iterations):
-        kernel._call(args)
+        kernel._call(args, None)
     out["full_call_from_c"] = (_now_ns() - t0) / iterations
     return out

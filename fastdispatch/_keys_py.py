@@ -17,11 +17,22 @@ from fastdispatch._interned import intern_id
 IMPLEMENTATION = "python"
 
 # Word tags (low byte of a header word); equal to _keys.pyx's enum.
-T_NARGS, T_TENSOR, T_INT, T_FLOAT, T_BOOL, T_NONE, T_CONST, T_OBJ, T_KNOBS, T_ALIGN = range(1, 11)
+T_NARGS, T_TENSOR, T_INT, T_FLOAT, T_BOOL, T_NONE, T_CONST, T_OBJ, T_KNOBS, T_ALIGN, T_LAYOUT = range(1, 12)
 # Entry modes.
 MODE_NULL, MODE_DRIVER, MODE_CALL, MODE_SLOW = range(4)
-# Argument roles (one byte per positional argument).
-ROLE_RUNTIME, ROLE_CONSTEXPR = 0, 1
+# Argument roles (one byte per parameter): what of an argument the key holds (_keys.pyx docstring).
+ROLE_CLASS, ROLE_CONSTEXPR, ROLE_EXACT, ROLE_LAYOUT, ROLE_VALUE = range(5)
+ROLE_RUNTIME = ROLE_CLASS   # the old name
+
+
+class _NoDefault:
+    """A required parameter in a FastKernel's defaults."""
+
+    def __repr__(self):
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT = _NoDefault()
 
 MASK64 = (1 << 64) - 1
 _DL_CPU, _DL_CUDA = 1, 2
@@ -116,8 +127,11 @@ def arg_words(obj, role: int, words: list, slots: list, tensor_bits: list) -> in
     if _tensor_type is not None and isinstance(obj, _tensor_type):
         shape, strides = tuple(obj.shape), tuple(obj.stride())
         words += (T_TENSOR | (len(shape) << 8), _dtype_word(obj.dtype), _device_word(obj.device))
-        words += [s & MASK64 for s in shape]
-        words += [s & MASK64 for s in strides]
+        if role in (ROLE_EXACT, ROLE_VALUE):
+            words += [s & MASK64 for s in shape]
+            words += [s & MASK64 for s in strides]
+        elif role == ROLE_LAYOUT:
+            words.append(T_LAYOUT | (int(_compact(shape, strides)) << 8) | (int(_wide(shape)) << 9))
         try:
             data = obj.data_ptr()
         except Exception:  # FakeTensor / meta: no storage; never launched directly
@@ -130,14 +144,20 @@ def arg_words(obj, role: int, words: list, slots: list, tensor_bits: list) -> in
         if cls is not None:
             words.append(T_INT | (cls[0] << 8))
             slots.append(cls[1])
+            if role == ROLE_VALUE:
+                words.append(cls[1])
             return -1
     elif tp is float:
         words.append(T_FLOAT)
         slots.append(struct.unpack("<Q", struct.pack("<d", obj))[0])
+        if role == ROLE_VALUE:
+            words.append(slots[-1])
         return -1
     elif tp is bool:
         words.append(T_BOOL)
         slots.append(int(obj))
+        if role == ROLE_VALUE:
+            words.append(int(obj))
         return -1
     elif obj is None:
         words.append(T_NONE)
@@ -154,18 +174,36 @@ def arg_words(obj, role: int, words: list, slots: list, tensor_bits: list) -> in
     return -1
 
 
+def _compact(shape, strides) -> bool:
+    expect = 1
+    for size, stride in zip(reversed(shape), reversed(strides)):
+        if size != 1 and stride != expect:
+            return False
+        expect *= size
+    return True
+
+
+def _wide(shape) -> bool:
+    numel = 1
+    for size in shape:
+        numel *= size
+    return any(size >= 2 ** 31 for size in shape) or numel >= 2 ** 31
+
+
 def knob_word(rt, comp) -> int:
     """Triton's codegen-affecting runtime knobs as one word (debug, instrumentation mode)."""
     return T_KNOBS | (int(bool(rt.debug)) << 8) | (intern_id(comp.instrumentation_mode) << 16)
 
 
 def build_words(args: tuple, roles: bytes, rt=None, comp=None):
-    """(words, slots, device_id) of a call, the layout documented in ``_keys.pyx``."""
-    words = [T_NARGS | (len(args) << 8)]
+    """(words, slots, device_id) of a call, the layout documented in ``_keys.pyx``. Parameters
+    past the end of ``args`` (omitted keyword-only options) count as None constexprs."""
+    roles = roles if len(roles) >= len(args) else bytes(len(args))
+    words = [T_NARGS | (len(roles) << 8)]
     slots: list = []
     bits: list = []
     device_id = -1
-    roles = roles if len(roles) == len(args) else bytes(len(args))
+    args = tuple(args) + (None,) * (len(roles) - len(args))
     for index, (obj, role) in enumerate(zip(args, roles)):
         try:
             dev = arg_words(obj, role, words, slots, bits)
@@ -206,42 +244,84 @@ def hash_words(words) -> int:
 class Entry:
     """One published specialization (the twin of ``_keys.Entry``)."""
 
-    __slots__ = ("key_words", "mode", "fn", "slow", "info", "hits")
+    __slots__ = ("key_words", "mode", "fn", "slow", "info", "hits", "grid", "grid_fn",
+                 "grid_slow", "grid_programs", "pre_call", "__weakref__")
 
-    def __init__(self, words, mode, *, plan=None, grid=None, fn=None, slow=None,
-                 globals_guard=(), watch_hooks=False, info=None):
+    def __init__(self, words, mode, *, plan=None, grid=None, grid_fn=None, grid_slow=None,
+                 fn=None, slow=None, globals_guard=(), watch_hooks=False, pre_call=None, info=None):
         if mode == MODE_CALL and fn is None:
             raise ValueError("MODE_CALL entry needs fn")
         if mode != MODE_NULL and slow is None:
             raise ValueError("entry needs a slow launch")
         self.key_words = tuple(words)
         self.mode, self.fn, self.slow, self.info = mode, fn, slow, info
+        self.grid, self.grid_fn, self.grid_slow, self.pre_call = grid, grid_fn, grid_slow, pre_call
+        self.grid_programs: dict = {}
         self.hits = 0
 
-    def launch(self, kernel, args):
-        """Launch this entry for ``args`` (the miss's own call; not counted as a hit)."""
-        result = self.run(args)
-        self.hits -= 1
-        return result
+    @property
+    def grid_program(self):
+        from fastdispatch.grid_program import Program
+        return self.grid if isinstance(self.grid, Program) else None
 
-    def run(self, args):
+    def set_grid_program(self, key, program):
+        """Same as ``_keys.Entry.set_grid_program`` (the twin runs grids in Python anyway)."""
+        self.grid_programs[key] = program
+
+    def launch(self, kernel, args, grid=None):
+        """Launch this entry for ``args`` (the miss's own call; not counted as a hit)."""
+        try:
+            return self.run(args, grid)
+        finally:
+            self.hits -= 1
+
+    def run(self, args, grid=None):
         self.hits += 1
+        if self.pre_call is not None:
+            self.pre_call(args)
         if self.mode == MODE_CALL:
             return self.fn(*args)
         if self.mode in (MODE_DRIVER, MODE_SLOW):
-            return self.slow(args)
+            return self.slow(args) if grid is None else self.slow(args, grid)
         return None
 
 
-class FastKernel:
-    """Key -> entry table for one wrapped kernel (the twin of ``_keys.FastKernel``)."""
+class BoundLaunch:
+    """``kernel[grid]`` (the twin of ``_keys.BoundLaunch``)."""
 
-    def __init__(self, roles: bytes, on_miss, knobs=None):
-        self._roles = roles
+    __slots__ = ("kernel", "grid")
+
+    def __init__(self, kernel, grid):
+        self.kernel, self.grid = kernel, grid
+
+    def __call__(self, *args, **kwargs):
+        return self.kernel._call_kw(args, kwargs, self.grid)
+
+
+class FastKernel:
+    """Key -> entry table for one wrapped kernel (the twin of ``_keys.FastKernel``): same
+    roles, binding and bound; eviction drops the oldest entry (insertion order)."""
+
+    def __init__(self, roles: bytes, on_miss, knobs=None, *, names=None, defaults=None,
+                 n_positional=None, max_entries=4096):
         self.on_miss = on_miss
         self._knobs = knobs if knobs is not None else (None, None)
+        self._names = tuple(names) if names is not None else None
+        self._defaults = tuple(defaults) if defaults is not None else None
+        self._n_positional = len(roles) if n_positional is None else n_positional
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries}")
+        self._max_entries = max_entries
         self._table: dict = {}
         self._lock = threading.Lock()
+        self.evictions = 0
+        self.evicted_hits = 0
+        self.set_roles(roles)
+
+    def set_roles(self, roles: bytes):
+        """Replace the roles and drop every entry."""
+        self._roles = roles
+        self._table = {}
 
     @property
     def roles(self):
@@ -251,13 +331,24 @@ class FastKernel:
     def num_entries(self):
         return len(self._table)
 
+    @property
+    def max_entries(self):
+        return self._max_entries
+
     def key_of(self, *args):
         return tuple(build_words(args, self._roles, *self._knobs)[0])
 
     def publish(self, entry) -> bool:
+        from fastdispatch import _stats
+
         with self._lock:
             if entry.key_words in self._table:
                 return False
+            while len(self._table) >= self._max_entries:
+                victim = self._table.pop(next(iter(self._table)))
+                self.evictions += 1
+                self.evicted_hits += victim.hits
+                _stats.record("evictions")
             self._table[entry.key_words] = entry
             return True
 
@@ -271,9 +362,37 @@ class FastKernel:
         self._table = {}
 
     def __call__(self, *args, **kwargs):
-        if kwargs or len(args) != len(self._roles):
-            return self.on_miss(self, args, kwargs or None)
+        return self._call_kw(args, kwargs, None)
+
+    def __getitem__(self, grid):
+        return BoundLaunch(self, grid)
+
+    def _call_kw(self, args, kwargs, grid):
+        n = len(self._roles)
+        if kwargs or not self._n_positional <= len(args) <= n:
+            bound = self._bind(args, kwargs)
+            if bound is None:
+                return self.on_miss(self, args, kwargs or None, grid)
+            args = bound
         entry = self._table.get(self.key_of(*args))
         if entry is None:
-            return self.on_miss(self, args, None)
-        return entry.run(args)
+            return self.on_miss(self, args, None, grid)
+        return entry.run(args, grid)
+
+    def _bind(self, args, kwargs):
+        if self._names is None or len(args) > self._n_positional:
+            return None
+        bound = list(args)
+        consumed = 0
+        for i in range(len(args), len(self._roles)):
+            name = self._names[i]
+            if kwargs and name in kwargs:
+                bound.append(kwargs[name])
+                consumed += 1
+            elif self._defaults[i] is NO_DEFAULT:
+                return None
+            else:
+                bound.append(self._defaults[i])
+        if kwargs and consumed != len(kwargs):
+            return None
+        return tuple(bound)

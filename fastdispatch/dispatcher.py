@@ -20,11 +20,15 @@ import torch
 
 from fastdispatch import _stats as stats, keys
 from fastdispatch.cache import SingleFlight
+from fastdispatch.knobs import knobs as fd_knobs
 
 log = logging.getLogger("fastdispatch")
 
 MODE_NULL, MODE_DRIVER, MODE_CALL, MODE_SLOW = keys.MODE_NULL, keys.MODE_DRIVER, keys.MODE_CALL, keys.MODE_SLOW
-ROLE_RUNTIME, ROLE_CONSTEXPR = keys.ROLE_RUNTIME, keys.ROLE_CONSTEXPR
+ROLE_CLASS, ROLE_CONSTEXPR, ROLE_EXACT, ROLE_LAYOUT, ROLE_VALUE = (
+    keys.ROLE_CLASS, keys.ROLE_CONSTEXPR, keys.ROLE_EXACT, keys.ROLE_LAYOUT, keys.ROLE_VALUE)
+ROLE_RUNTIME = ROLE_CLASS
+NO_DEFAULT = keys.NO_DEFAULT
 
 
 _live: "weakref.WeakSet" = weakref.WeakSet()   # for fastdispatch.stats() hit counts
@@ -86,8 +90,11 @@ def _op_ident(name: str) -> str:
 class Dispatcher(keys.FastKernel):
     """A callable kernel: ``d(*args)`` launches the specialization for ``args``.
 
-    ``param_names`` are the call's positional parameters; ``roles`` marks constexpr ones
-    (their values are part of the key); ``defaults`` fills trailing parameters left out.
+    ``param_names`` are the call's parameters; ``roles`` says what of each argument the key
+    holds (``keys.ROLE_*``; default ROLE_EXACT: exact shapes, safe for any backend);
+    ``defaults`` fills parameters left out; ``options``: trailing keyword-only parameters
+    (default None) such as per-call launch options. Keyword calls and omitted defaults are
+    bound in C. ``max_entries`` bounds the key table (default ``knobs.max_entries``).
     Subclasses implement :meth:`validate` and :meth:`make_entry`.
 
     Example (a CPU reference backend, runnable anywhere)::
@@ -100,15 +107,22 @@ class Dispatcher(keys.FastKernel):
     """
 
     def __init__(self, name: str, param_names, roles: bytes | None = None, defaults: dict | None = None,
-                 knobs=None):
+                 knobs=None, *, options=(), max_entries: int | None = None):
         param_names = tuple(param_names)
-        roles = roles if roles is not None else bytes(len(param_names))
+        options = tuple(options)
+        roles = roles if roles is not None else bytes([ROLE_EXACT] * len(param_names))
         if len(roles) != len(param_names):
             raise ValueError(f"roles has {len(roles)} entries for {len(param_names)} parameters")
-        super().__init__(roles, type(self)._handle_miss, knobs)
+        defaults = dict(defaults or {})
+        names = param_names + options
+        table = tuple(defaults.get(n, NO_DEFAULT) for n in param_names) + (None,) * len(options)
+        super().__init__(roles + bytes([ROLE_CONSTEXPR] * len(options)), type(self)._handle_miss,
+                         knobs, names=names, defaults=table, n_positional=len(param_names),
+                         max_entries=max_entries or fd_knobs.max_entries)
         self.name = name
         self.param_names = param_names
-        self.defaults = dict(defaults or {})
+        self.option_names = options
+        self.defaults = defaults
         self._flight = SingleFlight()
         self._role_list = list(roles)   # Dynamo (torch 2.11) cannot iterate bytes while tracing
         self._register_op()
@@ -123,14 +137,25 @@ class Dispatcher(keys.FastKernel):
     # boundary (~6-10 us, pytorch#177109). The op's schema is generic (arguments packed by
     # type, with a static layout list), so it is registered once, eagerly, at construction.
     def __call__(self, *args, **kwargs):
-        if kwargs or len(args) != len(self.param_names):
-            args = self.bind(args, kwargs)
         if torch.compiler.is_compiling():
-            tensors, ints, floats, layout = _pack(args, self._role_list)
-            return self._op(tensors, ints, floats, layout)
+            return self._compiled_call(self.bind(args, kwargs), None)
         # Eager calls reach this only with the pure-Python key builder: its table call counts
         # hits per entry (as the C one does) and comes back to _handle_miss on a miss.
-        return keys.FastKernel.__call__(self, *args)
+        return keys.FastKernel.__call__(self, *args, **kwargs)
+
+    def __getitem__(self, grid):
+        # As __call__: eager ``k[grid]`` runs C (mp_subscript); TorchDynamo traces this.
+        if torch.compiler.is_compiling():
+            return lambda *args, **kwargs: self._compiled_call(self.bind(args, kwargs), grid)
+        return keys.FastKernel.__getitem__(self, grid)
+
+    def _compiled_call(self, args: tuple, grid):
+        """What torch.compile records for a call: this dispatcher's custom op (a backend may
+        give Dynamo its kernel itself instead, e.g. Triton's)."""
+        if grid is not None:
+            raise TypeError(f"{self.name}[grid]: this kernel takes no launch grid")
+        tensors, ints, floats, layout = _pack(args, self._role_list)
+        return self._op(tensors, ints, floats, layout)
 
     def _register_op(self):
         """Register this dispatcher's op ``fastdispatch::<name>_<id>`` (all tensors may be written)."""
@@ -154,12 +179,13 @@ class Dispatcher(keys.FastKernel):
 
     # -- slow path -------------------------------------------------------------------------
     def bind(self, args: tuple, kwargs: dict | None) -> tuple:
-        """Positional arguments for ``args``/``kwargs``, with defaults; TypeError names the problem."""
+        """All arguments (parameters, then options) for ``args``/``kwargs``, with defaults;
+        TypeError names the problem. The C hot path binds the same way (``_keys._bind``)."""
         kwargs = dict(kwargs or {})
         n = len(self.param_names)
         if len(args) > n:
-            raise TypeError(f"{self.name}() takes {n} arguments ({', '.join(self.param_names)}) "
-                            f"but {len(args)} were given")
+            raise TypeError(f"{self.name}() takes {n} arguments "
+                            f"({', '.join(self.param_names)}) but {len(args)} were given")
         bound = list(args)
         for name in self.param_names[len(args):]:
             if name in kwargs:
@@ -169,16 +195,23 @@ class Dispatcher(keys.FastKernel):
             else:
                 raise TypeError(f"{self.name}() missing argument '{name}' "
                                 f"(expected {n}: {', '.join(self.param_names)})")
+        for name in self.option_names:
+            bound.append(kwargs.pop(name, None))
         for name in kwargs:
             if name in self.param_names:
                 raise TypeError(f"{self.name}() got multiple values for argument '{name}'")
+            known = ", ".join(self.param_names + self.option_names)
             raise TypeError(f"{self.name}() got an unexpected keyword argument '{name}' "
-                            f"(parameters: {', '.join(self.param_names)})")
+                            f"(parameters: {known})")
         return tuple(bound)
 
-    def _handle_miss(self, args: tuple, kwargs: dict | None):
-        if kwargs or len(args) != len(self.param_names):
-            return self(*self.bind(args, kwargs))  # positional now: a hit, or a positional miss
+    def _handle_miss(self, args: tuple, kwargs: dict | None, grid=None):
+        if kwargs or len(args) != len(self.param_names) + len(self.option_names):
+            # Only Python could bind this call (C's binder defers errors here): bind (raising
+            # the clear error, if any), then run the positional call: a hit, or a plain miss.
+            args = self.bind(args, kwargs)
+            call = keys.FastKernel.__getitem__(self, grid) if grid is not None else self._positional
+            return call(*args)
         self.validate(args)
         _refuse_during_capture(self.name)
         words = self.key_of(*args)
@@ -190,13 +223,16 @@ class Dispatcher(keys.FastKernel):
                 entry = self.make_entry(args, words)
                 stats.record("entry_seconds", time.perf_counter() - started)
                 self.publish(entry)
-        return self.launch_once(entry, args)
+        return self.launch_once(entry, args, grid)
 
-    def launch_once(self, entry, args: tuple):
+    def _positional(self, *args):
+        return keys.FastKernel.__call__(self, *args)
+
+    def launch_once(self, entry, args: tuple, grid=None):
         """Launch ``entry`` for the call that published it, through the same launcher a hit
         uses (a first call must not build Triton's launcher, ~0.5 s on a cold Triton cache).
         Not counted as a hit."""
-        return entry.launch(self, args)
+        return entry.launch(self, args, grid)
 
     # -- backend hooks ---------------------------------------------------------------------
     def validate(self, args: tuple) -> None:

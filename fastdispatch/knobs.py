@@ -12,6 +12,8 @@ the attribute); a change affects entries published afterwards, so call
 | FASTDISPATCH_CACHE_DIR | $XDG_CACHE_HOME/fastdispatch | on-disk binary cache |
 | FASTDISPATCH_DISK_CACHE | 1 | 0 keeps compiled binaries in memory only |
 | FASTDISPATCH_LOG | warning | log level of the ``fastdispatch`` logger (debug, info, ...) |
+| FASTDISPATCH_MAX_ENTRIES | 4096 | bound of each kernel's key table (CLOCK eviction past it) |
+| FASTDISPATCH_RELEASE_GIL | 1 | release the GIL around ``cuLaunchKernelEx`` on a hit |
 """
 from __future__ import annotations
 
@@ -25,6 +27,19 @@ def _env_bool(name: str, default: bool = False) -> bool:
     if raw is None or raw == "":
         return default
     return raw.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
 
 
 def _default_cache_dir() -> str:
@@ -41,6 +56,8 @@ class Knobs:
     cache_dir: str
     disk_cache: bool
     log_level: str
+    max_entries: int
+    release_gil: bool
 
     @classmethod
     def from_env(cls) -> "Knobs":
@@ -50,6 +67,8 @@ class Knobs:
             cache_dir=os.environ.get("FASTDISPATCH_CACHE_DIR") or _default_cache_dir(),
             disk_cache=_env_bool("FASTDISPATCH_DISK_CACHE", True),
             log_level=(os.environ.get("FASTDISPATCH_LOG") or "warning").lower(),
+            max_entries=_env_int("FASTDISPATCH_MAX_ENTRIES", 4096),
+            release_gil=_env_bool("FASTDISPATCH_RELEASE_GIL", True),
         )
 
 

@@ -77,8 +77,9 @@ constexpr_values = st.one_of(ints, floats, st.booleans(), st.none(), st.text(max
 @st.composite
 def arg_tuples(draw):
     n = draw(st.integers(0, 7))
-    roles = bytes(draw(st.lists(st.sampled_from([0, 0, 0, 1]), min_size=n, max_size=n)))
-    args = tuple(draw(constexpr_values if r else runtime_values) for r in roles)
+    # every role: CLASS (twice as likely), CONSTEXPR, EXACT, LAYOUT, VALUE
+    roles = bytes(draw(st.lists(st.sampled_from([0, 0, 1, 2, 3, 4]), min_size=n, max_size=n)))
+    args = tuple(draw(constexpr_values if r == 1 else runtime_values) for r in roles)
     return roles, args
 
 
@@ -107,7 +108,7 @@ def test_compiled_table_finds_entries_published_under_python_words(case):
     """An entry published under the twin's words is a hit for the C hot path (no miss)."""
     roles, args = case
     misses = []
-    kernel = _keys_c.FastKernel(roles, lambda k, a, kw: misses.append(a))
+    kernel = _keys_c.FastKernel(roles, lambda k, a, kw, grid: misses.append(a))
     words = _keys_py.build_words(args, roles)[0]
     assert kernel.publish(_keys_c.Entry(words, keys.MODE_CALL, fn=lambda *a: "hit", slow=_noop))
     assert kernel(*args) == "hit"
@@ -130,12 +131,14 @@ def test_tag_and_mode_constants_equal():
     assert len(set(_keys_c.WORD_TAGS.values())) == len(_keys_c.WORD_TAGS)
     for name, value in _keys_c.ENTRY_MODES.items():
         assert getattr(_keys_py, name) == value, name
+    for name, value in _keys_c.ROLES.items():
+        assert getattr(_keys_py, name) == value, name
 
 
 def test_emitted_tags(keys_impl):
     """The low byte of each header word is the documented tag (checked on emitted words)."""
     x = torch.randn(2, 3)
-    words = key(keys_impl, bytes([0, 0, 0, 0, 0, 1, 0]), (x, 7, 1.5, True, None, "c", [1]))
+    words = key(keys_impl, bytes([keys.ROLE_EXACT, 0, 0, 0, 0, 1, 0]), (x, 7, 1.5, True, None, "c", [1]))
     p = _keys_py
     assert words[0] & 0xFF == p.T_NARGS and words[0] >> 8 == 7
     assert words[1] & 0xFF == p.T_TENSOR and words[1] >> 8 == 2
@@ -183,10 +186,39 @@ DIFFER = {
 
 @pytest.mark.parametrize("case", sorted(DIFFER))
 def test_keys_differ(keys_impl, case):
-    """Argument pairs whose binaries may differ get different keys."""
+    """Argument pairs whose binaries may differ get different keys (role EXACT: every
+    difference listed, shapes and strides included)."""
     a, b = DIFFER[case]
-    roles = bytes(len(a))
+    roles = bytes([keys.ROLE_EXACT] * len(a))
     assert key(keys_impl, roles, a) != key(keys_impl, roles, b)
+    if case not in ("shape", "stride"):   # role CLASS: all but shapes and strides
+        assert key(keys_impl, bytes(len(a)), a) != key(keys_impl, bytes(len(a)), b)
+
+
+def test_class_role_ignores_shapes_and_strides(keys_impl):
+    """Role CLASS (Triton's): one key for every shape and stride of a dtype/rank/alignment."""
+    base = torch.empty(4096 + 64)
+    shapes = [base[:n] for n in (16, 32, 4096)] + [base[::2][:64]]
+    assert len({key(keys_impl, b"\0", (t,)) for t in shapes}) == 1
+    assert key(keys_impl, b"\0", (torch.empty(4, 4),)) != key(keys_impl, b"\0", (torch.empty(16),))
+
+
+def test_layout_role_holds_compactness(keys_impl):
+    """Role LAYOUT (CuTe's size-generic class): sizes free, compact vs strided told apart."""
+    r = bytes([keys.ROLE_LAYOUT])
+    a, b = torch.empty(8, 16), torch.empty(32, 64)
+    assert key(keys_impl, r, (a,)) == key(keys_impl, r, (b,))
+    assert key(keys_impl, r, (a,)) != key(keys_impl, r, (b.t(),))
+    assert key(keys_impl, r, (b[:, :16],)) != key(keys_impl, r, (a,))
+
+
+def test_value_role_holds_exact_values(keys_impl):
+    """Role VALUE: ints, floats and bools by exact value (autotune keys, heuristics inputs)."""
+    r = bytes([keys.ROLE_VALUE])
+    assert key(keys_impl, r, (4096,)) != key(keys_impl, r, (8192,))
+    assert key(keys_impl, r, (0.5,)) != key(keys_impl, r, (0.25,))
+    assert key(keys_impl, r, (True,)) != key(keys_impl, r, (False,))
+    assert key(keys_impl, b"\0", (4096,)) == key(keys_impl, b"\0", (8192,))
 
 
 CONST_DIFFER = {
@@ -288,7 +320,7 @@ def test_table_publish_lookup_clear(keys_impl):
 
 def test_table_grows_past_its_initial_capacity(keys_impl):
     """Many entries (forcing resizes) all stay findable by the call path."""
-    k = keys_impl.FastKernel(b"\0", _noop)
+    k = keys_impl.FastKernel(bytes([keys.ROLE_EXACT]), _noop)
     for n in range(200):
         words = k.key_of(torch.empty(n))
         assert k.publish(keys_impl.Entry(words, keys.MODE_CALL, fn=lambda t, n=n: n, slow=_noop))

@@ -185,7 +185,7 @@ class _ScaledMmDispatcher(Dispatcher):
     def __init__(self):
         # use_fast_accum is a constexpr-role argument: its value is part of the key.
         super().__init__("scaled_mm", ["a", "b", "scale_a", "scale_b", "out", "bias", "use_fast_accum"],
-                         roles=bytes([0, 0, 0, 0, 0, 0, 1]))
+                         roles=bytes([keys.ROLE_EXACT] * 6 + [keys.ROLE_CONSTEXPR]))
 
     def validate(self, args):
         a, b, scale_a, scale_b, out, bias, _ = args
