@@ -1,0 +1,370 @@
+"""Helion backend: a ``@helion.kernel`` behind the fastdispatch hot path (issue 15).
+
+Lifetime: per key (a miss). A hit never comes here: the C hot path builds the key, finds a
+MODE_CALL entry and calls its ``fn``, which runs the bound kernel's compiled host function
+(Helion's generated Python: output allocation, grid, ``_launcher(...)``) with fastdispatch's
+launcher in place of Helion's default one. Helion's own ``Kernel.__call__`` (its argument
+normalization, ``_fast_dispatch_key`` / prepared-call guards, ``bound._run``) is what a hit skips.
+
+A miss calls the Helion kernel itself, so config selection, autotuning, compilation, its caches
+and its errors are Helion's (a bad argument raises Helion's error; nothing is published). Then
+the entry is built from the bound kernel Helion used for those arguments:
+
+* **fast**: ``bound._run(*args, _launcher=launcher)``, when every specialization Helion keys
+  that bound kernel on is a function of our key. Our key holds per tensor dtype, exact shape
+  and strides (``ROLE_EXACT``, or role 0 before it exists), device index and 16-byte alignment;
+  per int its class (==1, %16, i32/i64), floats and bools by type, str and ``hl.constexpr``
+  parameters by exact value (role 1). Helion's bound-kernel key (1.4.0 and 1.5.x,
+  ``Kernel._base_specialization_key`` plus ``_specialize_extra``) holds dtypes, shapes (exact
+  with ``static_shapes``, else buckets and an int64-index bit), ``_dynamo_static_indices``,
+  numeric types, constexpr and str values, device type and capability, a distributed bit, a
+  user ``key=`` result, and (1.5.x) input aliasing, plus extractors found while compiling:
+  tensor sizes/strides (``hl.specialize`` on a size) and descriptor layouts (covered), device
+  SM counts (covered: device index), argument values (covered only for role-1 parameters),
+  pointer alignment / storage offsets / runtime classifiers (not covered).
+* **passthrough**: ``fn`` is the Helion kernel itself, for everything not covered (a ``key=``
+  function, distributed kernels, a scalar argument that ``hl.specialize`` reads, unknown
+  extractors, ref mode, ...): correct at Helion's own speed, said once per reason in the log.
+
+Calls whose arguments our key cannot name exactly (lists, dicts, tensor subclasses, ...) run
+Helion's call and publish nothing.
+
+Invalidation: a fast ``fn`` checks ``bound._run is run`` (``set_config``, ``autotune``, a
+retired bound) and, on Helion >= 1.5, the kernel's reset and specialization generations
+(late ``hl.specialize`` discovery); a stale entry clears the table and the call misses again.
+``Kernel.reset`` is wrapped to clear every wrapper's table.
+
+Launcher: each Triton ``JITFunction`` the host code launches gets one cached
+``fastdispatch.triton_kernel(jit_fn)`` wrapper, called ``wrapper[grid](*args, num_warps=...,
+num_stages=...)`` (the drop-in calling convention), when the installed fastdispatch has it;
+until then, and for launches with Helion-private options (``_remote_*``, ``_persistent_*``,
+...), Helion's own ``default_launcher``. Under ``torch.compile`` a call is the Helion kernel's
+own call (Helion's Dynamo support), so ``fullgraph=True`` works.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import operator
+import threading
+import weakref
+
+import torch
+
+from fastdispatch import _stats as stats, keys
+from fastdispatch.dispatcher import (MODE_CALL, ROLE_CONSTEXPR, ROLE_RUNTIME, Dispatcher,
+                                     _refuse_during_capture)
+
+log = logging.getLogger("fastdispatch")
+
+#: The role of tensor parameters: exact shape and strides in the key (Helion's static shapes
+#: specialize on them; buckets and ``hl.specialize`` of sizes are functions of them).
+ROLE_TENSOR = getattr(keys, "ROLE_EXACT", ROLE_RUNTIME)
+
+_PLAIN = frozenset({torch.Tensor, torch.nn.Parameter, int, float, bool, type(None), str})
+_SCALAR_ANNOTATIONS = {int: ROLE_RUNTIME, float: ROLE_RUNTIME, bool: ROLE_RUNTIME,
+                       "int": ROLE_RUNTIME, "float": ROLE_RUNTIME, "bool": ROLE_RUNTIME,
+                       str: ROLE_CONSTEXPR, "str": ROLE_CONSTEXPR}
+_METADATA_EXTRACTORS = frozenset({"size_extractor", "stride_extractor", "td_layout_extractor"})
+_said: set = set()
+
+
+def helion_version() -> str:
+    import importlib.metadata
+    try:
+        return importlib.metadata.version("helion")
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+# -- the launcher ---------------------------------------------------------------------------------
+_wrappers: dict = {}            # JITFunction -> fastdispatch wrapper (drop-in convention)
+_wrappers_lock = threading.Lock()
+_FAST_OPTIONS = frozenset({"num_warps", "num_stages"})
+
+
+def dropin_available() -> bool:
+    """Whether ``fastdispatch.triton_kernel(fn)`` works without a grid and supports ``k[grid]``."""
+    from fastdispatch.backends import triton as fd_triton
+    grid = inspect.signature(fd_triton.triton_kernel).parameters.get("grid")
+    return (grid is not None and grid.default is not inspect.Parameter.empty
+            and hasattr(fd_triton.TritonKernel, "__getitem__"))
+
+
+def _wrapper_for(jit_fn):
+    wrapper = _wrappers.get(jit_fn)
+    if wrapper is None:
+        from fastdispatch.backends.triton import triton_kernel
+        with _wrappers_lock:
+            wrapper = _wrappers.get(jit_fn)
+            if wrapper is None:
+                wrapper = _wrappers[jit_fn] = triton_kernel(jit_fn)
+    return wrapper
+
+
+def make_launcher():
+    """The ``_launcher`` passed to Helion's generated host functions (see the module docstring)."""
+    from helion.runtime import default_launcher
+
+    if not dropin_available():
+        # Temporary: until the drop-in convention lands, Helion's own launcher (Triton's
+        # JITFunction.run, ~15-19 us on the lent H100); the hit still skips Helion's dispatch.
+        return default_launcher
+    wrappers_get = _wrappers.get
+    fast_options = _FAST_OPTIONS
+
+    def fastdispatch_launcher(triton_kernel, grid, *args, **options):
+        if options.keys() <= fast_options:
+            wrapper = wrappers_get(triton_kernel)
+            if wrapper is None:
+                wrapper = _wrapper_for(triton_kernel)
+            return wrapper[grid](*args, **options)
+        return default_launcher(triton_kernel, grid, *args, **options)
+
+    return fastdispatch_launcher
+
+
+# -- specialization coverage ----------------------------------------------------------------------
+def _argument_index(extractor):
+    """The argument index a value extractor reads (1.4.0 itemgetter, 1.5 local_extractor)."""
+    if isinstance(extractor, operator.itemgetter):
+        reduced = extractor.__reduce__()[1]
+        return reduced[0] if len(reduced) == 1 and isinstance(reduced[0], int) else None
+    if getattr(extractor, "__name__", "") == "local_extractor":
+        defaults = getattr(extractor, "__defaults__", None) or ()
+        return defaults[0] if defaults and isinstance(defaults[0], int) else None
+    return None
+
+
+def _uncovered_extractor(extractor, roles: bytes, args: tuple):
+    """None when ``extractor(args)`` is a function of our key; else why not."""
+    kind = type(extractor).__name__
+    if kind in ("_PreparedMetadataSpecializationExtractor", "_CompilerSeedSpecializationExtractor"):
+        return None   # tensor metadata / device facts (1.5)
+    if kind == "_SpecializationAlias":
+        for inner in extractor.schemas.get(extractor.canonical_signature, ()):
+            reason = _uncovered_extractor(inner, roles, args)
+            if reason:
+                return reason
+        return None
+    name = getattr(extractor, "__name__", kind)
+    if name in _METADATA_EXTRACTORS:
+        return None   # tensor size / stride / descriptor layout (1.4.0)
+    index = _argument_index(extractor)
+    if index is not None:
+        if 0 <= index < len(roles) and (roles[index] == ROLE_CONSTEXPR or type(args[index]) is str):
+            return None
+        return (f"Helion specializes on the value of argument {index} (hl.specialize); annotate "
+                f"it hl.constexpr to give it its own entries")
+    return f"Helion specializes on {name} (not a function of the key)"
+
+
+def uncovered_reason(kernel, bound, roles: bytes, args: tuple):
+    """Why a fast entry for ``bound`` would be coarser than Helion's key; None when it is not."""
+    if getattr(bound, "_run", None) is None:
+        return "no compiled host function (ref mode or not compiled)"
+    if kernel._key_fn is not None:
+        return "the kernel has a key= function"
+    if kernel.settings.distributed or getattr(kernel, "_declares_process_group", False):
+        return "distributed kernel"
+    try:
+        if kernel._compute_is_distributed(args):
+            return "distributed arguments"
+    except Exception as exc:  # noqa: BLE001  (a probe: anything odd means Helion's own call)
+        return f"distributed check failed: {type(exc).__name__}"
+    signature = bound._base_spec_key
+    extractors = list(kernel._specialize_extra.get(signature) or ())
+    extractors += list(getattr(kernel, "_compiler_seed_specialize_extra", {}).get(signature) or ())
+    for extractor in extractors:
+        reason = _uncovered_extractor(extractor, roles, args)
+        if reason:
+            return reason
+    return None
+
+
+def _annotation_role(annotation) -> int:
+    from helion.language.constexpr import ConstExpr
+
+    if annotation is ConstExpr:
+        return ROLE_CONSTEXPR
+    try:
+        return _SCALAR_ANNOTATIONS.get(annotation, ROLE_TENSOR)
+    except TypeError:   # unhashable annotation object
+        return ROLE_TENSOR
+
+
+# -- the wrapper ----------------------------------------------------------------------------------
+class HelionKernel(Dispatcher):
+    """A ``@helion.kernel`` behind the fastdispatch hot path (see :func:`helion_kernel`)."""
+
+    def __init__(self, kernel, *, name=None):
+        import helion
+
+        if not isinstance(kernel, helion.Kernel):
+            raise TypeError(f"helion_kernel: expected a @helion.kernel object, got "
+                            f"{type(kernel).__name__}")
+        self.kernel = kernel
+        params = list(kernel.signature.parameters.values())
+        roles = bytes(_annotation_role(a) for a in kernel._annotations)
+        defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+        super().__init__(name or kernel.name, [p.name for p in params], roles, defaults)
+        self.launcher = make_launcher()
+        self._generations = hasattr(kernel, "_specialization_generation")
+        _watch_reset(kernel, self)
+
+    def __call__(self, *args, **kwargs):
+        # Eager calls run FastKernel's C tp_call, not this (dispatcher.py). Dynamo sees this:
+        # tracing goes through Helion's own torch.compile support.
+        if torch.compiler.is_compiling():
+            return self.kernel(*args, **kwargs)
+        return Dispatcher.__call__(self, *args, **kwargs)
+
+    # -- slow path -------------------------------------------------------------------------
+    def _handle_miss(self, args: tuple, kwargs: dict | None):
+        if kwargs or len(args) != len(self.param_names):
+            try:
+                args = self.bind(args, kwargs)
+            except TypeError:
+                return self.kernel(*args, **(kwargs or {}))   # Helion's own error
+            return self(*args)
+        _refuse_during_capture(self.name)
+        if not self._keyable(args):
+            stats.record_fallback("helion: arguments the key cannot name")
+            return self.kernel(*args)
+        words = self.key_of(*args)
+        with self._flight.lock(words):
+            entry = self.lookup(words)
+            if entry is not None:
+                return entry.launch(self, args)
+            result = self.kernel(*args)   # Helion: bind, config/autotune, compile, run once
+            stats.record("misses")
+            entry = self.make_entry(args, words)
+            self.publish(entry)
+        return result
+
+    def _keyable(self, args: tuple) -> bool:
+        roles = self.roles
+        for value, role in zip(args, roles):
+            if type(value) not in _PLAIN and role != ROLE_CONSTEXPR:
+                return False
+        return True
+
+    def make_entry(self, args: tuple, words: tuple):
+        kernel = self.kernel
+        try:
+            bound = kernel.bind(args)
+            reason = uncovered_reason(kernel, bound, self.roles, args)
+        except Exception as exc:  # noqa: BLE001  (Helion ran the call; only the fast path is lost)
+            bound, reason = None, f"inspecting the bound kernel failed: {type(exc).__name__}: {exc}"
+        if reason is not None:
+            stats.record_fallback("helion: " + reason.split(" (")[0])
+            if (self.name, reason) not in _said:
+                _said.add((self.name, reason))
+                log.info("fastdispatch: %s runs through Helion's own call for this key: %s",
+                         self.name, reason)
+            fn = kernel
+            info = {"path": "helion", "reason": reason}
+        else:
+            fn = self._fast_fn(bound)
+            info = {"path": "fast", "config": bound._config, "launcher": self.launcher.__name__,
+                    "backend": kernel.settings.backend}
+        return keys.Entry(words, MODE_CALL, fn=fn, slow=lambda a: fn(*a), info=info)
+
+    def _fast_fn(self, bound):
+        run = bound._run
+        kernel = self.kernel
+        stale = self._stale
+        launch_kw = {}
+        if kernel.settings.backend == "triton" and "_launcher" in inspect.signature(run).parameters:
+            launch_kw = {"_launcher": self.launcher}
+        if not launch_kw:   # another backend (CuTe, ...): its host code with Helion's launcher
+            if self._generations:
+                reset, spec = kernel._reset_generation, kernel._specialization_generation
+
+                def fast(*args):
+                    if (bound._run is run and kernel._specialization_generation == spec
+                            and kernel._reset_generation == reset):
+                        return run(*args)
+                    return stale(args)
+                return fast
+
+            def fast(*args):
+                if bound._run is run:
+                    return run(*args)
+                return stale(args)
+            return fast
+        launcher = launch_kw["_launcher"]
+        if self._generations:
+            reset, spec = kernel._reset_generation, kernel._specialization_generation
+
+            def fast(*args):
+                if (bound._run is run and kernel._specialization_generation == spec
+                        and kernel._reset_generation == reset):
+                    return run(*args, _launcher=launcher)
+                return stale(args)
+            return fast
+
+        def fast(*args):
+            if bound._run is run:
+                return run(*args, _launcher=launcher)
+            return stale(args)
+        return fast
+
+    def _stale(self, args: tuple):
+        """Helion re-configured or re-specialized the bound kernel: forget every entry, miss."""
+        stats.record_fallback("helion: stale entry")
+        self.clear_entries()
+        return self(*args)
+
+
+def _watch_reset(kernel, wrapper) -> None:
+    """Make ``kernel.reset()`` also clear the tables of its fastdispatch wrappers."""
+    watchers = kernel.__dict__.get("_fastdispatch_wrappers")
+    if watchers is None:
+        watchers = weakref.WeakSet()
+        original = kernel.reset
+
+        def reset(*a, **kw):
+            result = original(*a, **kw)
+            for w in list(watchers):
+                w.clear_entries()
+            return result
+
+        reset.__doc__ = original.__doc__
+        kernel._fastdispatch_wrappers = watchers
+        kernel.reset = reset
+    watchers.add(wrapper)
+
+
+def helion_kernel(kernel=None, /, **helion_options):
+    """Wrap a ``@helion.kernel`` so its calls run on fastdispatch's hot path.
+
+    ``helion_kernel(k)`` wraps a Helion kernel object; ``helion_kernel(fn, **options)`` and
+    ``@helion_kernel(**options)`` first make one with ``helion.kernel(fn, **options)``
+    (``config=``, ``static_shapes=``, ...); ``@helion_kernel`` on a plain function uses
+    Helion's defaults. Calls take the Helion kernel's arguments and return its results::
+
+        @fastdispatch.helion_kernel
+        @helion.kernel(config=helion.Config(block_sizes=[1024]), static_shapes=True)
+        def add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            out = torch.empty_like(x)
+            for tile in hl.tile(out.size(0)):
+                out[tile] = x[tile] + y[tile]
+            return out
+
+        out = add(x, y)     # first call: Helion's own; then the hot path
+    """
+    import helion
+
+    def wrap(target):
+        if isinstance(target, helion.Kernel):
+            if helion_options:
+                raise TypeError("helion_kernel: options are for a plain function; this is "
+                                "already a @helion.kernel")
+            return HelionKernel(target)
+        if callable(target):
+            return HelionKernel(helion.kernel(target, **helion_options))
+        raise TypeError(f"helion_kernel: expected a @helion.kernel or a function, got "
+                        f"{type(target).__name__}")
+
+    return wrap if kernel is None else wrap(kernel)
