@@ -12,7 +12,7 @@ the entry is built from the bound kernel Helion used for those arguments:
 
 * **fast**: ``bound._run(*args, _launcher=launcher)``, when every specialization Helion keys
   that bound kernel on is a function of our key. Our key holds per tensor dtype, exact shape
-  and strides (``ROLE_EXACT``, or role 0 before it exists), device index and 16-byte alignment;
+  and strides (``ROLE_EXACT``), device index and 16-byte alignment;
   per int its class (==1, %16, i32/i64), floats and bools by type, str and ``hl.constexpr``
   parameters by exact value (role 1). Helion's bound-kernel key (1.4.0 and 1.5.x,
   ``Kernel._base_specialization_key`` plus ``_specialize_extra``) holds dtypes, shapes (exact
@@ -52,18 +52,19 @@ import weakref
 import torch
 
 from fastdispatch import _stats as stats, keys
-from fastdispatch.dispatcher import (MODE_CALL, ROLE_CONSTEXPR, ROLE_RUNTIME, Dispatcher,
-                                     _refuse_during_capture)
+from fastdispatch.dispatcher import MODE_CALL, ROLE_CONSTEXPR, Dispatcher, _refuse_during_capture
 
 log = logging.getLogger("fastdispatch")
 
-#: The role of tensor parameters: exact shape and strides in the key (Helion's static shapes
-#: specialize on them; buckets and ``hl.specialize`` of sizes are functions of them).
-ROLE_TENSOR = getattr(keys, "ROLE_EXACT", ROLE_RUNTIME)
+ROLE_CLASS = getattr(keys, "ROLE_CLASS", keys.ROLE_RUNTIME)
+#: Tensor (and unannotated) parameters: exact shape and strides in the key (Helion's static
+#: shapes specialize on them; buckets and ``hl.specialize`` of sizes are functions of them).
+#: Scalars under ROLE_EXACT are keyed as under ROLE_CLASS (keys.py).
+ROLE_TENSOR = getattr(keys, "ROLE_EXACT", ROLE_CLASS)
 
 _PLAIN = frozenset({torch.Tensor, torch.nn.Parameter, int, float, bool, type(None), str})
-_SCALAR_ANNOTATIONS = {int: ROLE_RUNTIME, float: ROLE_RUNTIME, bool: ROLE_RUNTIME,
-                       "int": ROLE_RUNTIME, "float": ROLE_RUNTIME, "bool": ROLE_RUNTIME,
+_SCALAR_ANNOTATIONS = {int: ROLE_CLASS, float: ROLE_CLASS, bool: ROLE_CLASS,
+                       "int": ROLE_CLASS, "float": ROLE_CLASS, "bool": ROLE_CLASS,
                        str: ROLE_CONSTEXPR, "str": ROLE_CONSTEXPR}
 _METADATA_EXTRACTORS = frozenset({"size_extractor", "stride_extractor", "td_layout_extractor"})
 _said: set = set()
@@ -84,17 +85,16 @@ _FAST_OPTIONS = frozenset({"num_warps", "num_stages"})
 
 
 def dropin_available() -> bool:
-    """Whether ``fastdispatch.triton_kernel(fn)`` works without a grid and supports ``k[grid]``."""
-    from fastdispatch.backends import triton as fd_triton
-    grid = inspect.signature(fd_triton.triton_kernel).parameters.get("grid")
-    return (grid is not None and grid.default is not inspect.Parameter.empty
-            and hasattr(fd_triton.TritonKernel, "__getitem__"))
+    """Whether ``fastdispatch.triton_kernel(fn)`` takes no grid (then ``k[grid](...)``)."""
+    import fastdispatch
+    grid = inspect.signature(fastdispatch.triton_kernel).parameters.get("grid")
+    return grid is not None and grid.default is not inspect.Parameter.empty
 
 
 def _wrapper_for(jit_fn):
     wrapper = _wrappers.get(jit_fn)
     if wrapper is None:
-        from fastdispatch.backends.triton import triton_kernel
+        from fastdispatch import triton_kernel
         with _wrappers_lock:
             wrapper = _wrappers.get(jit_fn)
             if wrapper is None:
@@ -220,13 +220,18 @@ class HelionKernel(Dispatcher):
         return Dispatcher.__call__(self, *args, **kwargs)
 
     # -- slow path -------------------------------------------------------------------------
-    def _handle_miss(self, args: tuple, kwargs: dict | None):
+    def _handle_miss(self, args: tuple, kwargs: dict | None, grid=None):
+        if grid is not None:
+            raise TypeError(f"{self.name}[grid]: a Helion kernel computes its own grid; call it "
+                            f"without one")
         if kwargs or len(args) != len(self.param_names):
+            # The C binder handles keywords and defaults; what comes here is what it could not
+            # bind: Helion's own call raises Helion's error (or runs what Helion accepts).
             try:
                 args = self.bind(args, kwargs)
             except TypeError:
-                return self.kernel(*args, **(kwargs or {}))   # Helion's own error
-            return self(*args)
+                return self.kernel(*args, **(kwargs or {}))
+            return self._positional(*args)
         _refuse_during_capture(self.name)
         if not self._keyable(args):
             stats.record_fallback("helion: arguments the key cannot name")
@@ -235,7 +240,7 @@ class HelionKernel(Dispatcher):
         with self._flight.lock(words):
             entry = self.lookup(words)
             if entry is not None:
-                return entry.launch(self, args)
+                return self.launch_once(entry, args)
             result = self.kernel(*args)   # Helion: bind, config/autotune, compile, run once
             stats.record("misses")
             entry = self.make_entry(args, words)
