@@ -19,11 +19,11 @@ knobs = _knobs_module
 _configure_logging()
 
 
-def triton_kernel(fn, *, grid, constexprs=None, num_warps=4, num_stages=3, num_ctas=1, **options):
-    """Wrap a ``@triton.jit`` kernel; see :func:`fastdispatch.backends.triton.triton_kernel`."""
+def triton_kernel(kernel, *, grid=None, constexprs=None, **options):
+    """Wrap a Triton kernel object (``@triton.jit``, ``@triton.autotune``, ``@triton.heuristics``,
+    nested); see :func:`fastdispatch.backends.triton.triton_kernel`."""
     from fastdispatch.backends.triton import triton_kernel as make
-    return make(fn, grid=grid, constexprs=constexprs, num_warps=num_warps, num_stages=num_stages,
-                num_ctas=num_ctas, **options)
+    return make(kernel, grid=grid, constexprs=constexprs, **options)
 
 
 def cute_kernel(jit_fn, *args, **kwargs):
@@ -58,7 +58,8 @@ def stats() -> dict:
     from fastdispatch.dispatcher import live_dispatchers
 
     out = _stats.snapshot()
-    out["hits"] = sum(e.hits for d in live_dispatchers() for e in d.published())
+    out["hits"] = sum(e.hits for d in live_dispatchers() for e in d.published()) + sum(
+        getattr(d, "evicted_hits", 0) for d in live_dispatchers())
     out["entries"] = sum(d.num_entries for d in live_dispatchers())
     return out
 
@@ -67,10 +68,9 @@ def clear_caches() -> None:
     """Forget in-memory binaries (not the disk cache); wrapped kernels keep their entries
     until their own ``clear_entries()``."""
     import sys
-    mod = sys.modules.get("fastdispatch.backends.triton")
+    mod = sys.modules.get("fastdispatch.backends.triton.binaries")
     if mod is not None:
-        mod._files_by_key.clear()
-        mod._loaded.clear()
+        mod.clear_memory()
     cute = sys.modules.get("fastdispatch.backends.cute")
     if cute is not None:
         cute.clear_memory_cache()

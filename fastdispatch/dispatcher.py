@@ -124,7 +124,7 @@ class Dispatcher(keys.FastKernel):
         self.option_names = options
         self.defaults = defaults
         self._flight = SingleFlight()
-        self._role_list = list(roles)   # Dynamo (torch 2.11) cannot iterate bytes while tracing
+        self._role_list = list(self.roles)   # Dynamo (torch 2.11) cannot iterate bytes while tracing
         self._register_op()
         _live.add(self)
 

@@ -149,12 +149,12 @@ def _args(n=4096):
 
 def test_triton_compile_writes_disk_then_disk_hit(fresh_cache_dir, stats_delta, add2, monkeypatch):
     """compile_for writes the disk entry; with the memory cache cleared, the next is a disk hit."""
-    monkeypatch.setattr(tb, "_files_by_key", {})
+    monkeypatch.setattr(tb.binaries, "_files_by_key", {})
     key_text, files = add2.compile_for(*_args(), target=H100)
     assert stats_delta("compiles") == 1 and stats_delta("disk_writes") == 1
     assert (fresh_cache_dir / "triton" / cache.key_digest(key_text) / cache.MANIFEST).exists()
     assert any(name.endswith(".cubin") for name in files)
-    tb._files_by_key.clear()
+    tb.binaries._files_by_key.clear()
     stats_delta.reset()
     key2, files2 = add2.compile_for(*_args(), target=H100)
     assert key2 == key_text and files2 == files
@@ -166,12 +166,12 @@ def test_triton_compile_writes_disk_then_disk_hit(fresh_cache_dir, stats_delta, 
 
 def test_triton_corrupt_cubin_is_recompiled(fresh_cache_dir, stats_delta, add2, monkeypatch):
     """A corrupted cached cubin is rejected on load and the binary is compiled again."""
-    monkeypatch.setattr(tb, "_files_by_key", {})
+    monkeypatch.setattr(tb.binaries, "_files_by_key", {})
     key_text, files = add2.compile_for(*_args(), target=H100)
     entry = fresh_cache_dir / "triton" / cache.key_digest(key_text)
     cubin = next(entry.glob("*.cubin"))
     _flip_byte(cubin)
-    tb._files_by_key.clear()
+    tb.binaries._files_by_key.clear()
     stats_delta.reset()
     _, again = add2.compile_for(*_args(), target=H100)
     assert stats_delta("disk_rejects") == 1 and stats_delta("compiles") == 1

@@ -75,7 +75,7 @@ def test_precompile_for_another_arch_then_cached():
     assert len(rows) == 6 and all(r["arch"] == "sm_90" for r in rows)
     assert all(any(f.endswith(".cubin") for f in r["files"]) for r in rows)
     from fastdispatch.backends import triton as tb
-    tb._files_by_key.clear()          # a new process: only the disk cache is left
+    tb.binaries._files_by_key.clear()          # a new process: only the disk cache is left
     again = precompile(["fastdispatch.kernels.add:precompile_specs"], arch="sm_90")
     assert not any(r["compiled"] for r in again)
 

@@ -27,9 +27,9 @@ FAKE_PLAN = {"function": 1, "context": 1, "block_x": 128, "num_ctas": 1, "shared
 def no_gpu_needed(monkeypatch):
     """Fake the GPU-bound steps of make_entry; record launch_plan calls."""
     calls = []
-    monkeypatch.setattr(tb, "_first_cuda_device", lambda args: 0)
-    monkeypatch.setattr(tb, "target_for_device", lambda device: GPUTarget("cuda", 90, 32))
-    monkeypatch.setattr(tb, "_loaded_kernel",
+    monkeypatch.setattr(tb.TritonKernel, "_device_of", lambda self, args: 0)
+    monkeypatch.setattr(tb.binaries, "target_for_device", lambda device: GPUTarget("cuda", 90, 32))
+    monkeypatch.setattr(tb.binaries, "loaded_kernel",
                         lambda key_text, src, files, device: types.SimpleNamespace(name="fake"))
 
     def plan(self, kernel, src, device):
@@ -175,6 +175,6 @@ def test_globals_read_by_the_kernel_are_guarded(no_gpu_needed):
     k = fastdispatch.triton_kernel(_reads_global, grid=(4,), constexprs={"BLOCK": 1024})
     t = x()
     e = entry_for(k, t, t, 4096)
-    guard = e.slow.args[3]
+    guard = e.slow.args[2]   # partial(_slow_launch, kernel, device, guard, values)
     assert [(name, value) for _, name, value in guard] == [("SCALE", SCALE)]
     assert guard[0][0] is _reads_global.fn.__globals__

@@ -42,7 +42,7 @@ def test_interrupted_build_publishes_nothing_and_the_next_call_builds():
 
 def test_interrupted_triton_compile_writes_no_cache_entry(fresh_cache_dir, monkeypatch):
     """A compile interrupted half-way stores nothing on disk; the retry compiles and stores."""
-    monkeypatch.setattr(tb, "_files_by_key", {})
+    monkeypatch.setattr(tb.binaries, "_files_by_key", {})
     real_compile = triton.compile
 
     def interrupted(*args, **kwargs):
@@ -61,7 +61,7 @@ def test_interrupted_triton_compile_writes_no_cache_entry(fresh_cache_dir, monke
 def test_full_disk_falls_back_to_memory_and_warns_once(fresh_cache_dir, monkeypatch, caplog):
     """ENOSPC while writing: store returns False, one warning, no partial entry, binaries kept
     in memory (the kernel still compiles and serves)."""
-    monkeypatch.setattr(tb, "_files_by_key", {})
+    monkeypatch.setattr(tb.binaries, "_files_by_key", {})
     monkeypatch.setattr(cache, "_warned_unwritable", set())
     real_write = pathlib.Path.write_bytes
 
@@ -75,7 +75,7 @@ def test_full_disk_falls_back_to_memory_and_warns_once(fresh_cache_dir, monkeypa
     with caplog.at_level(logging.WARNING, logger="fastdispatch"):
         key, files = _add2().compile_for(x, x, x, 64, target=H100)
         _add2().compile_for(x, x[1:], x, 63, target=H100)   # a second binary: no second warning
-    assert files and key in tb._files_by_key
+    assert files and key in tb.binaries._files_by_key
     warnings = [r for r in caplog.records if "not writable" in r.getMessage()]
     assert len(warnings) == 1
     leftovers = list((fresh_cache_dir / "triton").glob("*")) if (fresh_cache_dir / "triton").exists() else []

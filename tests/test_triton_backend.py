@@ -18,6 +18,7 @@ from triton.backends.compiler import GPUTarget
 from triton.runtime.interpreter import InterpretedFunction
 
 import fastdispatch
+from fastdispatch import keys
 from fastdispatch.backends import triton as tb
 from fastdispatch.errors import check_cuda_tensors
 from fastdispatch.kernels.add import ADD_KERNELS, BLOCK, add_grid
@@ -84,7 +85,8 @@ def test_fixed_constexpr_and_arch_in_key():
     t90, t80 = GPUTarget("cuda", 90, 32), GPUTarget("cuda", 80, 32)
     assert k1.specialize((x, x, x, 64), t90)[0] != k2.specialize((x, x, x, 64), t90)[0]
     assert k1.specialize((x, x, x, 64), t90)[0] != k1.specialize((x, x, x, 64), t80)[0]
-    assert k1.param_names == ("t0", "t1", "out", "n") and k1.roles == bytes(4)
+    assert k1.param_names == ("t0", "t1", "out", "n") and k1.roles[:4] == bytes(4)
+    assert k1.option_names == tb.LAUNCH_OPTIONS and set(k1.roles[4:]) == {keys.ROLE_CONSTEXPR}
 
 
 # -- launch plan (fake loaded kernel: the mapping logic only) ------------------------------------
@@ -192,7 +194,7 @@ def test_non_jit_function_rejected():
         fastdispatch.triton_kernel(lambda x: x, grid=(1,))
 
 
-@pytest.mark.parametrize("grid, exc", [(None, TypeError), ("abc", TypeError), ((1, 2, 3, 4), ValueError),
+@pytest.mark.parametrize("grid, exc", [("abc", TypeError), ((1, 2, 3, 4), ValueError),
                                        ((), ValueError), ((-1,), ValueError), ((1.5,), ValueError)])
 def test_bad_grid_rejected(grid, exc):
     """Grids must be 1-3 non-negative ints or a callable."""
