@@ -1,0 +1,151 @@
+"""Helion rows of ``bench launch`` (issue 15): the n-input add written in Helion, called through
+Helion and through ``fastdispatch.helion_kernel``.
+
+:func:`helion_paths` follows ``bench_launch._paths``'s contract: ``{path name: fn(iterations)}``,
+each fn running ``iterations`` back-to-back calls (the caller synchronizes and times). Before
+returning it checks every path: poisoned outputs (NaN), random data, the result against torch
+and bit-identical to Helion's own call. :func:`host_costs` says what the generated host
+function's own work costs (its argument passing, output allocation and grid, with a launcher
+that does nothing) beside the full call. Needs a CUDA GPU and Helion.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+NUMEL = 4096
+
+HELION = "Helion's own call"
+FASTDISPATCH = "fastdispatch.helion_kernel"
+HELION_ALLOC = "Helion's own call, allocating out"
+FASTDISPATCH_ALLOC = "fastdispatch.helion_kernel, allocating out"
+
+
+def _check(name, got, expected, reference):
+    if not torch.equal(got, expected):
+        raise RuntimeError(f"bench helion: {name} differs from Helion's own call "
+                           f"(max |diff| {(got - expected).abs().max().item()})")
+    torch.testing.assert_close(got, reference, rtol=1e-5, atol=1e-5)
+
+
+def helion_paths(n: int) -> dict:
+    """``{path name: fn(iterations)}`` for the ``n``-input Helion add (n in 2, 8, 16)."""
+    import fastdispatch
+    from fastdispatch.kernels import helion_kernels as hk
+
+    kern, alloc = hk.ADD_KERNELS[n], hk.ADD_ALLOC_KERNELS[n]
+    wrapped, wrapped_alloc = fastdispatch.helion_kernel(kern), fastdispatch.helion_kernel(alloc)
+    inputs = [torch.randn(NUMEL, device="cuda") for _ in range(n)]
+    reference = inputs[0].clone()
+    for t in inputs[1:]:
+        reference += t                                   # the kernels' summation order
+    out = torch.full((NUMEL,), float("nan"), device="cuda")
+    args = (*inputs, out)
+
+    kern(*args)                                          # Helion: compile (fixed config)
+    expected = out.clone()
+    for name, fn in ((FASTDISPATCH, wrapped), (FASTDISPATCH, wrapped)):   # miss, then a hit
+        out.fill_(float("nan"))
+        fn(*args)
+        torch.cuda.synchronize()
+        _check(name, out, expected, reference)
+    entry = wrapped.entries()[0]
+    if entry.info.get("path") != "fast" or entry.hits != 1:
+        raise RuntimeError(f"bench helion: fastdispatch entry is not the fast path: {entry.info}")
+
+    expected_alloc = alloc(*inputs).clone()
+    for name, fn in ((HELION_ALLOC, alloc), (FASTDISPATCH_ALLOC, wrapped_alloc),
+                     (FASTDISPATCH_ALLOC, wrapped_alloc)):
+        torch.full((NUMEL,), float("nan"), device="cuda")  # poisons the block the call gets
+        _check(name, fn(*inputs), expected_alloc, reference)
+    torch.cuda.synchronize()
+
+    def helion(k):
+        for _ in range(k):
+            kern(*args)
+
+    def fd(k):
+        for _ in range(k):
+            wrapped(*args)
+
+    def helion_alloc(k):
+        for _ in range(k):
+            alloc(*inputs)
+
+    def fd_alloc(k):
+        for _ in range(k):
+            wrapped_alloc(*inputs)
+
+    return {HELION: helion, FASTDISPATCH: fd, HELION_ALLOC: helion_alloc,
+            FASTDISPATCH_ALLOC: fd_alloc}
+
+
+def _null_launcher(*args, **kwargs):
+    return None
+
+
+def host_costs(n: int, iterations: int = 20000, repeats: int = 5) -> dict:
+    """us per call, median of ``repeats``: the host function alone (a launcher that does
+    nothing) for the add writing ``out`` and for the allocating add, beside the full
+    fastdispatch calls. What the host function costs = the first two; what the launch costs
+    = the full call minus them."""
+    import fastdispatch
+    from fastdispatch.kernels import helion_kernels as hk
+
+    inputs = [torch.randn(NUMEL, device="cuda") for _ in range(n)]
+    out = torch.empty(NUMEL, device="cuda")
+    rows = {}
+    for label, kern, args in (("out given", hk.ADD_KERNELS[n], (*inputs, out)),
+                              ("allocating", hk.ADD_ALLOC_KERNELS[n], tuple(inputs))):
+        wrapped = fastdispatch.helion_kernel(kern)
+        wrapped(*args)
+        run = kern.bind(args)._run
+
+        def host(k, run=run, args=args):
+            for _ in range(k):
+                run(*args, _launcher=_null_launcher)
+
+        def full(k, wrapped=wrapped, args=args):
+            for _ in range(k):
+                wrapped(*args)
+
+        for name, fn in ((f"host function alone, {label}", host),
+                         (f"fastdispatch.helion_kernel, {label}", full)):
+            times = []
+            for _ in range(repeats):
+                torch.cuda.synchronize()
+                started = time.perf_counter_ns()
+                fn(iterations)
+                torch.cuda.synchronize()
+                times.append((time.perf_counter_ns() - started) / iterations / 1000.0)
+            rows[name] = sorted(times)[len(times) // 2]
+    return rows
+
+
+def main() -> None:   # python -m fastdispatch.bench_helion
+    import statistics
+
+    from fastdispatch.backends.helion import dropin_available, helion_version
+
+    print(f"helion {helion_version()}, torch {torch.__version__}, "
+          f"{torch.cuda.get_device_name()}, drop-in launcher: {dropin_available()}")
+    for n in (2, 8, 16):
+        paths = helion_paths(n)
+        cells = {name: [] for name in paths}
+        for _ in range(7):                               # interleaved repeats
+            for name, fn in paths.items():
+                fn(200)
+                torch.cuda.synchronize()
+                started = time.perf_counter_ns()
+                fn(5000)
+                torch.cuda.synchronize()
+                cells[name].append((time.perf_counter_ns() - started) / 5000 / 1000.0)
+        print(f"{n} inputs: " + ", ".join(f"{name} {statistics.median(v):.2f} us"
+                                          for name, v in cells.items()))
+        print(f"{n} inputs: " + ", ".join(f"{name} {v:.2f} us"
+                                          for name, v in host_costs(n, 5000).items()))
+
+
+if __name__ == "__main__":
+    main()
