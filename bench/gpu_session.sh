@@ -15,6 +15,8 @@ for step in $steps; do
     launchall) python3 bench/launch_all.py --json "$OUT/launch_all.json" ;;
     probe) python3 bench/probe_hot_path.py ;;
     coldstart) python3 -m fastdispatch bench coldstart ;;
+    server) python3 -m fastdispatch bench server --json "$OUT/server.json" ;;
+    newtests) python3 -m pytest tests/test_gpu_drop_in.py tests/test_helion.py tests/test_gpu_launch.py tests/test_embedding.py -q -p no:cacheprovider -m gpu -rs 2>&1 | tee "$OUT/newtests.log" | tail -40 ;;
     scaledmm) python3 bench/bench_scaled_mm.py --json "$OUT/scaled_mm.json" ;;
     profile) python3 bench/profile_kernels.py ;;
     power) for shape in 4096,4096,4096 8192,8192,8192 16384,8192,8192; do

@@ -5,8 +5,12 @@ over ``iterations`` back-to-back calls (synchronized before and after), repeated
 times with every (arity, path) cell interleaved; the table shows medians and ratios to the
 driver floor. Paths: the floor (a C loop of cuLaunchKernelEx on the same binary, arguments
 packed once), fastdispatch, Triton's ``CompiledKernel.run`` with its arguments replayed,
-Triton's ``kernel[grid]``, torch eager ``torch.add(a, b, out=c)``, and one kernel inside a
-replayed CUDA graph of 100. Results are checked against torch before timing.
+Triton's ``kernel[grid]``, torch eager ``torch.add(a, b, out=c)``, one kernel inside a
+replayed CUDA graph of 100; the same add as Triton users write it (``fast[grid]`` with a META
+grid, a keyword call, a 4-config ``@triton.autotune`` keyed on ``n`` and a ``@triton.heuristics``
+kernel, each beside Triton's ``kernel[grid]`` on the same object), and Helion's add through
+Helion and through ``fastdispatch.helion_kernel`` when Helion is installed. Results are checked
+against torch before timing.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import statistics
 import time
 
 import torch
+import triton
 import triton.knobs as triton_knobs
 
 from fastdispatch.kernels.add import ADD_KERNELS, BLOCK, add_grid
@@ -106,7 +111,68 @@ def _paths(n: int):
         "Triton kernel[grid]": triton_jit,
         "torch.add(a, b, out=c) (2 inputs)": torch_add,
     }
+    paths.update(_drop_in_paths(jit_fn, inputs, out, expected))
+    paths.update(_helion_paths(n))
     return paths, graph_time, (static, call_args, expected, out)
+
+
+def _check(out, expected, what):
+    torch.cuda.synchronize()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5, msg=f"bench launch: {what}")
+
+
+def _drop_in_paths(jit_fn, inputs, out, expected) -> dict:
+    """The add as Triton users write it: META grid, keywords, autotune, heuristics; fastdispatch
+    (``fast[grid]``, the one-line change) beside Triton's ``kernel[grid]`` on the same object."""
+    import fastdispatch
+
+    autotuned = triton.autotune(configs=[triton.Config({"BLOCK": b}) for b in (256, 512, 1024, 2048)],
+                                key=["n"])(jit_fn)
+    heuristic = triton.heuristics({"BLOCK": lambda args: 1024 if args["n"] >= 4096 else 256})(jit_fn)
+    grid = lambda META: (triton.cdiv(META["n"], META["BLOCK"]),)  # noqa: E731  (one object, reused)
+    names = [p.name for p in jit_fn.params]
+    kw = dict(zip(names, (*inputs, out, NUMEL)))
+    rows = {}
+    for label, obj, extra in (("jit, META grid", jit_fn, {"BLOCK": BLOCK}),
+                              ("autotune (4 configs, key n)", autotuned, {}),
+                              ("heuristics", heuristic, {})):
+        fast = fastdispatch.triton_kernel(obj)
+        for who, target in (("fastdispatch fast[grid]", fast), ("Triton kernel[grid]", obj)):
+            out.fill_(float("nan"))
+            target[grid](*inputs, out, NUMEL, **extra)
+            target[grid](*inputs, out, NUMEL, **extra)
+            _check(out, expected, f"{who} {label}")
+
+        def run_fd(k, fast=fast, extra=extra):
+            for _ in range(k):
+                fast[grid](*inputs, out, NUMEL, **extra)
+
+        def run_triton(k, obj=obj, extra=extra):
+            for _ in range(k):
+                obj[grid](*inputs, out, NUMEL, **extra)
+
+        rows[f"fastdispatch fast[grid], {label}"] = run_fd
+        rows[f"Triton kernel[grid], {label}"] = run_triton
+    fast = fastdispatch.triton_kernel(jit_fn)
+
+    def run_kw(k):
+        for _ in range(k):
+            fast[grid](**kw, BLOCK=BLOCK)
+
+    out.fill_(float("nan"))
+    run_kw(2)
+    _check(out, expected, "keyword call")
+    rows["fastdispatch fast[grid], every argument by keyword"] = run_kw
+    return rows
+
+
+def _helion_paths(n: int) -> dict:
+    try:
+        import helion  # noqa: F401
+    except ImportError:
+        return {}
+    from fastdispatch.bench_helion import helion_paths
+    return helion_paths(n)
 
 
 def run_launch_bench(iterations: int = 20000, repeats: int = 7) -> dict:
@@ -145,14 +211,14 @@ def _print_table(results: dict) -> None:
           f"exchange API {facts['dlpack_exchange_api']}")
     names = list(next(iter(results.values())).keys())
     arities = list(results)
-    print(f"{'path':<45}" + "".join(f"{f'{n} inputs':>18}" for n in arities))
+    print(f"{'path':<62}" + "".join(f"{f'{n} inputs':>18}" for n in arities))
     for name in names:
         cells = []
         for n in arities:
             floor = results[n]["floor: C loop of cuLaunchKernelEx"]
-            value = results[n][name]
+            value = results[n].get(name, float("nan"))
             cells.append(f"{value:8.2f} ({value / floor:4.2f}x)")
-        print(f"{name:<45}" + "".join(f"{c:>18}" for c in cells))
+        print(f"{name:<62}" + "".join(f"{c:>18}" for c in cells))
     print("budget: fastdispatch <= floor + 0.5 us + 0.1 us per tensor argument")
     for n in arities:
         floor = results[n]["floor: C loop of cuLaunchKernelEx"]
@@ -160,3 +226,22 @@ def _print_table(results: dict) -> None:
         got = results[n]["fastdispatch"]
         print(f"  {n:>2} inputs: fastdispatch {got:.2f} us, budget {budget:.2f} us -> "
               f"{'MET' if got <= budget else 'MISSED'}")
+    print("drop-in targets: autotune/heuristics hit <= plain hit + 0.3 us and >= 3x faster than "
+          "Triton's kernel[grid] on the same object")
+    for n in arities:
+        row = results[n]
+        plain = row["fastdispatch"]
+        for label in ("autotune (4 configs, key n)", "heuristics"):
+            got = row.get(f"fastdispatch fast[grid], {label}")
+            theirs = row.get(f"Triton kernel[grid], {label}")
+            if got is None:
+                continue
+            ok = got <= plain + 0.3 and theirs / got >= 3
+            print(f"  {n:>2} inputs, {label}: {got:.2f} us (plain {plain:.2f}, +{got - plain:.2f}); "
+                  f"Triton {theirs:.2f} us ({theirs / got:.1f}x) -> {'MET' if ok else 'MISSED'}")
+        helion, ours = row.get("Helion's own call"), row.get("fastdispatch.helion_kernel")
+        if helion is not None and ours is not None:
+            ok = ours <= plain + 1.5 and helion / ours >= 2.5
+            print(f"  {n:>2} inputs, Helion: fastdispatch {ours:.2f} us (plain Triton hit {plain:.2f}, "
+                  f"+{ours - plain:.2f}); Helion {helion:.2f} us ({helion / ours:.1f}x) -> "
+                  f"{'MET' if ok else 'MISSED'}")

@@ -94,6 +94,21 @@ def cmd_bench_launch(args) -> int:
     return 0
 
 
+def cmd_bench_server(args) -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("bench server: no CUDA GPU on this machine; skipped")
+        return 0
+    from fastdispatch.bench_server import run_server_bench
+
+    result = run_server_bench()
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1)
+    return 0
+
+
 def cmd_demo(args) -> int:
     """The main job: info, the key benchmark, and on a GPU the launch and scaled_mm benchmarks."""
     import torch
@@ -152,6 +167,10 @@ def main(argv=None) -> int:
     launch_p.add_argument("--iterations", type=int, default=20000)
     launch_p.add_argument("--json", metavar="PATH")
     launch_p.set_defaults(func=cmd_bench_launch)
+    server_p = bench.add_parser("server", help="new shapes, known-binary misses, torch.compile, "
+                                "threads, autotune cold start, beside Triton (GPU)")
+    server_p.add_argument("--json", metavar="PATH")
+    server_p.set_defaults(func=cmd_bench_server)
     sub.add_parser("demo", help="the main job: info + benchmarks (skips GPU parts without a GPU)"
                    ).set_defaults(func=cmd_demo)
     pre = sub.add_parser("precompile", help="fill the on-disk binary cache ahead of time")

@@ -7,10 +7,9 @@ TVM-FFI through the DLPack exchange API, so CUDA graph capture works).
 
 Binaries are size-generic (DESIGN §4): each tensor argument becomes a fake tensor with symbolic
 sizes, so one binary serves every shape of a *class*: dtype, rank, 16-byte alignment of the data
-pointer and layout (canonical row-major vs. arbitrary strides). The fast key (exact shapes and
-strides, _keys.pyx) is strictly finer than that class, so a new shape is a miss that finds the
-binary in the module-level memory cache (shared by every wrapper of the same function) and
-publishes a new entry without compiling.
+pointer and layout (canonical row-major vs. arbitrary strides, 32- vs 64-bit sizes). The fast
+key holds exactly that class (ROLE_LAYOUT, computed in C), so a new shape is a hit; with a
+user ``validate`` or ``fake_args`` (which may read sizes) it holds exact shapes instead.
 
 Where a binary comes from, in order: memory (``_binaries``, by compile-key text), the disk
 cache (``cache.load("cute", key)``: an object file from ``export_to_c``, loaded with
@@ -320,7 +319,13 @@ class CuteKernel(Dispatcher):
         self._jit_call_names = tuple(call)
         self._source_hash = _source_hash(jit_fn)
         self.compiles = 0    # binaries this wrapper compiled (not loaded) -- tests, diagnostics
-        super().__init__(name or getattr(jit_fn, "__name__", "cute_kernel"), param_names or call)
+        # The key holds what a binary depends on: each tensor's layout class (dtype, rank,
+        # alignment, compact or strided, 32/64-bit sizes: ROLE_LAYOUT), so a new size is a hit.
+        # A user validate() or fake_args() may look at exact sizes, so those keep ROLE_EXACT
+        # (one entry per shape, validated once per shape).
+        role = keys.ROLE_EXACT if (validate is not None or fake_args is not None) else keys.ROLE_LAYOUT
+        super().__init__(name or getattr(jit_fn, "__name__", "cute_kernel"), param_names or call,
+                         roles=bytes([role] * len(call)))
 
     # -- arguments ---------------------------------------------------------------------------
     def validate(self, args: tuple) -> None:
