@@ -17,7 +17,9 @@ cdef class Entry:
     cdef object grid_call           # wrap-time grid called in Python per call, or None
     cdef readonly object grid_fn    # the wrap-time grid function (closure cells for grid_prog)
     cdef object grid_slow           # grid_slow(entry, args, grid) -> sizes (Python path)
-    cdef readonly dict grid_programs   # per-call grid code object -> GridProgram | False
+    cdef readonly dict grid_programs   # id(per-call grid code) -> (code, GridProgram | False)
+    cdef object last_grid_key       # one-slot cache of grid_programs
+    cdef object last_grid_prog
     cdef readonly object fn         # MODE_CALL target
     cdef readonly object slow       # slow launch: slow(args[, grid]) -> result
     cdef readonly object pre_call   # pre_call(args) before every launch, or None
@@ -29,6 +31,7 @@ cdef class Entry:
     cdef _set_plan(self, dict plan, grid)
     cdef int _grid(self, tuple args, const uint64_t* slots, const ArgView* views, bint have_views,
                    object grid, unsigned int* g) except -1
+    cdef int _sizes(self, object result, unsigned int* g) except -1
     cdef object run(self, tuple args, const uint64_t* slots, const ArgView* views, bint have_views,
                     int device_id, object knobs_runtime, object grid)
     cdef object _slow(self, tuple args, object grid)
@@ -57,6 +60,7 @@ cdef class FastKernel:
     cdef unsigned long long evictions
     cdef unsigned long long evicted_hits
     cdef list entries            # owns the Entry references in the table
+    cdef BoundLaunch last_bound  # k[grid] with the same grid object reuses it
     cdef object __weakref__
     cdef _resize(self, Py_ssize_t cap)
     cdef Entry _find(self, uint64_t h, const uint64_t* words, Py_ssize_t n)

@@ -125,7 +125,7 @@ cdef extern from *:
 
 cdef extern from "Python.h":
     bint PyFunction_Check(object o)
-    object PyFunction_GET_CODE(object o)
+    PyObject* PyFunction_GET_CODE(object o)   # borrowed
 
 cdef enum:
     # Word tags (low byte of a header word) and entry modes: equal to _keys_py's (tested).
@@ -169,7 +169,7 @@ cdef PyTypeObject* _param_type = NULL
 cdef object _raw_stream = None           # torch._C._cuda_getCurrentRawStream, when no exchange API
 cdef object _hookchain_type = None
 cdef object _interned_get = INTERNED.get
-cdef bint _release_gil = True            # around cuLaunchKernelEx; set_release_gil()
+cdef bint _release_gil = False           # around cuLaunchKernelEx; set_release_gil()
 cdef object _stats_record = None         # fastdispatch._stats.record, for evictions
 _exchange_api_reason = "not configured"
 
@@ -339,6 +339,8 @@ cdef class Entry:
         self.grid_fn = grid_fn
         self.grid_slow = grid_slow
         self.grid_programs = {}
+        self.last_grid_key = None
+        self.last_grid_prog = None
         memset(&self.plan, 0, sizeof(LaunchPlan))
         if mode == MODE_DRIVER:
             self._set_plan(plan, grid)
@@ -385,8 +387,12 @@ cdef class Entry:
 
     def set_grid_program(self, key, program):
         """Remember how to evaluate a per-call grid whose function has ``key`` (its code object,
-        or the callable itself): a ``GridProgram``, or False for "call it in Python"."""
-        self.grid_programs[key] = program
+        or the callable itself): a ``GridProgram``, or False for "call it in Python". Filed by
+        identity (hashing a code object walks its fields: ~0.3 us), with ``key`` kept alive in
+        the value so its id cannot be reused while the entry exists."""
+        self.grid_programs[id(key)] = (key, program)
+        if key is self.last_grid_key:
+            self.last_grid_prog = program
 
     @property
     def key_words(self):
@@ -402,9 +408,6 @@ cdef class Entry:
         """(gx, gy, gz) for this call into ``g``: a static plan grid, a program evaluated in
         C, a per-call tuple read in C, or (when none of those applies) the grid in Python."""
         cdef PyObject* found
-        cdef Py_ssize_t n
-        cdef int overflow = 0
-        cdef long long value
         if grid is None:
             if self.grid_prog is not None:
                 if have_views and eval_grid(self.grid_prog, <const int64_t*>slots, views,
@@ -419,12 +422,25 @@ cdef class Entry:
         elif type(grid) is tuple and 1 <= PyTuple_GET_SIZE(grid) <= 3:
             result = grid
         else:
-            found = PyDict_GetItem(self.grid_programs, _grid_key(grid))
-            if (found != NULL and type(<object>found) is GridProgram and have_views
-                    and eval_grid(<GridProgram>found, <const int64_t*>slots, views,
+            key = _grid_key(grid)
+            if key is not self.last_grid_key:   # one-slot cache: a kernel usually has one grid
+                found = PyDict_GetItem(self.grid_programs, id(key))
+                if found == NULL or (<tuple><object>found)[0] is not key:
+                    result = self.grid_slow(self, args, grid)
+                    return self._sizes(result, g)
+                self.last_grid_key = key
+                self.last_grid_prog = (<tuple><object>found)[1]
+            if (type(self.last_grid_prog) is GridProgram and have_views
+                    and eval_grid(<GridProgram>self.last_grid_prog, <const int64_t*>slots, views,
                                   PyTuple_GET_SIZE(args), grid, g)):
                 return 0
             result = self.grid_slow(self, args, grid)
+        return self._sizes(result, g)
+
+    cdef int _sizes(self, object result, unsigned int* g) except -1:
+        cdef Py_ssize_t n, i
+        cdef int overflow = 0
+        cdef long long value
         n = len(result)
         if not 1 <= n <= 3:
             raise ValueError(f"fastdispatch: a grid must have 1-3 sizes, got {result!r}")
@@ -535,7 +551,7 @@ cdef class Entry:
 cdef inline object _grid_key(object grid):
     # Per-call grids are usually a fresh lambda per call with the same code: key on the code.
     if PyFunction_Check(grid):
-        return PyFunction_GET_CODE(grid)
+        return <object>PyFunction_GET_CODE(grid)   # borrowed: <object> takes a reference
     return grid
 
 
@@ -583,9 +599,15 @@ cdef object _fastkernel_tp_call(object self, object args, PyObject* kwds):
 
 
 cdef object _fastkernel_mp_subscript(object self, object grid):
-    cdef BoundLaunch bound = BoundLaunch.__new__(BoundLaunch)
-    bound.kernel = <FastKernel>self
+    # ``k[grid](...)`` with the same grid object as last time reuses its BoundLaunch (~50 ns)
+    cdef FastKernel kernel = <FastKernel>self
+    cdef BoundLaunch bound = kernel.last_bound
+    if bound is not None and bound.grid is grid:
+        return bound
+    bound = BoundLaunch.__new__(BoundLaunch)
+    bound.kernel = kernel
     bound.grid = grid
+    kernel.last_bound = bound
     return bound
 
 
@@ -654,6 +676,7 @@ cdef class FastKernel:
             raise ValueError(f"max_entries must be >= 1, got {max_entries}")
         self.max_entries = max_entries
         self.entries = []
+        self.last_bound = None
         self.clock_hand = 0
         self.evictions = 0
         self.evicted_hits = 0

@@ -163,12 +163,22 @@ def arg_words(obj, role: int, words: list, slots: list, tensor_bits: list) -> in
         words.append(T_NONE)
         slots.append(0)
         return -1
-    # Anything else (numpy scalars, huge ints, tensor descriptors...): exact by identity of its
-    # interned value when hashable, else by type; the slow path validates or raises.
+    # A host TensorDescriptor (a fresh object per call, unhashable): what Triton specializes a
+    # ``tensordesc`` parameter on -- the base's dtype and rank, the block shape, the padding.
+    if tp.__name__ == "TensorDescriptor" and hasattr(obj, "block_shape") and hasattr(obj, "base"):
+        base = obj.base
+        ident = intern_id(("tensordesc", str(base.dtype), base.dim(), tuple(obj.block_shape),
+                           str(getattr(obj, "padding", ""))))
+        words.append(T_OBJ | (ident << 8))
+        slots.append(0)
+        return base.device.index if base.device.type == "cuda" else -1
+    # Anything else (numpy scalars, huge ints, ...): exact by its interned value when hashable,
+    # else by type alone (interning per object would grow without bound); the slow path
+    # validates or raises, and a backend must not publish entries for such arguments.
     try:
         ident = intern_id(("obj", tp, obj))
     except TypeError:
-        ident = intern_id(("unhashable", tp, id(obj)))
+        ident = intern_id(("unhashable", tp))
     words.append(T_OBJ | (ident << 8))
     slots.append(0)
     return -1
@@ -266,7 +276,7 @@ class Entry:
 
     def set_grid_program(self, key, program):
         """Same as ``_keys.Entry.set_grid_program`` (the twin runs grids in Python anyway)."""
-        self.grid_programs[key] = program
+        self.grid_programs[id(key)] = (key, program)
 
     def launch(self, kernel, args, grid=None):
         """Launch this entry for ``args`` (the miss's own call; not counted as a hit)."""

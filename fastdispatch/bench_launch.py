@@ -133,23 +133,33 @@ def _drop_in_paths(jit_fn, inputs, out, expected) -> dict:
     names = [p.name for p in jit_fn.params]
     kw = dict(zip(names, (*inputs, out, NUMEL)))
     rows = {}
+    args = (*inputs, out, NUMEL)   # built once, as the plain rows' arguments are
     for label, obj, extra in (("jit, META grid", jit_fn, {"BLOCK": BLOCK}),
                               ("autotune (4 configs, key n)", autotuned, {}),
                               ("heuristics", heuristic, {})):
         fast = fastdispatch.triton_kernel(obj)
         for who, target in (("fastdispatch fast[grid]", fast), ("Triton kernel[grid]", obj)):
             out.fill_(float("nan"))
-            target[grid](*inputs, out, NUMEL, **extra)
-            target[grid](*inputs, out, NUMEL, **extra)
+            target[grid](*args, **extra)
+            target[grid](*args, **extra)
             _check(out, expected, f"{who} {label}")
 
-        def run_fd(k, fast=fast, extra=extra):
-            for _ in range(k):
-                fast[grid](*inputs, out, NUMEL, **extra)
+        if extra:
+            def run_fd(k, fast=fast, extra=extra):
+                for _ in range(k):
+                    fast[grid](*args, **extra)
 
-        def run_triton(k, obj=obj, extra=extra):
-            for _ in range(k):
-                obj[grid](*inputs, out, NUMEL, **extra)
+            def run_triton(k, obj=obj, extra=extra):
+                for _ in range(k):
+                    obj[grid](*args, **extra)
+        else:
+            def run_fd(k, fast=fast):
+                for _ in range(k):
+                    fast[grid](*args)
+
+            def run_triton(k, obj=obj):
+                for _ in range(k):
+                    obj[grid](*args)
 
         rows[f"fastdispatch fast[grid], {label}"] = run_fd
         rows[f"Triton kernel[grid], {label}"] = run_triton

@@ -13,7 +13,7 @@ the attribute); a change affects entries published afterwards, so call
 | FASTDISPATCH_DISK_CACHE | 1 | 0 keeps compiled binaries in memory only |
 | FASTDISPATCH_LOG | warning | log level of the ``fastdispatch`` logger (debug, info, ...) |
 | FASTDISPATCH_MAX_ENTRIES | 4096 | bound of each kernel's key table (CLOCK eviction past it) |
-| FASTDISPATCH_RELEASE_GIL | 1 | release the GIL around ``cuLaunchKernelEx`` on a hit |
+| FASTDISPATCH_RELEASE_GIL | 0 | release the GIL around ``cuLaunchKernelEx`` on a hit (held by default: 8 threads on own streams cost 4.9 us per call held, 9.0 released, on the lent H200) |
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class Knobs:
             disk_cache=_env_bool("FASTDISPATCH_DISK_CACHE", True),
             log_level=(os.environ.get("FASTDISPATCH_LOG") or "warning").lower(),
             max_entries=_env_int("FASTDISPATCH_MAX_ENTRIES", 4096),
-            release_gil=_env_bool("FASTDISPATCH_RELEASE_GIL", True),
+            release_gil=_env_bool("FASTDISPATCH_RELEASE_GIL", False),
         )
 
 

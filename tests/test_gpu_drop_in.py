@@ -24,7 +24,10 @@ def test_real_kernel_matches_triton(name):
     ref, got, exact = rk.CASES[name]()
     torch.cuda.synchronize()
     assert not torch.isnan(got).any()
-    assert torch.equal(got, ref)
+    if name.startswith("row_sum"):   # float atomics: the order of the adds differs run to run
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    else:
+        assert torch.equal(got, ref)
     tol = 1e-4 if name == "matmul" else 1e-5
     torch.testing.assert_close(got, exact, rtol=tol, atol=tol)
 

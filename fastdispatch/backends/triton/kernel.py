@@ -153,12 +153,15 @@ class TritonKernel(Dispatcher):
             if value is not None and not isinstance(value, (torch.Tensor, int, float, bool) + self._tensor_descriptor):
                 raise TypeError(f"{self.name}(): argument '{name}' must be a torch.Tensor, int, "
                                 f"float, bool, None or TensorDescriptor, got {type(value).__name__}")
-        check_cuda_tensors(self.name, [(n, v) for n, v in runtime if isinstance(v, torch.Tensor)],
-                           allow_cpu=self.interpret)
+        tensors = [(n, v.base if isinstance(v, self._tensor_descriptor) else v) for n, v in runtime
+                   if isinstance(v, (torch.Tensor,) + self._tensor_descriptor)]
+        check_cuda_tensors(self.name, tensors, allow_cpu=self.interpret)
 
     # -- the layers ----------------------------------------------------------------------------
     def _device_of(self, call_args):
         for a in call_args:
+            if self._tensor_descriptor and isinstance(a, self._tensor_descriptor):
+                a = a.base
             if isinstance(a, torch.Tensor) and a.device.type == "cuda":
                 return a.device.index if a.device.index is not None else torch.cuda.current_device()
         return None
@@ -393,7 +396,7 @@ class TritonKernel(Dispatcher):
         call_args, _ = self.split(args)
         if grid is not None and not isinstance(grid, (tuple, list)):
             key = grids.grid_key(grid)
-            if key not in entry.grid_programs:
+            if id(key) not in entry.grid_programs:
                 program = self._program(grids.STYLE_META, grid, call_args, values)
                 entry.set_grid_program(key, program if program is not None else False)
         return self._grid_value(call_args, values, grid)
