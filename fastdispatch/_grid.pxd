@@ -12,7 +12,8 @@ cdef class GridProgram:
     """A traced grid (``fastdispatch.grid_program``) as C ops, plus its closure-cell guards."""
     cdef int64_t* ops
     cdef Py_ssize_t n_ops
-    cdef readonly tuple guards       # ((cell index, object), ...): identity-checked per call
+    cdef readonly tuple guards       # ((CELL or DEFAULT, index, object), ...): identity-checked
+    cdef readonly bint uses_captures # some leaf reads the grid function's cells or defaults
     cdef readonly tuple program      # the Python tuple it was built from (tests, repr)
 
 cdef int eval_grid(GridProgram prog, const int64_t* slots, const ArgView* views, Py_ssize_t nargs,

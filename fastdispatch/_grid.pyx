@@ -10,6 +10,7 @@ from libc.stdlib cimport malloc, free
 cdef extern from "Python.h":
     bint PyFunction_Check(object o)
     PyObject* PyFunction_GetClosure(object o)
+    PyObject* PyFunction_GetDefaults(object o)
     PyObject* PyCell_GET(PyObject* cell)
     Py_ssize_t PyTuple_GET_SIZE(PyObject* t)
     PyObject* PyTuple_GET_ITEM(PyObject* t, Py_ssize_t i)
@@ -42,12 +43,13 @@ cdef enum:
     G_MAX = 12
     G_NEG = 13
     G_OUT = 14
+    G_DEFAULT = 15
     STACK = 32
 
 OPCODES = {"CONST": G_CONST, "ARG": G_ARG, "SHAPE": G_SHAPE, "STRIDE": G_STRIDE,
            "NUMEL": G_NUMEL, "CELL": G_CELL, "ADD": G_ADD, "SUB": G_SUB, "MUL": G_MUL,
            "FLOORDIV": G_FLOORDIV, "MOD": G_MOD, "MIN": G_MIN, "MAX": G_MAX, "NEG": G_NEG,
-           "OUT": G_OUT}
+           "OUT": G_OUT, "DEFAULT": G_DEFAULT}
 
 
 cdef class GridProgram:
@@ -63,11 +65,18 @@ cdef class GridProgram:
         self.program = tuple(program)
         self.guards = tuple(guards)
         self.n_ops = len(self.program)
+        self.uses_captures = False
         self.ops = <int64_t*>malloc(max(self.n_ops, 1) * sizeof(int64_t))
         if self.ops == NULL:
             raise MemoryError()
         for i in range(self.n_ops):
             self.ops[i] = <int64_t>self.program[i]
+        i = 0
+        while i < self.n_ops:   # does any leaf read the function's cells or defaults?
+            op = self.program[i]
+            if op == G_CELL or op == G_DEFAULT:
+                self.uses_captures = True
+            i += 3 if op in (G_SHAPE, G_STRIDE) else 2 if op in (G_CONST, G_ARG, G_NUMEL, G_CELL, G_DEFAULT) else 1
 
     def __repr__(self):
         return f"GridProgram({self.program}, guards={len(self.guards)})"
@@ -87,12 +96,20 @@ cdef inline int64_t _mod(int64_t a, int64_t b) noexcept nogil:
     return r
 
 
-cdef inline int _cell_int(PyObject* closure, Py_ssize_t index, int64_t* out) except -1:
-    cdef PyObject* value
+cdef inline PyObject* _captured(PyObject* closure, PyObject* defaults, int64_t op, Py_ssize_t index):
+    """A closure cell's contents or a positional default of the grid function (borrowed)."""
+    cdef PyObject* holder = closure if op == G_CELL else defaults
+    if holder == NULL or index >= PyTuple_GET_SIZE(holder):
+        return NULL
+    if op == G_CELL:
+        return PyCell_GET(PyTuple_GET_ITEM(holder, index))
+    return PyTuple_GET_ITEM(holder, index)
+
+
+cdef inline int _captured_int(PyObject* closure, PyObject* defaults, int64_t op, Py_ssize_t index,
+                              int64_t* out) except -1:
+    cdef PyObject* value = _captured(closure, defaults, op, index)
     cdef int overflow = 0
-    if closure == NULL or index >= PyTuple_GET_SIZE(closure):
-        return 0
-    value = PyCell_GET(PyTuple_GET_ITEM(closure, index))
     if value == NULL or not PyLong_CheckExact(value):
         return 0
     out[0] = PyLong_AsLongLongAndOverflow(<object>value, &overflow)
@@ -111,11 +128,15 @@ cdef int eval_grid(GridProgram prog, const int64_t* slots, const ArgView* views,
     cdef int64_t op, a, b, r
     cdef const int64_t* ops = prog.ops
     cdef PyObject* closure = NULL
+    cdef PyObject* defaults = NULL
     cdef const ArgView* v
     if fn is not None and PyFunction_Check(fn):
         closure = PyFunction_GetClosure(fn)
-    for index, expected in prog.guards:   # non-int cells the program assumed unchanged
-        if closure == NULL or PyCell_GET(PyTuple_GET_ITEM(closure, <Py_ssize_t>index)) != <PyObject*>expected:
+        defaults = PyFunction_GetDefaults(fn)
+    elif prog.guards or prog.uses_captures:
+        return 0
+    for kind, index, expected in prog.guards:   # immutable captures assumed unchanged
+        if _captured(closure, defaults, kind, index) != <PyObject*>expected:
             return 0
     while pc < prog.n_ops:
         op = ops[pc]
@@ -152,8 +173,8 @@ cdef int eval_grid(GridProgram prog, const int64_t* slots, const ArgView* views,
                 if fd_mul(r, views[i].shape[d], &r):
                     return 0
             stack[sp] = r; sp += 1; pc += 2
-        elif op == G_CELL:
-            if not _cell_int(closure, ops[pc + 1], &stack[sp]):
+        elif op == G_CELL or op == G_DEFAULT:
+            if not _captured_int(closure, defaults, op, ops[pc + 1], &stack[sp]):
                 return 0
             sp += 1; pc += 2
         elif op == G_NEG:

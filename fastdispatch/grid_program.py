@@ -11,6 +11,10 @@ grid function's closure cells become leaves too, and everything the entry's key 
 (and so ``triton.cdiv``, which is ``(x + y - 1) // y``) build an expression; anything else
 (a comparison, ``int()``, true division, a bit operation, an attribute the key does not pin)
 raises :class:`NotTraceable`, and the grid is then called in Python on every call instead.
+Ints in closure cells and positional defaults (``lambda META, n=n: ...``) are read per call;
+other cells and defaults must be immutable (checked by identity per call), and the globals the
+grid names must be modules, functions or classes: a grid that reads a mutable global, a list
+or an object's attribute is called in Python, never frozen into a program.
 
 The program is a flat int64 list for a stack machine (opcodes below), ending with one ``OUT``
 per grid dimension. Evaluation follows Python's integer semantics (floor division and modulo
@@ -24,8 +28,8 @@ import builtins
 import types
 
 # Opcodes (kept equal to _keys.pyx's G_* enum; tested).
-CONST, ARG, SHAPE, STRIDE, NUMEL, CELL, ADD, SUB, MUL, FLOORDIV, MOD, MIN, MAX, NEG, OUT = range(15)
-_ARITY = {CONST: 1, ARG: 1, SHAPE: 2, STRIDE: 2, NUMEL: 1, CELL: 1}
+CONST, ARG, SHAPE, STRIDE, NUMEL, CELL, ADD, SUB, MUL, FLOORDIV, MOD, MIN, MAX, NEG, OUT, DEFAULT = range(16)
+_ARITY = {CONST: 1, ARG: 1, SHAPE: 2, STRIDE: 2, NUMEL: 1, CELL: 1, DEFAULT: 1}
 MAX_STACK = 32
 
 
@@ -172,29 +176,63 @@ def _fold(args, kwargs, op, concrete):
 _BUILTINS = dict(vars(builtins), min=_sym_min, max=_sym_max)
 
 
-def _traced_copy(fn):
-    """``fn`` rebuilt with symbolic closure cells (ints) and min/max that accept Syms.
+_CONSTANT_KINDS = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type,
+                   types.MethodType, types.BuiltinMethodType)
 
-    Returns (function, cell_guards): guards are (cell index, object) pairs for the non-int cells,
-    which the program assumes unchanged (checked by identity on every call)."""
+
+def _immutable(value) -> bool:
+    """Values a program may hold as constants (their identity is checked per call)."""
+    if value is None or isinstance(value, (bool, float, str, bytes, int)):
+        return True
+    if type(value) is tuple:
+        return all(_immutable(v) for v in value)
+    return False
+
+
+def _check_globals(code, scope):
+    # Every global the grid (or a function nested in it) names must be a constant kind: a
+    # module global int or object read by the grid would otherwise be frozen at trace time.
+    for name in code.co_names:
+        if name in scope and not isinstance(scope[name], _CONSTANT_KINDS):
+            raise NotTraceable(f"grid reads the global {name!r} ({type(scope[name]).__name__})")
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _check_globals(const, scope)
+
+
+def _leaf_or_guard(value, op, index, guards):
+    if type(value) is int and -(1 << 63) <= value < (1 << 63):
+        return Sym((op, index))
+    if not _immutable(value):
+        raise NotTraceable(f"grid captures a {type(value).__name__} (mutable)")
+    guards.append((op, index, value))
+    return value
+
+
+def _traced_copy(fn):
+    """``fn`` rebuilt with symbolic ints in its closure cells and positional defaults, and
+    min/max that accept Syms.
+
+    Returns (function, guards): guards are (CELL or DEFAULT, index, object) for the immutable
+    non-int ones, which the program assumes unchanged (checked by identity on every call)."""
     if not isinstance(fn, types.FunctionType):
         raise NotTraceable(f"grid of type {type(fn).__name__} (not a plain function)")
     if fn.__kwdefaults__:
         raise NotTraceable("grid function with keyword-only defaults")
+    _check_globals(fn.__code__, fn.__globals__)
     cells, guards = [], []
     for index, cell in enumerate(fn.__closure__ or ()):
         try:
             value = cell.cell_contents
         except ValueError:   # an empty cell: the function would fail; let Python say so
             raise NotTraceable("empty closure cell") from None
-        if type(value) is int and -(1 << 63) <= value < (1 << 63):
-            cells.append(types.CellType(Sym((CELL, index))))
-        else:
-            cells.append(types.CellType(value))
-            guards.append((index, value))
+        cells.append(types.CellType(_leaf_or_guard(value, CELL, index, guards)))
+    defaults = None
+    if fn.__defaults__ is not None:
+        defaults = tuple(_leaf_or_guard(v, DEFAULT, i, guards) for i, v in enumerate(fn.__defaults__))
     scope = dict(fn.__globals__)
     scope["__builtins__"] = _BUILTINS
-    traced = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__,
+    traced = types.FunctionType(fn.__code__, scope, fn.__name__, defaults,
                                 tuple(cells) if fn.__closure__ is not None else None)
     return traced, tuple(guards)
 
@@ -262,11 +300,12 @@ def arg_stand_ins(args, roles_exact_scalars=frozenset(), constexpr_positions=fro
 
 
 def _floordiv(a: int, b: int):
-    return None if b == 0 else a // b
+    # C gives up on both: a zero divisor, and INT64_MIN by -1 (which overflows int64)
+    return None if b == 0 or (a == -(1 << 63) and b == -1) else a // b
 
 
 def _mod(a: int, b: int):
-    return None if b == 0 else a % b
+    return None if b == 0 or (a == -(1 << 63) and b == -1) else a % b
 
 
 _BINARY = {ADD: int.__add__, SUB: int.__sub__, MUL: int.__mul__, FLOORDIV: _floordiv, MOD: _mod,
@@ -274,11 +313,20 @@ _BINARY = {ADD: int.__add__, SUB: int.__sub__, MUL: int.__mul__, FLOORDIV: _floo
 _I64 = 1 << 63
 
 
-def evaluate(program, args, closure=None):
+def evaluate(program, args, closure=None, defaults=None, guards=()):
     """The C evaluator's twin: ``(gx, gy, gz)`` for ``args``, or None where C gives up
-    (division by zero, an int64 overflow, a size outside [0, 2**32), a non-int cell)."""
+    (division by zero, an int64 overflow, a size outside [0, 2**32), a non-int cell or default,
+    a guarded cell or default that is another object now). ``closure``/``defaults``: the grid
+    function's ``__closure__`` and ``__defaults__``."""
     import torch
 
+    for op, index, expected in guards:
+        try:
+            now = closure[index].cell_contents if op == CELL else defaults[index]
+        except (TypeError, IndexError, ValueError):
+            return None
+        if now is not expected:
+            return None
     stack: list = []
     out: list = []
     pc = 0
@@ -302,8 +350,12 @@ def evaluate(program, args, closure=None):
             if not isinstance(t, torch.Tensor):
                 return None
             stack.append(t.numel())
-        elif op == CELL:
-            value = closure[program[pc + 1]].cell_contents if closure else None
+        elif op in (CELL, DEFAULT):
+            try:
+                value = (closure[program[pc + 1]].cell_contents if op == CELL
+                         else defaults[program[pc + 1]])
+            except (TypeError, IndexError, ValueError):
+                return None
             if type(value) is not int or not -_I64 <= value < _I64:
                 return None
             stack.append(value)

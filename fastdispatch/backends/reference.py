@@ -16,8 +16,9 @@ class ReferenceKernel(Dispatcher):
     """Dispatch to ``make(args)``'s result, built once per key (see :func:`reference_kernel`)."""
 
     def __init__(self, make, param_names, *, roles=None, defaults=None, null=False, name=None,
-                 validate=None):
-        super().__init__(name or getattr(make, "__name__", "reference"), param_names, roles, defaults)
+                 validate=None, max_entries=None):
+        super().__init__(name or getattr(make, "__name__", "reference"), param_names, roles, defaults,
+                         max_entries=max_entries)
         self._make = make
         self._null = null
         self._validate = validate

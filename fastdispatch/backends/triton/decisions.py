@@ -41,12 +41,27 @@ def gpu_identity(device: int | None) -> str:
     return found
 
 
+def _source_hash(base_fn) -> str:
+    key = getattr(base_fn, "cache_key", None)   # JITFunction: source and its dependencies
+    if key:
+        return key
+    code = getattr(getattr(base_fn, "fn", None), "__code__", None)   # InterpretedFunction
+    return hashlib.sha256(code.co_code if code is not None else b"").hexdigest()
+
+
+def _callable_name(fn) -> str:
+    return "" if fn is None else f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
 def scope_of(layer, base_fn, gpu: str, arch: int) -> str:
-    """Everything a decision depends on but the tuning key: GPU, toolchain, source, configs."""
-    configs = "|".join(str(c) for c in layer.configs)
-    source = getattr(base_fn, "cache_key", None) or hashlib.sha256(
-        getattr(getattr(base_fn, "fn", None), "__code__", b"").co_code if hasattr(
-            getattr(base_fn, "fn", None), "__code__") else b"").hexdigest()
+    """Everything a decision depends on but the tuning key: GPU, toolchain, source, and the
+    autotuner itself (configs with their pre_hooks, key, reset/restore lists, pruning)."""
+    configs = "|".join(f"{c}|{_callable_name(c.pre_hook)}" for c in layer.configs)
+    tuner = (f"key={list(layer.keys)}|reset={layer.reset_to_zero}|restore={layer.restore_value}|"
+             f"prune={_callable_name(layer.early_config_prune)}|model={_callable_name(layer.perf_model)}|"
+             f"top_k={layer.configs_top_k}")
+    configs += "|" + tuner
+    source = _source_hash(base_fn)
     name = getattr(base_fn, "__name__", "kernel")
     return (f"{FORMAT}|gpu={gpu}|toolchain={toolchain_fingerprint(arch)}|fn={name}:{source}|"
             f"configs={hashlib.sha256(configs.encode()).hexdigest()}")
@@ -95,8 +110,11 @@ def export(path: str) -> int:
 def import_file(path: str, *, persist: bool = True) -> int:
     """Load decisions from an :func:`export` file (memory, and the disk cache when
     ``persist``); rows of another format are rejected whole. Returns how many."""
-    with open(path) as fh:
-        data = json.load(fh)
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a fastdispatch autotune file (not JSON: {exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path}: not a fastdispatch autotune file (format {FORMAT!r} expected)")
     rows = data.get("decisions", [])

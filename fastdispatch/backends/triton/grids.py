@@ -84,8 +84,7 @@ def trace_program(style: str, grid, call_args: tuple, meta_of, constexpr_positio
             program, guards = gp.trace(grid, lambda fn: fn(meta_of(stand_ins)))
     except gp.NotTraceable:
         return None
-    closure = getattr(grid, "__closure__", None)
     real = grid(*call_args) if style == STYLE_ARGS else grid(meta_of(call_args))
-    if gp.evaluate(program, call_args, closure) != sizes(real):
+    if gp.evaluate(program, call_args, grid.__closure__, grid.__defaults__, guards) != sizes(real):
         return None
     return keys.GridProgram(program, guards)
