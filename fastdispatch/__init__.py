@@ -71,6 +71,9 @@ def clear_caches() -> None:
     mod = sys.modules.get("fastdispatch.backends.triton.binaries")
     if mod is not None:
         mod.clear_memory()
+        from fastdispatch.dispatcher import live_dispatchers
+        for kernel in live_dispatchers():
+            getattr(kernel, "_recipes", {}).clear()   # they hold loaded binaries
     cute = sys.modules.get("fastdispatch.backends.cute")
     if cute is not None:
         cute.clear_memory_cache()
