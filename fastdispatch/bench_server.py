@@ -185,7 +185,10 @@ def _scaled_mm_paths() -> dict:
         return torch._scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16)
 
     c_ours, c_theirs = torch.compile(ours, fullgraph=True), torch.compile(theirs, fullgraph=True)
-    torch.testing.assert_close(c_ours(a, b, sa, sb).float(), theirs(a, b, sa, sb).float(), rtol=2e-2, atol=2e-2)
+    got, want = c_ours(a, b, sa, sb).float(), theirs(a, b, sa, sb).float()
+    error = ((got - want).norm() / want.norm()).item()
+    if not error < 1e-2:   # bf16 outputs of two fp32-accumulating kernels: ~1e-3 apart
+        raise AssertionError(f"scaled_mm under torch.compile: relative error {error:.2e}")
     return {"torch.compile: fastdispatch.scaled_mm 16x4096x4096": lambda: c_ours(a, b, sa, sb),
             "torch.compile: torch._scaled_mm 16x4096x4096": lambda: c_theirs(a, b, sa, sb)}
 

@@ -272,15 +272,27 @@ def scaled_mm(a, b, scale_a, scale_b, *, out_dtype=torch.bfloat16, bias=None, ou
     return dispatcher()(a, b, scale_a, scale_b, out, bias, bool(use_fast_accum))
 
 
-# -- torch.compile: a custom op with a fake implementation ----------------------------------
-@torch.library.custom_op("fastdispatch::scaled_mm", mutates_args=())
-def _scaled_mm_op(a: torch.Tensor, b: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor,
-                  bias: torch.Tensor | None, out_dtype: torch.dtype, use_fast_accum: bool) -> torch.Tensor:
-    m, n, _, _ = check_args(a, b, scale_a, scale_b, bias, out_dtype, None)
-    out = torch.empty((m, n), dtype=out_dtype, device=a.device)
-    return dispatcher()(a, b, scale_a, scale_b, out, bias, use_fast_accum)
+# -- torch.compile: a typed op with a fake implementation ---------------------------------------
+# Registered with torch.library.Library rather than @custom_op: a compiled graph calls the op
+# on every step, and custom_op's Python wrapper (autograd handling, schema-driven argument
+# parsing) costs ~13 us per call against ~3 us here (measured on the CI CPU, torch 2.14). The
+# op writes nothing it is given (it returns a new tensor), so Inductor copies no input. The
+# full argument checks run once, while tracing, in the fake implementation; at run time the
+# dispatcher's miss path checks every new key (its key holds what check_args looks at).
+_LIB = torch.library.Library("fastdispatch", "FRAGMENT")
+_LIB.define("scaled_mm(Tensor a, Tensor b, Tensor scale_a, Tensor scale_b, Tensor? bias, "
+            "ScalarType out_dtype, bool use_fast_accum) -> Tensor")
 
 
-@_scaled_mm_op.register_fake
+def _scaled_mm_op(a, b, scale_a, scale_b, bias, out_dtype, use_fast_accum):
+    out = torch.empty((a.shape[0], b.shape[1]), dtype=out_dtype, device=a.device)
+    return dispatcher()(a, b, scale_a, scale_b, out, bias, bool(use_fast_accum))
+
+
+_LIB.impl("scaled_mm", _scaled_mm_op, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("fastdispatch::scaled_mm", lib=_LIB)
 def _(a, b, scale_a, scale_b, bias, out_dtype, use_fast_accum):
+    check_args(a, b, scale_a, scale_b, bias, out_dtype, None)   # the clear error, at trace time
     return a.new_empty((a.shape[0], b.shape[1]), dtype=out_dtype)
