@@ -132,7 +132,8 @@ def cmd_precompile(args) -> int:
     from fastdispatch import cache
     from fastdispatch.precompile import precompile
 
-    rows = precompile(args.targets, arch=args.arch, shapes_file=args.shapes)
+    rows = precompile(args.targets, arch=args.arch, shapes_file=args.shapes,
+                      decisions_file=args.decisions, gpu=args.gpu)
     for row in rows:
         print(f"{row['kernel']:<24} {row['arch']:<8} {'compiled' if row['compiled'] else 'cached':<9} "
               f"{', '.join(row['files'])}")
@@ -177,6 +178,8 @@ def main(argv=None) -> int:
     pre.add_argument("targets", nargs="+", metavar="MODULE:ATTR")
     pre.add_argument("--arch", help="e.g. sm_90 (default: this machine's GPU)")
     pre.add_argument("--shapes", help="JSON list of argument lists (tensors as {dtype, shape, aligned})")
+    pre.add_argument("--decisions", help="autotune decisions exported on the serving GPU (JSON)")
+    pre.add_argument("--gpu", help="the serving GPU's name (torch.cuda.get_device_name), for --decisions")
     pre.set_defaults(func=cmd_precompile)
     cold = bench.add_parser("coldstart", help="fresh process to first result, cold vs warm cache (GPU)")
     cold.add_argument("--profile", action="store_true", help="cProfile the warm first call")

@@ -83,19 +83,30 @@ def jobs(target: str, shapes: list | None):
                     f"(kernel, args) pairs")
 
 
-def precompile(targets, arch: str | None = None, shapes_file: str | None = None) -> list[dict]:
-    """Compile (or find) every binary; returns one report row per (kernel, args)."""
+def precompile(targets, arch: str | None = None, shapes_file: str | None = None,
+               decisions_file: str | None = None, gpu: str | None = None) -> list[dict]:
+    """Compile (or find) every binary; returns one report row per (kernel, args).
+
+    ``decisions_file``: autotune decisions exported on the serving GPU
+    (``fastdispatch.backends.triton.decisions.export``), imported first and stored with the
+    binaries, so autotuned kernels compile the configs that GPU chose; ``gpu``: that GPU's
+    name as ``torch.cuda.get_device_name`` says it (needed without a GPU here)."""
     from triton.backends.compiler import GPUTarget
 
     from fastdispatch import _stats
 
     shapes = json.load(open(shapes_file)) if shapes_file else None
     cc = parse_arch(arch)
+    if decisions_file:
+        from fastdispatch.backends.triton import decisions
+        decisions.import_file(decisions_file)
+    gpu_id = f"{gpu}|sm_{cc}" if gpu else None
     rows = []
     for target in targets:
         for kernel, args in jobs(target, shapes):
             before = _stats.snapshot().get("compiles", 0)
-            key_text, files = kernel.compile_for(*args, target=GPUTarget("cuda", cc, 32))
+            extra = {"gpu": gpu_id} if gpu_id and getattr(kernel, "layers", None) is not None else {}
+            key_text, files = kernel.compile_for(*args, target=GPUTarget("cuda", cc, 32), **extra)
             compiled = _stats.snapshot().get("compiles", 0) > before
             rows.append({"kernel": kernel.name, "arch": f"sm_{cc}", "compiled": compiled,
                          "files": sorted(files), "key": key_text[:80]})

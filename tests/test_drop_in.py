@@ -597,7 +597,8 @@ TUNING_KEY = (48, 40, 24, "torch.float32", "torch.float32", "torch.float32")
 
 
 def _scope(gpu=H200, arch=90):
-    return decisions.scope_of(rk.matmul_kernel, rk.matmul_kernel.fn, gpu, arch)
+    # the capability is part of the GPU identity ("<name>|sm_<cc>"); arch names the case
+    return decisions.scope_of(rk.matmul_kernel, rk.matmul_kernel.fn, gpu)
 
 
 LOOKUP_SCRIPT = textwrap.dedent("""
@@ -789,3 +790,25 @@ def test_failed_first_call_is_not_a_hit(stats_delta):
     assert stats_delta("hits") == 0 and stats_delta("misses") == 1
     assert k(t) == "ok"
     assert stats_delta("hits") == 1 and stats_delta("misses") == 1
+
+
+def test_precompile_compiles_the_decided_config_without_a_gpu(fresh_cache_dir, tmp_path):
+    """A decision exported on the serving GPU, imported here (no GPU): compile_for builds that
+    GPU's config for sm_90, and refuses without the decision."""
+    import json as _json
+    from triton.backends.compiler import GPUTarget
+
+    fast = fastdispatch.triton_kernel(rk.matmul_kernel)
+    a, b, c = torch.randn(48, 24), torch.randn(24, 40), torch.empty(48, 40)
+    args = (a, b, c, 48, 40, 24, a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1))
+    target = GPUTarget("cuda", 90, 32)
+    with pytest.raises(RuntimeError, match="no autotune decision"):
+        fast.compile_for(*args, target=target, gpu=H200)
+    decisions.record(_scope(), TUNING_KEY, 2)          # the serving GPU chose config 2
+    exported = tmp_path / "decisions.json"
+    decisions.export(str(exported))
+    decisions.clear_memory()
+    assert decisions.import_file(str(exported), persist=False) >= 1
+    _, files = fast.compile_for(*args, target=target, gpu=H200)
+    metadata = _json.loads(next(v for k, v in files.items() if k.endswith(".json")))
+    assert metadata["num_warps"] == rk.MATMUL_CONFIGS[2].num_warps == 4

@@ -19,8 +19,9 @@ import threading
 
 import torch
 
+import triton
+
 from fastdispatch import cache
-from fastdispatch.backends.triton.binaries import toolchain_fingerprint
 
 log = logging.getLogger("fastdispatch")
 
@@ -53,9 +54,11 @@ def _callable_name(fn) -> str:
     return "" if fn is None else f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def scope_of(layer, base_fn, gpu: str, arch: int) -> str:
-    """Everything a decision depends on but the tuning key: GPU, toolchain, source, and the
-    autotuner itself (configs with their pre_hooks, key, reset/restore lists, pruning)."""
+def scope_of(layer, base_fn, gpu: str) -> str:
+    """Everything a decision depends on but the tuning key: GPU (name and capability),
+    Triton's version, the kernel's source, and the autotuner itself (configs with their
+    pre_hooks, key, reset/restore lists, pruning). Triton's version rather than the install's
+    file identity, so a decision file moves to another machine with the same Triton."""
     configs = "|".join(f"{c}|{_callable_name(c.pre_hook)}" for c in layer.configs)
     tuner = (f"key={list(layer.keys)}|reset={layer.reset_to_zero}|restore={layer.restore_value}|"
              f"prune={_callable_name(layer.early_config_prune)}|model={_callable_name(layer.perf_model)}|"
@@ -63,7 +66,7 @@ def scope_of(layer, base_fn, gpu: str, arch: int) -> str:
     configs += "|" + tuner
     source = _source_hash(base_fn)
     name = getattr(base_fn, "__name__", "kernel")
-    return (f"{FORMAT}|gpu={gpu}|toolchain={toolchain_fingerprint(arch)}|fn={name}:{source}|"
+    return (f"{FORMAT}|gpu={gpu}|triton={triton.__version__}|fn={name}:{source}|"
             f"configs={hashlib.sha256(configs.encode()).hexdigest()}")
 
 

@@ -167,18 +167,18 @@ class TritonKernel(Dispatcher):
                 return a.device.index if a.device.index is not None else torch.cuda.current_device()
         return None
 
-    def _scope(self, layer, device):
-        arch = binaries.device_capability(device) if device is not None else (0, 0)
-        return decisions.scope_of(layer, self.fn, decisions.gpu_identity(device), arch[0] * 10 + arch[1])
+    def _scope(self, layer, device, gpu=None):
+        return decisions.scope_of(layer, self.fn, gpu or decisions.gpu_identity(device))
 
-    def resolve(self, call_args: tuple, opts: dict, grid=None, *, may_tune=True):
-        """The layers' values for a call (tuning, and launching it, if a decision is missing)."""
+    def resolve(self, call_args: tuple, opts: dict, grid=None, *, may_tune=True, gpu=None):
+        """The layers' values for a call (tuning, and launching it, if a decision is missing).
+        ``gpu``: the GPU identity decisions are looked up for (ahead of time, without it)."""
         named = dict(zip(self.call_names, call_args))
         tensors = {n for n, v in named.items() if isinstance(v, torch.Tensor)}
         device = self._device_of(call_args)
 
         def decide(layer, tuning_key):
-            scope = self._scope(layer, device)
+            scope = self._scope(layer, device, gpu)
             index = decisions.lookup(scope, tuning_key)
             return None if index is None else layer.configs[index]
 
@@ -446,14 +446,16 @@ class TritonKernel(Dispatcher):
         return self.kernel[grid](*positional, **by_name, **opts)
 
     # -- ahead of time -----------------------------------------------------------------------------
-    def compile_for(self, *args, target, **kwargs):
+    def compile_for(self, *args, target, gpu=None, **kwargs):
         """Compile (or load from the caches) the binary for a call with ``args``/``kwargs`` on
         ``target``; no GPU needed. Binds like a call (keywords, defaults, launch options);
-        autotuned kernels need a decision (``decisions.import_file``) or a single config.
+        autotuned kernels need a decision (``decisions.import_file``; ``gpu``: the identity
+        it was tuned on, ``"<name>|sm_<cc>"``) or a single config.
         Returns ``(key_text, files)`` mapping Triton's file names to bytes."""
         bound = self.bind(args, kwargs)
         call_args, opts = self.split(bound)
-        resolution = self.resolve(call_args, opts, may_tune=False) if self.layers.layers else None
+        resolution = (self.resolve(call_args, opts, may_tune=False, gpu=gpu)
+                      if self.layers.layers else None)
         values = resolution.values if resolution else dict(opts)
         full = self.full_args(call_args, values)
         options = {**self.options, **{k: v for k, v in values.items() if k not in self._param_names_set()}}
