@@ -13,7 +13,8 @@ cdef class GridProgram:
     cdef int64_t* ops
     cdef Py_ssize_t n_ops
     cdef readonly tuple guards       # ((CELL or DEFAULT, index, object), ...): identity-checked
-    cdef readonly bint uses_captures # some leaf reads the grid function's cells or defaults
+    cdef readonly bint uses_captures # some leaf reads the grid function's cells, defaults, globals
+    cdef readonly tuple global_names # names of the int globals GLOBAL leaves read
     cdef readonly tuple program      # the Python tuple it was built from (tests, repr)
 
 cdef int eval_grid(GridProgram prog, const int64_t* slots, const ArgView* views, Py_ssize_t nargs,

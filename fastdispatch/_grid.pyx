@@ -11,6 +11,8 @@ cdef extern from "Python.h":
     bint PyFunction_Check(object o)
     PyObject* PyFunction_GetClosure(object o)
     PyObject* PyFunction_GetDefaults(object o)
+    PyObject* PyFunction_GetGlobals(object o)
+    PyObject* PyDict_GetItem(PyObject* d, PyObject* key)
     PyObject* PyCell_GET(PyObject* cell)
     Py_ssize_t PyTuple_GET_SIZE(PyObject* t)
     PyObject* PyTuple_GET_ITEM(PyObject* t, Py_ssize_t i)
@@ -44,12 +46,13 @@ cdef enum:
     G_NEG = 13
     G_OUT = 14
     G_DEFAULT = 15
+    G_GLOBAL = 16
     STACK = 32
 
 OPCODES = {"CONST": G_CONST, "ARG": G_ARG, "SHAPE": G_SHAPE, "STRIDE": G_STRIDE,
            "NUMEL": G_NUMEL, "CELL": G_CELL, "ADD": G_ADD, "SUB": G_SUB, "MUL": G_MUL,
            "FLOORDIV": G_FLOORDIV, "MOD": G_MOD, "MIN": G_MIN, "MAX": G_MAX, "NEG": G_NEG,
-           "OUT": G_OUT, "DEFAULT": G_DEFAULT}
+           "OUT": G_OUT, "DEFAULT": G_DEFAULT, "GLOBAL": G_GLOBAL}
 
 
 cdef class GridProgram:
@@ -63,7 +66,9 @@ cdef class GridProgram:
     def __init__(self, program, guards=()):
         cdef Py_ssize_t i
         self.program = tuple(program)
-        self.guards = tuple(guards)
+        names = {index: name for kind, index, name in guards if kind == G_GLOBAL}
+        self.global_names = tuple(names[i] for i in range(len(names)))
+        self.guards = tuple(g for g in guards if g[0] != G_GLOBAL)
         self.n_ops = len(self.program)
         self.uses_captures = False
         self.ops = <int64_t*>malloc(max(self.n_ops, 1) * sizeof(int64_t))
@@ -74,9 +79,9 @@ cdef class GridProgram:
         i = 0
         while i < self.n_ops:   # does any leaf read the function's cells or defaults?
             op = self.program[i]
-            if op == G_CELL or op == G_DEFAULT:
+            if op == G_CELL or op == G_DEFAULT or op == G_GLOBAL:
                 self.uses_captures = True
-            i += 3 if op in (G_SHAPE, G_STRIDE) else 2 if op in (G_CONST, G_ARG, G_NUMEL, G_CELL, G_DEFAULT) else 1
+            i += 3 if op in (G_SHAPE, G_STRIDE) else 2 if op in (G_CONST, G_ARG, G_NUMEL, G_CELL, G_DEFAULT, G_GLOBAL) else 1
 
     def __repr__(self):
         return f"GridProgram({self.program}, guards={len(self.guards)})"
@@ -109,6 +114,10 @@ cdef inline PyObject* _captured(PyObject* closure, PyObject* defaults, int64_t o
 cdef inline int _captured_int(PyObject* closure, PyObject* defaults, int64_t op, Py_ssize_t index,
                               int64_t* out) except -1:
     cdef PyObject* value = _captured(closure, defaults, op, index)
+    return _as_int(value, out)
+
+
+cdef inline int _as_int(PyObject* value, int64_t* out) except -1:
     cdef int overflow = 0
     if value == NULL or not PyLong_CheckExact(value):
         return 0
@@ -129,10 +138,12 @@ cdef int eval_grid(GridProgram prog, const int64_t* slots, const ArgView* views,
     cdef const int64_t* ops = prog.ops
     cdef PyObject* closure = NULL
     cdef PyObject* defaults = NULL
+    cdef PyObject* scope = NULL
     cdef const ArgView* v
     if fn is not None and PyFunction_Check(fn):
         closure = PyFunction_GetClosure(fn)
         defaults = PyFunction_GetDefaults(fn)
+        scope = PyFunction_GetGlobals(fn)
     elif prog.guards or prog.uses_captures:
         return 0
     for kind, index, expected in prog.guards:   # immutable captures assumed unchanged
@@ -175,6 +186,13 @@ cdef int eval_grid(GridProgram prog, const int64_t* slots, const ArgView* views,
             stack[sp] = r; sp += 1; pc += 2
         elif op == G_CELL or op == G_DEFAULT:
             if not _captured_int(closure, defaults, op, ops[pc + 1], &stack[sp]):
+                return 0
+            sp += 1; pc += 2
+        elif op == G_GLOBAL:   # a module global int, by name (~20 ns): follows reassignment
+            if scope == NULL or ops[pc + 1] >= PyTuple_GET_SIZE(<PyObject*>prog.global_names):
+                return 0
+            if not _as_int(PyDict_GetItem(scope, PyTuple_GET_ITEM(<PyObject*>prog.global_names, ops[pc + 1])),
+                           &stack[sp]):
                 return 0
             sp += 1; pc += 2
         elif op == G_NEG:

@@ -11,10 +11,11 @@ grid function's closure cells become leaves too, and everything the entry's key 
 (and so ``triton.cdiv``, which is ``(x + y - 1) // y``) build an expression; anything else
 (a comparison, ``int()``, true division, a bit operation, an attribute the key does not pin)
 raises :class:`NotTraceable`, and the grid is then called in Python on every call instead.
-Ints in closure cells and positional defaults (``lambda META, n=n: ...``) are read per call;
-other cells and defaults must be immutable (checked by identity per call), and the globals the
-grid names must be modules, functions or classes: a grid that reads a mutable global, a list
-or an object's attribute is called in Python, never frozen into a program.
+Ints in closure cells, positional defaults (``lambda META, n=n: ...``) and module globals
+(``BLOCK = 1024``) are read per call; other cells and defaults must be immutable (checked by
+identity per call), and other globals the grid names must be modules, functions or classes:
+a grid that reads a mutable global, a list or an object's attribute is called in Python, never
+frozen into a program. (An int attribute of an imported module, ``cfg.BLOCK``, is read once.)
 
 The program is a flat int64 list for a stack machine (opcodes below), ending with one ``OUT``
 per grid dimension. Evaluation follows Python's integer semantics (floor division and modulo
@@ -28,8 +29,8 @@ import builtins
 import types
 
 # Opcodes (kept equal to _keys.pyx's G_* enum; tested).
-CONST, ARG, SHAPE, STRIDE, NUMEL, CELL, ADD, SUB, MUL, FLOORDIV, MOD, MIN, MAX, NEG, OUT, DEFAULT = range(16)
-_ARITY = {CONST: 1, ARG: 1, SHAPE: 2, STRIDE: 2, NUMEL: 1, CELL: 1, DEFAULT: 1}
+CONST, ARG, SHAPE, STRIDE, NUMEL, CELL, ADD, SUB, MUL, FLOORDIV, MOD, MIN, MAX, NEG, OUT, DEFAULT, GLOBAL = range(17)
+_ARITY = {CONST: 1, ARG: 1, SHAPE: 2, STRIDE: 2, NUMEL: 1, CELL: 1, DEFAULT: 1, GLOBAL: 1}
 MAX_STACK = 32
 
 
@@ -189,15 +190,25 @@ def _immutable(value) -> bool:
     return False
 
 
-def _check_globals(code, scope):
-    # Every global the grid (or a function nested in it) names must be a constant kind: a
-    # module global int or object read by the grid would otherwise be frozen at trace time.
+def _global_leaves(code, scope, names: list) -> dict:
+    """Stand-ins for the globals the grid (or a function nested in it) names: ints become
+    GLOBAL leaves (read per call from the function's globals, by name: ``names``); modules,
+    functions and classes stay; anything else refuses (it would be frozen at trace time)."""
+    leaves = {}
     for name in code.co_names:
-        if name in scope and not isinstance(scope[name], _CONSTANT_KINDS):
-            raise NotTraceable(f"grid reads the global {name!r} ({type(scope[name]).__name__})")
+        if name not in scope or name in leaves:
+            continue
+        value = scope[name]
+        if type(value) is int and -(1 << 63) <= value < (1 << 63):
+            if name not in names:
+                names.append(name)
+            leaves[name] = Sym((GLOBAL, names.index(name)))
+        elif not isinstance(value, _CONSTANT_KINDS):
+            raise NotTraceable(f"grid reads the global {name!r} ({type(value).__name__})")
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            _check_globals(const, scope)
+            leaves.update(_global_leaves(const, scope, names))
+    return leaves
 
 
 def _leaf_or_guard(value, op, index, guards):
@@ -214,12 +225,14 @@ def _traced_copy(fn):
     min/max that accept Syms.
 
     Returns (function, guards): guards are (CELL or DEFAULT, index, object) for the immutable
-    non-int ones, which the program assumes unchanged (checked by identity on every call)."""
+    non-int ones, which the program assumes unchanged (checked by identity on every call), and
+    (GLOBAL, index, name) for each int global the program reads by name."""
     if not isinstance(fn, types.FunctionType):
         raise NotTraceable(f"grid of type {type(fn).__name__} (not a plain function)")
     if fn.__kwdefaults__:
         raise NotTraceable("grid function with keyword-only defaults")
-    _check_globals(fn.__code__, fn.__globals__)
+    global_names: list = []
+    leaves = _global_leaves(fn.__code__, fn.__globals__, global_names)
     cells, guards = [], []
     for index, cell in enumerate(fn.__closure__ or ()):
         try:
@@ -231,9 +244,11 @@ def _traced_copy(fn):
     if fn.__defaults__ is not None:
         defaults = tuple(_leaf_or_guard(v, DEFAULT, i, guards) for i, v in enumerate(fn.__defaults__))
     scope = dict(fn.__globals__)
+    scope.update(leaves)
     scope["__builtins__"] = _BUILTINS
     traced = types.FunctionType(fn.__code__, scope, fn.__name__, defaults,
                                 tuple(cells) if fn.__closure__ is not None else None)
+    guards += [(GLOBAL, i, name) for i, name in enumerate(global_names)]
     return traced, tuple(guards)
 
 
@@ -313,14 +328,17 @@ _BINARY = {ADD: int.__add__, SUB: int.__sub__, MUL: int.__mul__, FLOORDIV: _floo
 _I64 = 1 << 63
 
 
-def evaluate(program, args, closure=None, defaults=None, guards=()):
+def evaluate(program, args, closure=None, defaults=None, guards=(), scope=None):
     """The C evaluator's twin: ``(gx, gy, gz)`` for ``args``, or None where C gives up
     (division by zero, an int64 overflow, a size outside [0, 2**32), a non-int cell or default,
     a guarded cell or default that is another object now). ``closure``/``defaults``: the grid
-    function's ``__closure__`` and ``__defaults__``."""
+    function's ``__closure__`` and ``__defaults__``; ``scope`` its ``__globals__``."""
     import torch
 
+    global_names = {index: name for op, index, name in guards if op == GLOBAL}
     for op, index, expected in guards:
+        if op == GLOBAL:
+            continue
         try:
             now = closure[index].cell_contents if op == CELL else defaults[index]
         except (TypeError, IndexError, ValueError):
@@ -350,11 +368,12 @@ def evaluate(program, args, closure=None, defaults=None, guards=()):
             if not isinstance(t, torch.Tensor):
                 return None
             stack.append(t.numel())
-        elif op in (CELL, DEFAULT):
+        elif op in (CELL, DEFAULT, GLOBAL):
             try:
-                value = (closure[program[pc + 1]].cell_contents if op == CELL
-                         else defaults[program[pc + 1]])
-            except (TypeError, IndexError, ValueError):
+                index = program[pc + 1]
+                value = (closure[index].cell_contents if op == CELL else defaults[index]
+                         if op == DEFAULT else scope[global_names[index]])
+            except (TypeError, IndexError, ValueError, KeyError):
                 return None
             if type(value) is not int or not -_I64 <= value < _I64:
                 return None

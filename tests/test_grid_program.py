@@ -73,7 +73,7 @@ def check_agree(program, guards, args, fn, real, exact=True):
 def test_opcodes_agree():
     """The C evaluator's opcodes are the tracer's constants, one for one."""
     names = ["CONST", "ARG", "SHAPE", "STRIDE", "NUMEL", "CELL", "ADD", "SUB", "MUL", "FLOORDIV",
-             "MOD", "MIN", "MAX", "NEG", "OUT", "DEFAULT"]
+             "MOD", "MIN", "MAX", "NEG", "OUT", "DEFAULT", "GLOBAL"]
     assert _grid.OPCODES == {name: getattr(gp, name) for name in names}
     assert len(set(_grid.OPCODES.values())) == len(names)
 
@@ -347,13 +347,27 @@ class _Config:
 
 
 def test_grid_reading_a_global_follows_the_global():
-    """A grid reading a module global: after the global changes, C gives the new grid or
-    gives up -- never the grid of the value seen while tracing."""
+    """A grid reading a module global int (``BLOCK = 1024`` style): C reads it by name on every
+    call, so after the global changes C gives the new grid -- never the traced value's."""
+    global GLOBAL_N
     grid = lambda META: (triton.cdiv(GLOBAL_N, META["BLOCK"]),)  # noqa: E731
-    with pytest.raises(gp.NotTraceable, match="GLOBAL_N"):   # called in Python: always current
-        trace_meta(grid, {"BLOCK": 128})
-    ok = lambda META: (triton.cdiv(META["n"], META["BLOCK"]),)  # noqa: E731  (triton: a module)
-    assert trace_meta(ok, {"BLOCK": 128, "n": gp.Sym((gp.ARG, 0))})[0]
+    saved = GLOBAL_N
+    try:
+        program, guards = trace_meta(grid, {"BLOCK": 128})
+        prog = _grid.GridProgram(program, guards)
+        assert _grid.evaluate(prog, (), grid) == (8, 1, 1)
+        GLOBAL_N = 5000
+        assert _grid.evaluate(prog, (), grid) == (40, 1, 1)
+        assert gp.evaluate(program, (), None, None, guards, grid.__globals__) == (40, 1, 1)
+        GLOBAL_N = "5000"                                   # no longer an int: C gives up
+        assert _grid.evaluate(prog, (), grid) is None
+    finally:
+        GLOBAL_N = saved
+    with pytest.raises(gp.NotTraceable, match="_Config"):   # a mutable global object refuses
+        trace_meta(lambda META: (triton.cdiv(_CONFIG.n, META["BLOCK"]),), {"BLOCK": 128})
+
+
+_CONFIG = _Config()
 
 
 def test_grid_reading_a_closure_objects_attribute_follows_it():

@@ -85,6 +85,7 @@ def trace_program(style: str, grid, call_args: tuple, meta_of, constexpr_positio
     except gp.NotTraceable:
         return None
     real = grid(*call_args) if style == STYLE_ARGS else grid(meta_of(call_args))
-    if gp.evaluate(program, call_args, grid.__closure__, grid.__defaults__, guards) != sizes(real):
+    if gp.evaluate(program, call_args, grid.__closure__, grid.__defaults__, guards,
+                   grid.__globals__) != sizes(real):
         return None
     return keys.GridProgram(program, guards)
