@@ -61,7 +61,7 @@ def matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk,
     num_in_group = GROUP_M * num_pid_n
     group = pid // num_in_group
     first_m = group * GROUP_M
-    group_m = min(num_pid_m - first_m, GROUP_M)
+    group_m = tl.minimum(num_pid_m - first_m, GROUP_M)   # builtin min: Triton 3.6's interpreter refuses
     pid_m = first_m + ((pid % num_in_group) % group_m)
     pid_n = (pid % num_in_group) // group_m
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

@@ -51,6 +51,7 @@ sys.path.insert(0, TESTS)
 import real_kernels as rk  # noqa: E402
 
 _kernel_module = sys.modules["fastdispatch.backends.triton.kernel"]
+_offpath_module = sys.modules["fastdispatch.backends.triton.offpath"]
 H100 = GPUTarget("cuda", 90, 32)
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -496,7 +497,7 @@ def fake_gpu(monkeypatch):
         names = [p.name for p in kernel.src.fn.params]
         launches.append({"args": dict(zip(names, full_args)), "constants": dict(kernel.src.constants)})
 
-    monkeypatch.setattr(_kernel_module, "triton_launch", record)
+    monkeypatch.setattr(_offpath_module, "triton_launch", record)
     with scope(disable_fast_path=True):
         yield launches
 
