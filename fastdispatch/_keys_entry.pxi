@@ -199,13 +199,9 @@ cdef class Entry:
         cdef ArgView views[MAX_ARGS]
         cdef int device_id = -1
         cdef Py_ssize_t n = kernel._build(args, words, slots, views, &device_id)
-        if n < 0:
-            self.hits += 1
-            try:
-                return self._slow_python(kernel, args, grid)
-            finally:
-                self.hits -= 1
         try:
+            if n < 0:
+                return self._slow_python(kernel, args, grid)
             return self.run(args, slots, views, True, device_id, kernel.knobs_runtime, grid)
         finally:
             self.hits -= 1   # the publishing call is a miss, not a hit (also when it raised)
@@ -217,6 +213,7 @@ cdef class Entry:
         cdef ArgView views[MAX_ARGS]
         cdef int device_id = -1
         if kernel._build_any(args, words, slots, views, &device_id) < 0:
+            self.hits += 1   # counted like run() counts, so launch()'s decrement balances it
             return self._slow(args, grid)
         return self.run(args, slots, views, False, device_id, kernel.knobs_runtime, grid)
 
