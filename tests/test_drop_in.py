@@ -77,9 +77,16 @@ INTERPRETER_SCRIPT = textwrap.dedent("""
             close = str(exc)[:400]
         return {"bitwise": bool(torch.equal(triton_out, fast_out)), "close": close}
 
-    report = {"cases": {}, "calls": {}}
+    import triton
+    # Triton 3.6's interpreter cannot run the matmul kernel itself (its own launch raises
+    # InterpreterError "only 0-dimensional arrays can be converted to Python scalars"); the GPU
+    # test runs it there. 3.7+ interprets it.
+    old_interpreter = tuple(int(v) for v in triton.__version__.split(".")[:2]) < (3, 7)
+    skip = {"matmul"} if old_interpreter else set()
+    report = {"cases": {}, "calls": {}, "skipped": sorted(skip)}
     for name, case in rk.CASES.items():
-        report["cases"][name] = compare(*case())
+        if name not in skip:
+            report["cases"][name] = compare(*case())
 
     g = torch.Generator().manual_seed(1234)
     rand = lambda *shape: torch.randn(*shape, generator=g)
@@ -112,6 +119,8 @@ INTERPRETER_SCRIPT = textwrap.dedent("""
         "row_sum_reset": (rk.row_sum_reset, rs(True), [(6, 150), (3, 64), (6, 150)]),
     }
     for name, (kernel, make, shapes) in runs.items():
+        if name in skip:
+            continue
         fast = fastdispatch.triton_kernel(kernel)
         rows = []
         for shape in shapes:
@@ -144,6 +153,8 @@ def interpreter_report(tmp_path_factory):
 def test_interpreter_case_equals_triton_and_torch(interpreter_report, name):
     """``real_kernels.CASES``: fastdispatch's output is Triton's own, bit for bit, and torch's
     within fp32 tolerance (poisoned outputs, so a skipped store shows as NaN)."""
+    if name in interpreter_report["skipped"]:
+        pytest.skip(f"Triton {triton.__version__}'s interpreter cannot run {name} itself (its own launch fails)")
     row = interpreter_report["cases"][name]
     assert row["bitwise"], f"{name}: fastdispatch differs from Triton's own launch"
     assert row["close"] is None, row["close"]
@@ -154,6 +165,8 @@ def test_interpreter_new_shape_and_repeat(interpreter_report, name):
     """One wrapper, three calls (a shape, a new shape, the first again): every output equals
     Triton's and torch's; autotuned kernels tune once per new tuning key and never on a repeat;
     the repeat is a hit (no new entry)."""
+    if name in interpreter_report["skipped"]:
+        pytest.skip(f"Triton {triton.__version__}'s interpreter cannot run {name} itself (its own launch fails)")
     rows = interpreter_report["calls"][name]
     for i, row in enumerate(rows):
         assert row["bitwise"], f"{name} call {i}: differs from Triton's own launch"
