@@ -541,3 +541,37 @@ def test_gpu_bench_paths_smoke():
         for fn in paths.values():
             fn(10)
         torch.cuda.synchronize()
+
+
+# -- replay of the host function's launch (Helion 1.4 bound kernels) ----------------------------
+@interpreted
+@pytest.mark.skipif(not fd_helion.helion_version().startswith("1.4"),
+                    reason="replays are built for Helion 1.4's bound kernels only (helion_replay.py)")
+def test_host_launch_replayed_when_it_only_launches_the_call_tensors():
+    """add2/8/16 (out given) replay their one launch: correct, the call's own out returned, one
+    hit, and the host function is not run on a hit; an allocating kernel keeps the host
+    function (its output is a new tensor every call)."""
+    from fastdispatch.kernels import helion_kernels as hk
+
+    for n, kern in hk.ADD_KERNELS.items():
+        k = fastdispatch.helion_kernel(kern)
+        xs = [torch.randn(1000) for _ in range(n)]
+        out = torch.full((1000,), float("nan"))
+        expected = kern(*xs, torch.empty(1000))
+        k(*xs, out)                                    # the miss: Helion's own call
+        entry = k.entries()[0]
+        assert entry.info["path"] == "fast" and entry.info["replay"] is True
+        bound = kern.bind(tuple(xs) + (out,))
+        saved, runs = bound._run, []
+        bound._run = lambda *a, **kw: runs.append(1) or saved(*a, **kw)
+        try:
+            out.fill_(float("nan"))
+            assert k(*xs, out) is out                  # a hit: replayed, not the host function
+        finally:
+            bound._run = saved
+        assert runs == [] and entry.hits == 1 and torch.equal(out, expected)
+    alloc = fastdispatch.helion_kernel(hk.add2_alloc)
+    x, y = torch.randn(1000), torch.randn(1000)
+    alloc(x, y)
+    assert alloc.entries()[0].info["replay"] is False
+    assert torch.equal(alloc(x, y), x + y)
