@@ -338,42 +338,35 @@ class HelionKernel(Dispatcher):
         return self(*args)
 
 
-def _watch_set_config(bound, wrapper) -> None:
-    """Make ``bound.set_config(...)`` also clear the tables of the wrappers using ``bound``."""
-    watchers = bound.__dict__.get("_fastdispatch_wrappers")
+def _watch(obj, method: str, wrapper) -> None:
+    """Make ``obj.<method>(...)`` (``BoundKernel.set_config``, ``Kernel.reset``) also clear the
+    tables of the fastdispatch wrappers using ``obj``."""
+    attr = f"_fastdispatch_watchers_{method}"
+    watchers = obj.__dict__.get(attr)
     if watchers is None:
         watchers = weakref.WeakSet()
-        original = bound.set_config
+        original = getattr(obj, method)
 
-        def set_config(*a, **kw):
+        def call(*a, **kw):
             result = original(*a, **kw)
             for w in list(watchers):
                 w.clear_entries()
             return result
 
-        set_config.__doc__ = original.__doc__
-        bound._fastdispatch_wrappers = watchers
-        bound.set_config = set_config
+        call.__doc__ = original.__doc__
+        setattr(obj, attr, watchers)
+        setattr(obj, method, call)
     watchers.add(wrapper)
+
+
+def _watch_set_config(bound, wrapper) -> None:
+    """``bound.set_config(...)`` (autotune included) clears ``wrapper``'s table."""
+    _watch(bound, "set_config", wrapper)
 
 
 def _watch_reset(kernel, wrapper) -> None:
-    """Make ``kernel.reset()`` also clear the tables of its fastdispatch wrappers."""
-    watchers = kernel.__dict__.get("_fastdispatch_wrappers")
-    if watchers is None:
-        watchers = weakref.WeakSet()
-        original = kernel.reset
-
-        def reset(*a, **kw):
-            result = original(*a, **kw)
-            for w in list(watchers):
-                w.clear_entries()
-            return result
-
-        reset.__doc__ = original.__doc__
-        kernel._fastdispatch_wrappers = watchers
-        kernel.reset = reset
-    watchers.add(wrapper)
+    """``kernel.reset()`` clears ``wrapper``'s table."""
+    _watch(kernel, "reset", wrapper)
 
 
 def helion_kernel(kernel=None, /, **helion_options):
