@@ -83,6 +83,7 @@ class TritonKernel(OffHotPath, Dispatcher):
                             f"{type(kernel).__name__}")
         self.kernel, self.fn = kernel, fn
         self.params = _params_of(fn)
+        self._param_name_set = frozenset(p.name for p in self.params)
         by_name = {p.name: p for p in self.params}
         fixed = dict(constexprs or {})
         for fixed_name in fixed:
@@ -259,7 +260,7 @@ class TritonKernel(OffHotPath, Dispatcher):
             raise ValueError(f"{self.name}(): no CUDA tensor among the arguments")
         target = binaries.target_for_device(device)
         full = self.full_args(call_args, values)
-        options = {**self.options, **{k: v for k, v in values.items() if k not in self._param_names_set()}}
+        options = {**self.options, **self._options_in(values)}
         built = self._binary_for(full, options, target, device)
         kernel, src, key_text = built["kernel"], built["src"], built["key"]
         guard = tuple((gdict, name, value) for (name, _), (value, gdict) in self.fn.used_global_vals.items())
@@ -298,11 +299,9 @@ class TritonKernel(OffHotPath, Dispatcher):
         info["fallback"] = reason
         return keys.Entry(words, MODE_SLOW, slow=slow, pre_call=pre_call, info=info)
 
-    def _param_names_set(self):
-        found = getattr(self, "_all_param_names", None)
-        if found is None:
-            found = self._all_param_names = frozenset(p.name for p in self.params)
-        return found
+    def _options_in(self, values: dict) -> dict:
+        """The launch options among the layers' values (what is not a kernel parameter)."""
+        return {k: v for k, v in values.items() if k not in self._param_name_set}
 
     def _call_index(self) -> dict:
         return {name: i for i, name in enumerate(self.call_names)}

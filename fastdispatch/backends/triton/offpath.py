@@ -122,7 +122,7 @@ class OffHotPath:
     def _interpreter_launch(self, values, args, grid=None):
         call_args, _ = self.split(args)
         full = self.full_args(call_args, values)
-        options = {k: v for k, v in values.items() if k not in self._param_names_set()}
+        options = self._options_in(values)
         return self.fn[self._grid_value(call_args, values, grid)](*full, **options)
 
     # -- torch.compile ---------------------------------------------------------------------------
@@ -148,7 +148,7 @@ class OffHotPath:
                       if self.layers.layers else None)
         values = resolution.values if resolution else dict(opts)
         full = self.full_args(call_args, values)
-        options = {**self.options, **{k: v for k, v in values.items() if k not in self._param_names_set()}}
+        options = {**self.options, **self._options_in(values)}
         key_text, src, parsed = binaries.specialize(self.fn, self.params, full, options, target)
         if self.grid is not None and self.grid_style != grids.STYLE_STATIC:
             self._grid_value(call_args, values, None)   # a broken grid fails here, not at a call
