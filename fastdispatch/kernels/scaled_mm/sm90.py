@@ -65,6 +65,7 @@ __all__ = [
     "Sm90Config",
     "compile_sm90",
     "default_config",
+    "kernel_supports",
     "max_stages",
     "ptx_sm90",
     "raw_callable",
@@ -78,6 +79,14 @@ SMEM_CAPACITY = 232448
 SMEM_RESERVED = 1024
 #: Streaming multiprocessors of an H100 SXM (sizes the persistent grid).
 H100_SMS = 132
+#: Scale recipes the binary applies: rowwise ([M, 1] x [1, N] in the epilogue; tensorwise
+#: scales come expanded to it), and torch's blockwise ScalingTypes, applied at every 128-deep
+#: promotion: A BlockWise1x128 ([M, ceil(K/128)]) with B BlockWise128x128
+#: ([ceil(K/128), ceil(N/128)]) or B BlockWise1x128 ([ceil(K/128), N]).
+SCALE_RECIPES = ("rowwise", "block_1x128_128x128", "block_1x128_1x128")
+#: Operand and output element types by name (the config is a hashable cache key).
+OPERAND_DTYPES = {"e4m3": "Float8E4M3FN", "e5m2": "Float8E5M2"}
+OUT_DTYPES = {"bf16": "BFloat16", "fp16": "Float16"}
 
 from fastdispatch.kernels.scaled_mm._compile import (  # noqa: E402
     TorchLayoutEntries, compile_kernel, ptx_of, resolve_stages)
@@ -144,9 +153,23 @@ class Sm90Config:
     epi_stages: int = 2
     group_m: int = 8
     num_sms: int = H100_SMS
+    scales: str = "rowwise"
+    a_dtype: str = "e4m3"
+    b_dtype: str = "e4m3"
+    out_dtype: str = "bf16"
 
     def __post_init__(self):
         errs = []
+        if self.scales not in SCALE_RECIPES:
+            errs.append(f"scales must be one of {SCALE_RECIPES}")
+        elif self.scales != "rowwise" and not (self.promote == 1 and self.tile_k == 128):
+            errs.append("block scales are applied at each promotion: they need promote == 1 and tile_k == 128")
+        elif self.scales != "rowwise" and 128 % (self.tile_m // self.consumer_wgs if self.swap_ab else self.tile_n):
+            errs.append("block scales need the tile's side along N to divide 128 (one 128x128 scale block)")
+        if self.a_dtype not in OPERAND_DTYPES or self.b_dtype not in OPERAND_DTYPES:
+            errs.append(f"a_dtype and b_dtype must be in {tuple(OPERAND_DTYPES)}")
+        if self.out_dtype not in OUT_DTYPES:
+            errs.append(f"out_dtype must be in {tuple(OUT_DTYPES)}")
         if self.consumer_wgs not in (1, 2):
             errs.append("consumer_wgs must be 1 or 2")
         elif self.tile_m % self.consumer_wgs or self.tile_m // self.consumer_wgs not in (64, 128):
@@ -266,26 +289,58 @@ def shipped_configs() -> dict[str, Sm90Config]:
     }
 
 
-def default_config(m: int, n: int, k: int, *, fast_accum: bool = False) -> Sm90Config:
+_TORCH_NAMES = {"float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2", "bfloat16": "bf16", "float16": "fp16"}
+#: What the compiled kernel implements (the rest goes to torch._scaled_mm; `kernel_supports`).
+IMPLEMENTED = {"scales": ("rowwise",), "a_dtype": ("e4m3",), "b_dtype": ("e4m3",), "out_dtype": ("bf16",)}
+
+
+def dtype_name(dtype) -> str | None:
+    """The config's name of a torch dtype ('e4m3', 'e5m2', 'bf16', 'fp16'), or None."""
+    return _TORCH_NAMES.get(str(dtype).removeprefix("torch."))
+
+
+def kernel_supports(a_dtype, b_dtype, out_dtype, scales: str) -> bool:
+    """Whether this kernel computes a problem of these torch dtypes and scale recipe
+    ('tensorwise', 'rowwise' or a name in `SCALE_RECIPES`); otherwise torch._scaled_mm does."""
+    scales = "rowwise" if scales == "tensorwise" else scales
+    wanted = {"scales": scales, "a_dtype": dtype_name(a_dtype), "b_dtype": dtype_name(b_dtype),
+              "out_dtype": dtype_name(out_dtype)}
+    return all(value in IMPLEMENTED[field] for field, value in wanted.items())
+
+
+def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: str = "rowwise",
+                   a_dtype="e4m3", b_dtype="e4m3", out_dtype="bf16") -> Sm90Config:
     """The config for an M x N x K problem (a small table, measured on the lent H100):
     M <= 128 -> swap-AB with the M side rounded up to 16/32/64/128, and for M <= 16 split-K
     over a 2-CTA cluster while the N tiles fill at most half the SMs (N <= 4224) and K has
     four k-tiles or more; otherwise 128x128x128 tiles, with a 2x1 cluster (B multicast) once
     there is a wave of tiles, or 128x192x128 where its waves come out shorter. ``fast_accum``
-    (torch._scaled_mm's use_fast_accum=True) allows the 128x256x128 fast-accumulation tile."""
+    (torch._scaled_mm's use_fast_accum=True) allows the 128x256x128 fast-accumulation tile.
+    Block scales (``scales`` not 'rowwise') promote every 128 of K, so they take 128-deep
+    k-tiles and tiles no wider than one 128-column scale block. Dtypes are torch dtypes or
+    the config's names."""
+    types = {"scales": "rowwise" if scales == "tensorwise" else scales,
+             "a_dtype": dtype_name(a_dtype) or a_dtype, "b_dtype": dtype_name(b_dtype) or b_dtype,
+             "out_dtype": dtype_name(out_dtype) or out_dtype}
+    blockwise = types["scales"] != "rowwise"
     if m <= 128:
+        tile_k = 128 if blockwise else 256
         # Split-K was measured for the 16-wide tile only (1x4096x4096: 12.4 -> 11.9 us).
         few_tiles = -(-n // 64) * 2 <= H100_SMS
-        split_k = 2 if m <= 16 and few_tiles and k >= 4 * 256 else 1
-        return _small_m_config(m, split_k).resolved()
-    if fast_accum and -(-m // 128) * -(-n // 256) >= H100_SMS:
-        return FAST_LARGE.resolved()
-    if -(-m // 128) * -(-n // 128) < H100_SMS:
-        return MEDIUM.resolved()
-    # The wider tile does more per cycle but comes in fewer, coarser waves: pick the smaller
-    # estimated time, waves x tile width (/ its measured gain).
-    wide = _waves(LARGE_WIDE, m, n) * LARGE_WIDE.tile_n / WIDE_TILE_GAIN
-    return (LARGE_WIDE if wide < _waves(LARGE, m, n) * LARGE.tile_n else LARGE).resolved()
+        split_k = 2 if m <= 16 and few_tiles and k >= 4 * tile_k else 1
+        cfg = dataclasses.replace(_small_m_config(m, split_k), tile_k=tile_k)
+    elif fast_accum and not blockwise and -(-m // 128) * -(-n // 256) >= H100_SMS:
+        cfg = FAST_LARGE
+    elif -(-m // 128) * -(-n // 128) < H100_SMS:
+        cfg = MEDIUM
+    elif blockwise:
+        cfg = LARGE
+    else:
+        # The wider tile does more per cycle but comes in fewer, coarser waves: pick the smaller
+        # estimated time, waves x tile width (/ its measured gain).
+        wide = _waves(LARGE_WIDE, m, n) * LARGE_WIDE.tile_n / WIDE_TILE_GAIN
+        cfg = LARGE_WIDE if wide < _waves(LARGE, m, n) * LARGE.tile_n else LARGE
+    return dataclasses.replace(cfg, **types).resolved()
 
 
 def _waves(cfg: Sm90Config, m: int, n: int) -> int:
