@@ -574,6 +574,8 @@ def compile_sm100(config: Sm100Config, *, has_bias: bool, out_dtype="bf16", keep
     and cubin reachable as ``fn.__ptx__`` / ``fn.__cubin__``. Compiles under a process
     lock (cute.compile is not thread-safe); compiling needs no GPU.
     """
+    if out_dtype != "bf16":   # the epilogue writes bf16 (its TMA store and SMEM staging)
+        raise NotImplementedError(f"out_dtype={out_dtype!r}: only 'bf16' is implemented")
     return compile_kernel(ScaledMmSm100(config.resolved(), has_bias), ARCH, has_bias, out_dtype,
                           keep_ptx=keep_ptx)
 

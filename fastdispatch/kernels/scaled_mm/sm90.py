@@ -1,4 +1,4 @@
-"""Hopper (sm_90a, WGMMA) fp8 e4m3 GEMM with rowwise scales, in CuTe DSL (per key).
+"""Hopper (sm_90a, WGMMA) fp8 GEMM with rowwise or block scales, in CuTe DSL (per key).
 
     out[m, n] = bf16((A[m, :] @ Bt[n, :]) * scale_a[m] * scale_b[n] (+ bias[n]))
 
@@ -42,9 +42,19 @@ rank 0's SMEM, mbarrier hand-off both ways): twice the SMs streaming Bt, no glob
 and the same bits every run. Small-M configs also launch with programmatic dependent launch
 (``pdl``): their fixed cost (launch, barrier init) overlaps the previous kernel's tail.
 
+Block scales (torch's BlockWise1x128 for A with BlockWise128x128 or BlockWise1x128 for B,
+the DeepSeek-V3 recipe): the scale factors of each 128-deep k-tile multiply its partial sum
+where it is promoted into the fp32 accumulator (`_block_scales`), so they cost an FMA in
+place of the promotion's add, plus a few L2-resident loads per k-tile; the epilogue adds
+only the bias.
+
+Element types: e4m3 or e5m2 operands (each its own; WGMMA reads either), bf16 or fp16 out
+(the same 16-bit stmatrix/TMA epilogue), bias in the output's type.
+
 Requirements on the arguments (the dispatcher checks them, the binary assumes them): 16-byte
-aligned data pointers, contiguous row-major tensors, K % 16 == 0, N % 8 == 0, M, N, K >= 1.
-One binary per (config, bias) serves every M/N/K.
+aligned data pointers, A's row stride and B's column stride multiples of 16 elements (>= K:
+padded leading dimensions are TMA strides), out contiguous row-major, K % 16 == 0,
+N % 8 == 0, M, N, K >= 1. One binary per (config, bias) serves every M/N/K.
 """
 
 from __future__ import annotations
@@ -87,9 +97,13 @@ SCALE_RECIPES = ("rowwise", "block_1x128_128x128", "block_1x128_1x128")
 #: Operand and output element types by name (the config is a hashable cache key).
 OPERAND_DTYPES = {"e4m3": "Float8E4M3FN", "e5m2": "Float8E5M2"}
 OUT_DTYPES = {"bf16": "BFloat16", "fp16": "Float16"}
+#: The binaries take A with any row stride and B with any column stride (multiples of 16
+#: elements): views into larger buffers (padded leading dimensions) are TMA strides.
+PADDED_STRIDES = True
 
 from fastdispatch.kernels.scaled_mm._compile import (  # noqa: E402
-    TorchLayoutEntries, compile_kernel, ptx_of, resolve_stages)
+    ArgSpec, TorchLayoutEntries, compile_kernel, ptx_of, resolve_stages)
+from fastdispatch.kernels.scaled_mm import _block_scales as block_scales  # noqa: E402
 from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile, load_k_tiles  # noqa: E402
 
 
@@ -164,7 +178,9 @@ class Sm90Config:
             errs.append(f"scales must be one of {SCALE_RECIPES}")
         elif self.scales != "rowwise" and not (self.promote == 1 and self.tile_k == 128):
             errs.append("block scales are applied at each promotion: they need promote == 1 and tile_k == 128")
-        elif self.scales != "rowwise" and 128 % (self.tile_m // self.consumer_wgs if self.swap_ab else self.tile_n):
+        elif self.scales != "rowwise" and self.tile_m // self.consumer_wgs != 64:
+            errs.append("block scales need 64 rows per consumer warpgroup (one m64 WGMMA accumulator)")
+        elif self.scales != "rowwise" and 128 % (self.tile_m if self.swap_ab else self.tile_n):
             errs.append("block scales need the tile's side along N to divide 128 (one 128x128 scale block)")
         if self.a_dtype not in OPERAND_DTYPES or self.b_dtype not in OPERAND_DTYPES:
             errs.append(f"a_dtype and b_dtype must be in {tuple(OPERAND_DTYPES)}")
@@ -291,7 +307,8 @@ def shipped_configs() -> dict[str, Sm90Config]:
 
 _TORCH_NAMES = {"float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2", "bfloat16": "bf16", "float16": "fp16"}
 #: What the compiled kernel implements (the rest goes to torch._scaled_mm; `kernel_supports`).
-IMPLEMENTED = {"scales": ("rowwise",), "a_dtype": ("e4m3",), "b_dtype": ("e4m3",), "out_dtype": ("bf16",)}
+IMPLEMENTED = {"scales": SCALE_RECIPES, "a_dtype": tuple(OPERAND_DTYPES), "b_dtype": tuple(OPERAND_DTYPES),
+               "out_dtype": tuple(OUT_DTYPES)}
 
 
 def dtype_name(dtype) -> str | None:
@@ -374,9 +391,12 @@ class ScaledMmSm90(TorchLayoutEntries):
     def __init__(self, cfg: Sm90Config, has_bias: bool):
         self.cfg = cfg
         self.has_bias = has_bias
-        self.ab_dtype = cutlass.Float8E4M3FN
+        self.a_dtype = getattr(cutlass, OPERAND_DTYPES[cfg.a_dtype])
+        self.b_dtype = getattr(cutlass, OPERAND_DTYPES[cfg.b_dtype])
         self.acc_dtype = Float32
-        self.c_dtype = cutlass.BFloat16
+        self.c_dtype = getattr(cutlass, OUT_DTYPES[cfg.out_dtype])
+        # Block scales are applied per k-tile in the K loop; the epilogue then adds only the bias.
+        self.blockwise = cfg.scales != "rowwise"
         self.tiler = (cfg.tile_m, cfg.tile_n, cfg.tile_k)
         self.epi_tile = (cfg.tile_m, cfg.epi_n)
         self.cluster_mn = (cfg.cluster_m, cfg.cluster_n)
@@ -403,6 +423,8 @@ class ScaledMmSm90(TorchLayoutEntries):
             f"scaled_mm_sm90_{c.tile_m}x{c.tile_n}x{c.tile_k}_w{c.consumer_wgs}_c{c.cluster_m}x{c.cluster_n}"
             f"_s{c.stages}p{c.promote}{'_swap' if c.swap_ab else ''}{'_pdl' if c.pdl else ''}{f'_ovl{c.overlap_promotion}' if c.overlap_promotion else ''}"
             f"{f'_splitk{c.split_k}' if c.split_k > 1 else ''}{'_bias' if self.has_bias else ''}"
+            f"{'' if c.scales == 'rowwise' else '_' + c.scales}"
+            f"{'' if (c.a_dtype, c.b_dtype, c.out_dtype) == ('e4m3', 'e4m3', 'bf16') else f'_{c.a_dtype}x{c.b_dtype}_{c.out_dtype}'}"
         )
 
     # -- host side (traced once per compile) ------------------------------------------
@@ -410,8 +432,8 @@ class ScaledMmSm90(TorchLayoutEntries):
     def _tiled_mma(self):
         cfg = self.cfg
         op = warpgroup.MmaF8Op(
-            self.ab_dtype,
-            self.ab_dtype,
+            self.a_dtype,
+            self.b_dtype,
             self.acc_dtype,
             (64, cfg.tile_n, 32),
             warpgroup.OperandSource.SMEM,
@@ -426,7 +448,7 @@ class ScaledMmSm90(TorchLayoutEntries):
         kind = (
             warpgroup.SmemLayoutAtomKind.K_SW128 if self.cfg.tile_k >= 128 else warpgroup.SmemLayoutAtomKind.K_SW64
         )
-        atom = warpgroup.make_smem_layout_atom(kind, self.ab_dtype)
+        atom = warpgroup.make_smem_layout_atom(kind, self.a_dtype)  # both operands: 1 byte
         return cute.tile_to_shape(atom, (rows, self.cfg.tile_k, self.cfg.stages), order=(0, 1, 2))
 
     def _c_smem_layout(self):
@@ -457,7 +479,7 @@ class ScaledMmSm90(TorchLayoutEntries):
         b_smem = self._ab_smem_layout(cfg.tile_n)
         a_smem_one = cute.slice_(a_smem, (None, None, 0))
         b_smem_one = cute.slice_(b_smem, (None, None, 0))
-        tx_bytes = cute.size_in_bytes(self.ab_dtype, a_smem_one) + cute.size_in_bytes(self.ab_dtype, b_smem_one)
+        tx_bytes = cute.size_in_bytes(self.a_dtype, a_smem_one) + cute.size_in_bytes(self.b_dtype, b_smem_one)
         # max_stages() sized the ring in plain Python; hold it to the real layouts.
         assert tx_bytes == _stage_bytes(cfg), tx_bytes
 
@@ -585,8 +607,8 @@ class ScaledMmSm90(TorchLayoutEntries):
                 cute.arch.mbarrier_init(red_empty, self.consumer_threads)
         pipeline_init_arrive(cluster_shape_mn=self.launch_cluster, is_relaxed=True)
 
-        sA = smem.allocate_tensor(self.ab_dtype, a_smem.outer, byte_alignment=1024, swizzle=a_smem.inner)
-        sB = smem.allocate_tensor(self.ab_dtype, b_smem.outer, byte_alignment=1024, swizzle=b_smem.inner)
+        sA = smem.allocate_tensor(self.a_dtype, a_smem.outer, byte_alignment=1024, swizzle=a_smem.inner)
+        sB = smem.allocate_tensor(self.b_dtype, b_smem.outer, byte_alignment=1024, swizzle=b_smem.inner)
         sRed = None
         if cutlass.const_expr(cfg.split_k > 1):
             # Partial slots, fp32 in accumulator-fragment order: (4 values, thread, vector,
@@ -681,10 +703,16 @@ class ScaledMmSm90(TorchLayoutEntries):
                 if cutlass.const_expr(self.early_scales):
                     early = self._load_scales(tCcC, tm, tn, mRowScale, mColScale, mBias)
                 # (The MMA's accumulate flag is state: rebinding carries it through the loop.)
+                # Block scales: what the K loop needs to load each k-tile's factors.
+                blocks = None
+                if cutlass.const_expr(self.blockwise):
+                    blocks = (tCcC, tm, tn, k_begin, mRowScale, mColScale)
                 if cutlass.const_expr(cfg.overlap_promotion):
-                    self._mainloop_overlapped(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count)
+                    self._mainloop_overlapped(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count,
+                                              blocks)
                 else:
-                    tiled_mma = self._mainloop(ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count)
+                    tiled_mma = self._mainloop(ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count,
+                                               blocks)
                 consumed += k_count
                 if cutlass.const_expr(cfg.split_k > 1):
                     self._reduce_partials(acc, sRed, red_full, red_empty, k_rank, ctidx, n_done)
@@ -708,10 +736,11 @@ class ScaledMmSm90(TorchLayoutEntries):
                     cute.arch.mbarrier_wait(red_empty, (n_done + 1) % 2)
 
     @cute.jit
-    def _mainloop(self, ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count):
+    def _mainloop(self, ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count, blocks):
         """One tile's K loop: the CTA's `k_count` k-tiles, at ring positions ``consumed``
         onwards (the producer loads them in that order). Leaves the (partial, with split_k)
-        sum in `acc`; returns `tiled_mma` (its accumulate flag is traced state)."""
+        sum in `acc`; returns `tiled_mma` (its accumulate flag is traced state). ``blocks``
+        (block scales only) is what `_factors` needs for each k-tile's scale factors."""
         cfg = self.cfg
         num_kblocks = cute.size(tCrA, mode=[2])
         # Advanced per k-tile, not recomputed from the position: a div/mod by `stages` per
@@ -756,14 +785,15 @@ class ScaledMmSm90(TorchLayoutEntries):
                     tiled_mma.set(warpgroup.Field.ACCUMULATE, True)
                 warpgroup.commit_group()
                 if cutlass.const_expr(cfg.promote == 1):
+                    # Block scales load while the WGMMAs run.
+                    factors = self._factors(blocks, j)
                     # Every k-tile is promoted, so its WGMMAs have all retired here: its
                     # stage goes back to the producer at once, not one k-tile later as
                     # below. One more stage of loads in flight: 8192^3 (128x192 tiles, 5
                     # stages) 988 -> 909 us on the lent H100; small M unchanged.
                     warpgroup.wait_group(0)
                     ab_pipe.consumer_release(read)
-                    for i in cutlass.range_constexpr(cute.size(acc)):
-                        acc[i] = acc[i] + acc_tmp[i]
+                    block_scales.promote(acc, acc_tmp, factors)
                 else:
                     if j % cfg.promote == cfg.promote - 1 or j == k_count - 1:
                         warpgroup.wait_group(0)
@@ -796,17 +826,24 @@ class ScaledMmSm90(TorchLayoutEntries):
         return read
 
     @cute.jit
-    def _retire_k_tile(self, ab_pipe, release, acc, tmp):
-        """The k-tile in ``tmp`` has retired (the caller waited): free its stage, acc += tmp.
-        Returns ``release`` advanced."""
+    def _retire_k_tile(self, ab_pipe, release, acc, tmp, factors):
+        """The k-tile in ``tmp`` has retired (the caller waited): free its stage, acc += tmp
+        (times its block-scale ``factors``, if any). Returns ``release`` advanced."""
         ab_pipe.consumer_release(release)
         release.advance()
-        for i in cutlass.range_constexpr(cute.size(acc)):
-            acc[i] = acc[i] + tmp[i]
+        block_scales.promote(acc, tmp, factors)
         return release
 
     @cute.jit
-    def _mainloop_overlapped(self, ab_pipe, acc, tmp0, tmp1, tCrA, tCrB, consumed, k_count):
+    def _factors(self, blocks, j):
+        """The block-scale factors of the CTA's k-tile ``j`` (None for rowwise scales)."""
+        if cutlass.const_expr(blocks is None):
+            return None
+        tCcC, tm, tn, k_begin, mRowScale, mColScale = blocks
+        return block_scales.block_factors(self.cfg, tCcC, tm, tn, k_begin + j, mRowScale, mColScale)
+
+    @cute.jit
+    def _mainloop_overlapped(self, ab_pipe, acc, tmp0, tmp1, tCrA, tCrB, consumed, k_count, blocks):
         """`_mainloop` with promote=1, the promotions overlapped with WGMMAs
         (``overlap_promotion`` = U): the K loop runs in groups of U k-tiles, alternating
         between two temporaries; after issuing k-tile j, ``wait_group(1)`` retires k-tile j-1,
@@ -825,18 +862,24 @@ class ScaledMmSm90(TorchLayoutEntries):
         mma_rest.set(warpgroup.Field.ACCUMULATE, True)
         temps = (tmp0, tmp1)
         acc.fill(0.0)
-        for _ in cutlass.range(k_count // group, unroll=1):
+        # Block-scale factors of a k-tile are loaded right after its WGMMAs are issued and
+        # used when it retires (one k-tile later); within a group that is trace-time state.
+        for it in cutlass.range(k_count // group, unroll=1):
             read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, temps[0])
+            pending = self._factors(blocks, it * group)
             for g in cutlass.range_constexpr(1, group):
                 read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, temps[g % 2])
+                issued = self._factors(blocks, it * group + g)
                 warpgroup.wait_group(1)
-                release = self._retire_k_tile(ab_pipe, release, acc, temps[(g - 1) % 2])
+                release = self._retire_k_tile(ab_pipe, release, acc, temps[(g - 1) % 2], pending)
+                pending = issued
             warpgroup.wait_group(0)
-            release = self._retire_k_tile(ab_pipe, release, acc, temps[(group - 1) % 2])
-        for _ in cutlass.range(k_count % group, unroll=1):
+            release = self._retire_k_tile(ab_pipe, release, acc, temps[(group - 1) % 2], pending)
+        for it in cutlass.range(k_count % group, unroll=1):
             read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp0)
+            factors = self._factors(blocks, k_count // group * group + it)
             warpgroup.wait_group(0)
-            release = self._retire_k_tile(ab_pipe, release, acc, tmp0)
+            release = self._retire_k_tile(ab_pipe, release, acc, tmp0, factors)
 
     @cute.jit
     def _reduce_partials(self, acc, sRed, red_full, red_empty, k_rank, thread, n_done):
@@ -873,11 +916,19 @@ class ScaledMmSm90(TorchLayoutEntries):
         problem are clamped (those values are never stored), so the loads need no predicates;
         repeated rows/columns are loaded once (CSE)."""
         cfg = self.cfg
-        rows = mRowScale.shape[0]
-        cols = mColScale.shape[0]
         r0 = tm * cfg.tile_m
         c0 = tn * cfg.tile_n
         row_scale, col_scale, bias = [], [], []
+        if cutlass.const_expr(self.blockwise):
+            # The K loop applied the block scales: only the bias is left (N = its extent).
+            if cutlass.const_expr(self.has_bias):
+                n_last = mBias.shape[0] - 1
+                for i in cutlass.range_constexpr(cute.size(tCcC)):
+                    r, c = tCcC[i]
+                    bias.append(Float32(mBias[cutlass.min((r0 + r) if cfg.swap_ab else (c0 + c), n_last)]))
+            return row_scale, col_scale, bias
+        rows = mRowScale.shape[0]
+        cols = mColScale.shape[0]
         for i in cutlass.range_constexpr(cute.size(tCcC)):
             r, c = tCcC[i]
             r = cutlass.min(r0 + r, rows - 1)
@@ -893,7 +944,9 @@ class ScaledMmSm90(TorchLayoutEntries):
         """acc *= row_scale * col_scale (+ bias), in fp32, over the whole fragment."""
         row_scale, col_scale, bias = scales
         for i in cutlass.range_constexpr(cute.size(acc)):
-            v = acc[i] * row_scale[i] * col_scale[i]
+            v = acc[i]
+            if cutlass.const_expr(not self.blockwise):
+                v = v * row_scale[i] * col_scale[i]
             if cutlass.const_expr(self.has_bias):
                 v = v + bias[i]
             acc[i] = v
@@ -978,7 +1031,7 @@ class ScaledMmSm90(TorchLayoutEntries):
                 epi_bar.arrive_and_wait()
 
 
-def compile_sm90(config: Sm90Config, *, has_bias: bool, out_dtype="bf16", keep_ptx: bool = False):
+def compile_sm90(config: Sm90Config, *, has_bias: bool, out_dtype=None, keep_ptx: bool = False):
     """Compile the kernel for sm_90a: one binary for all M/N/K, TVM-FFI enabled.
 
     Call the result with torch tensors, on torch's current stream (graph capture works):
@@ -989,8 +1042,12 @@ def compile_sm90(config: Sm90Config, *, has_bias: bool, out_dtype="bf16", keep_p
     reachable as ``fn.__ptx__`` / ``fn.__cubin__``. Compiles under a process lock
     (cute.compile is not thread-safe); compiling needs no GPU.
     """
-    return compile_kernel(ScaledMmSm90(config.resolved(), has_bias), ARCH, has_bias, out_dtype,
-                          keep_ptx=keep_ptx)
+    cfg = config.resolved()
+    if out_dtype is not None and out_dtype != cfg.out_dtype:   # the older keyword still works
+        cfg = dataclasses.replace(cfg, out_dtype=out_dtype)
+    spec = ArgSpec(a_dtype=cfg.a_dtype, b_dtype=cfg.b_dtype, out_dtype=cfg.out_dtype, scales=cfg.scales,
+                   padded=PADDED_STRIDES)
+    return compile_kernel(ScaledMmSm90(cfg, has_bias), ARCH, has_bias, cfg.out_dtype, keep_ptx=keep_ptx, spec=spec)
 
 
 def raw_callable(compiled):

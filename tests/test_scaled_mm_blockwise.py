@@ -1,0 +1,220 @@
+"""Block scales, e5m2 operands, fp16 output and padded leading dimensions on the Hopper
+scaled_mm kernel (``sm90`` with ``Sm90Config.scales`` / dtypes; ``_block_scales``).
+
+CPU tier: the blockwise configs compile for sm_90a without a GPU; their PTX promotes with FMAs
+(one per accumulator element and k-tile, instead of the rowwise kernel's adds), loads the
+expected number of scale factors per k-tile, and spills nothing. GPU tier (``gpu`` +
+``sm90``): each config the table can pick, and the edges (partial M/N tiles, a partial last
+scale block along N and along K, split-K, the overlapped promotion's tail), against an fp64
+reference that dequantizes the fp8 inputs with their block scales; outputs poisoned with NaN.
+
+Error bounds (relative Frobenius error against the fp64 product of the dequantized inputs):
+bf16 out 2e-3 (fp32 partial sums, one bf16 rounding: ~1 bf16 ulp averaged), fp16 out 1e-3
+(3 more mantissa bits), the same as the rowwise tests.
+"""
+import dataclasses
+import re
+
+import pytest
+
+cutlass = pytest.importorskip("cutlass", reason="nvidia-cutlass-dsl not installed")
+sm90 = pytest.importorskip("fastdispatch.kernels.scaled_mm.sm90")
+torch = pytest.importorskip("torch")
+
+from fastdispatch.kernels.scaled_mm._ptx import count_ptx_ops, ptxas_resource_usage  # noqa: E402
+
+RECIPES = ("block_1x128_128x128", "block_1x128_1x128")
+# One config per path the table picks: swap-AB small M (16-wide, split-K, 64-wide, 128-wide),
+# 128x128 tiles (plain promotion) and the 2x1 cluster with overlapped promotions.
+TABLE_SHAPES = {"m16_split_k": (16, 2112, 7168), "m64": (64, 2112, 7168), "m128": (128, 4096, 7168),
+                "medium": (256, 1024, 2048), "large": (4096, 4096, 7168)}
+
+
+def _config(recipe, m, n, k, **kw):
+    return sm90.default_config(m, n, k, scales=recipe, **kw)
+
+
+def test_block_configs_promote_every_128_and_fit_one_scale_block():
+    for recipe in RECIPES:
+        for m, n, k in TABLE_SHAPES.values():
+            cfg = _config(recipe, m, n, k)
+            assert cfg.scales == recipe and cfg.promote == 1 and cfg.tile_k == 128
+            side = cfg.tile_m if cfg.swap_ab else cfg.tile_n
+            assert 128 % side == 0
+    assert _config(RECIPES[0], 16, 2112, 7168).split_k == 2
+    assert _config(RECIPES[0], 4096, 4096, 7168).overlap_promotion == 4
+    # Rowwise picks are unchanged by the new fields.
+    assert sm90.default_config(8192, 8192, 8192) == sm90.LARGE_WIDE.resolved()
+    assert sm90.default_config(64, 2112, 7168).tile_k == 256
+
+
+@pytest.mark.parametrize("bad", [dict(tile_k=256), dict(promote=0), dict(tile_n=192),
+                                 dict(tile_m=256, consumer_wgs=2, swap_ab=True)])
+def test_block_config_errors_name_the_rule(bad):
+    with pytest.raises(ValueError, match="block scales"):
+        sm90.Sm90Config(scales="block_1x128_128x128", **bad)
+
+
+def test_unknown_recipe_and_dtype_are_refused():
+    with pytest.raises(ValueError, match="scales must be one of"):
+        sm90.Sm90Config(scales="blockwise")
+    with pytest.raises(ValueError, match="a_dtype and b_dtype"):
+        sm90.Sm90Config(a_dtype="fp8")
+    with pytest.raises(ValueError, match="out_dtype"):
+        sm90.Sm90Config(out_dtype="fp32")
+
+
+def test_kernel_supports_names_torch_dtypes():
+    e4m3, e5m2 = torch.float8_e4m3fn, torch.float8_e5m2
+    assert sm90.kernel_supports(e4m3, e5m2, torch.float16, "block_1x128_128x128")
+    assert sm90.kernel_supports(e4m3, e4m3, torch.bfloat16, "tensorwise")
+    assert not sm90.kernel_supports(e4m3, e4m3, torch.float32, "rowwise")
+    assert not sm90.kernel_supports(e4m3, e4m3, torch.float8_e4m3fn, "rowwise")
+
+
+@pytest.fixture(scope="module")
+def block_ptx():
+    return {(recipe, name): sm90.ptx_sm90(_config(recipe, *shape))
+            for recipe in RECIPES for name, shape in TABLE_SHAPES.items()}
+
+
+def _fmas(text):
+    return len(re.findall(r"\bfma\.rn\.f32\b", text))
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_SHAPES))
+def test_block_promotion_is_fma_per_element_with_few_loads(block_ptx, name):
+    cfg = _config(RECIPES[0], *TABLE_SHAPES[name])
+    text = block_ptx[(RECIPES[0], name)]
+    per_thread = cfg.tile_m * cfg.tile_n // (128 * cfg.consumer_wgs)   # accumulator elements
+    # One promotion site per traced k-tile issue (the overlapped loop unrolls its group and
+    # has a tail): each is one FMA per element.
+    sites = cfg.overlap_promotion + 1 if cfg.overlap_promotion else 1
+    assert _fmas(text) >= sites * per_thread
+    loads = count_ptx_ops(text, ("ld.global",))["ld.global"]
+    # Per site: 2 row factors and one 128x128 block factor (non-swap), or tile_n / 4 column
+    # factors and one block factor (swap-AB); nothing else reads global memory (swap-AB's
+    # epilogue stores only).
+    per_site = (cfg.tile_n // 4 + 1) if cfg.swap_ab else 3
+    assert loads == sites * per_site, (loads, sites, per_site)
+    usage = ptxas_resource_usage(text, "sm_90a")
+    if usage:
+        assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage
+
+
+def test_rowwise_kernel_keeps_plain_adds():
+    text = sm90.ptx_sm90(sm90.default_config(4096, 4096, 4096))
+    assert _fmas(text) == 0
+
+
+def test_e5m2_and_fp16_compile_to_the_right_wgmma_and_stores():
+    cfg = dataclasses.replace(sm90.MEDIUM, a_dtype="e5m2", out_dtype="fp16").resolved()
+    text = sm90.ptx_sm90(cfg)
+    assert re.search(r"wgmma\.mma_async\.sp?\S*\.f32\.e5m2\.e4m3", text), "expected e5m2 x e4m3 WGMMA"
+    assert ".f16" in text
+
+
+# --- GPU: correctness on random data -----------------------------------------------------
+
+FP8 = {"e4m3": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2}
+OUT = {"bf16": torch.bfloat16, "fp16": torch.float16}
+TOL = {"bf16": 2e-3, "fp16": 1e-3}
+_fns: dict = {}
+
+
+def _fn(cfg, has_bias):
+    key = (cfg, has_bias)
+    if key not in _fns:
+        _fns[key] = sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=has_bias))
+    return _fns[key]
+
+
+def block_scales(recipe, m, n, k, device, g, layout="torch"):
+    """Random positive scales in torch's BlockWise shapes. ``layout='torch'`` gives torch's
+    outer-dim-major strides (scale_a [M, KB] stride (1, M); scale_b [KB, NB] stride (1, KB));
+    'rowmajor' contiguous tensors (the binary takes any strides)."""
+    kb = -(-k // 128)
+    b_cols = -(-n // 128) if recipe == "block_1x128_128x128" else n
+    sa = torch.rand(kb, m, device=device, generator=g) * 2 + 0.25
+    sb = torch.rand(b_cols, kb, device=device, generator=g) * 2 + 0.25
+    sa, sb = sa.t(), sb.t()
+    if layout == "rowmajor":
+        sa, sb = sa.contiguous(), sb.contiguous()
+    return sa, sb
+
+
+def block_reference(a, b, sa, sb, recipe, bias=None):
+    """fp64 (A * scale_a per 1x128) @ (B * scale_b per 128x128 or per 1x128)."""
+    m, k = a.shape
+    n = b.shape[1]
+    sa_full = sa.double().repeat_interleave(128, dim=1)[:, :k]                      # [M, K]
+    if recipe == "block_1x128_128x128":
+        sb_full = sb.double().repeat_interleave(128, dim=0)[:k].repeat_interleave(128, dim=1)[:, :n]
+    else:
+        sb_full = sb.double().repeat_interleave(128, dim=0)[:k]                      # [K, N]
+    ref = (a.double() * sa_full) @ (b.double() * sb_full)
+    return ref + bias.double() if bias is not None else ref
+
+
+def _run_block(cfg, m, n, k, has_bias, layout="torch"):
+    g = torch.Generator(device="cuda").manual_seed(m * 131 + n * 7 + k)
+    a = (torch.randn(m, k, device="cuda", generator=g) * 2).to(FP8[cfg.a_dtype])
+    bt = (torch.randn(n, k, device="cuda", generator=g) * 2).to(FP8[cfg.b_dtype])
+    sa, sb = block_scales(cfg.scales, m, n, k, "cuda", g, layout)
+    out_dtype = OUT[cfg.out_dtype]
+    bias = torch.randn(n, device="cuda", generator=g).to(out_dtype) if has_bias else None
+    out = torch.full((m, n), float("nan"), device="cuda", dtype=out_dtype)
+    _fn(cfg, has_bias)(a, bt.t(), sa, sb, out, *((bias,) if has_bias else ()))
+    torch.cuda.synchronize()
+    assert not out.isnan().any(), f"{int(out.isnan().sum())} elements not written"
+    ref = block_reference(a, bt.t(), sa, sb, cfg.scales, bias)
+    err = float((out.double() - ref).norm() / ref.norm())
+    assert err <= TOL[cfg.out_dtype], f"rel. error {err:.2e} > {TOL[cfg.out_dtype]:.0e} ({cfg})"
+    return out
+
+
+@pytest.mark.gpu
+@pytest.mark.sm90
+@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("has_bias", [False, True])
+@pytest.mark.parametrize("m,n,k", [(1, 2112, 7168), (16, 2112, 7168), (37, 336, 1040), (64, 7168, 2048),
+                                   (100, 4096, 1536), (128, 4096, 7168), (129, 336, 1040),
+                                   (256, 1024, 2048), (1000, 2112, 1040), (4096, 4096, 7168)])
+def test_block_scales_match_fp64_reference(recipe, has_bias, m, n, k):
+    # N = 336: a partial last 128-column scale block; K = 1040: a partial last k-block (TMA
+    # zero-fills it) and 9 k-tiles (two overlapped groups of 4 and a tail of 1 at M = 1000).
+    _run_block(_config(recipe, m, n, k), m, n, k, has_bias)
+
+
+@pytest.mark.gpu
+@pytest.mark.sm90
+@pytest.mark.parametrize("m,n,k", [(16, 2112, 7168), (300, 1024, 1040)])
+def test_block_scales_take_any_scale_strides(m, n, k):
+    _run_block(_config(RECIPES[0], m, n, k), m, n, k, False, layout="rowmajor")
+
+
+@pytest.mark.gpu
+@pytest.mark.sm90
+@pytest.mark.parametrize("a_dtype,b_dtype", [("e5m2", "e4m3"), ("e4m3", "e5m2")])
+@pytest.mark.parametrize("out_dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("m,n,k", [(16, 2112, 1536), (1000, 2112, 1040)])
+def test_e5m2_operands_and_fp16_out(a_dtype, b_dtype, out_dtype, m, n, k):
+    cfg = _config(RECIPES[0], m, n, k, a_dtype=a_dtype, b_dtype=b_dtype, out_dtype=out_dtype)
+    _run_block(cfg, m, n, k, has_bias=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.sm90
+@pytest.mark.parametrize("m,n,k", [(16, 1024, 2048), (1000, 2112, 1040)])
+def test_padded_leading_dimensions(m, n, k):
+    # A a view into rows of K + 64 elements, B into columns of K + 32: TMA strides.
+    g = torch.Generator(device="cuda").manual_seed(7)
+    a = (torch.randn(m, k + 64, device="cuda", generator=g) * 2).to(torch.float8_e4m3fn)[:, :k]
+    bt = (torch.randn(n, k + 32, device="cuda", generator=g) * 2).to(torch.float8_e4m3fn)[:, :k]
+    sa = torch.rand(m, 1, device="cuda", generator=g) + 0.5
+    sb = torch.rand(1, n, device="cuda", generator=g) + 0.5
+    out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+    _fn(sm90.default_config(m, n, k), False)(a, bt.t(), sa, sb, out)
+    torch.cuda.synchronize()
+    ref = (a.double() @ bt.double().t()) * sa.double() * sb.double()
+    assert float((out.double() - ref).norm() / ref.norm()) <= TOL["bf16"]
