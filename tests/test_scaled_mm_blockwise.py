@@ -112,6 +112,9 @@ def test_e5m2_and_fp16_compile_to_the_right_wgmma_and_stores():
     text = sm90.ptx_sm90(cfg)
     assert re.search(r"wgmma\.mma_async\.sp?\S*\.f32\.e5m2\.e4m3", text), "expected e5m2 x e4m3 WGMMA"
     assert ".f16" in text
+    # Swap-AB computes Bt @ A^T: the WGMMA's first operand is B's type.
+    swapped = dataclasses.replace(sm90.default_config(16, 2112, 1536), a_dtype="e5m2").resolved()
+    assert re.search(r"wgmma\.mma_async\.sp?\S*\.f32\.e4m3\.e5m2", sm90.ptx_sm90(swapped))
 
 
 # --- GPU: correctness on random data -----------------------------------------------------

@@ -391,8 +391,11 @@ class ScaledMmSm90(TorchLayoutEntries):
     def __init__(self, cfg: Sm90Config, has_bias: bool):
         self.cfg = cfg
         self.has_bias = has_bias
-        self.a_dtype = getattr(cutlass, OPERAND_DTYPES[cfg.a_dtype])
-        self.b_dtype = getattr(cutlass, OPERAND_DTYPES[cfg.b_dtype])
+        # The MMA's first operand is A, or Bt with swap_ab (out^T = Bt @ A^T): its element
+        # type names the WGMMA kind (e5m2 x e4m3 is not e4m3 x e5m2).
+        a_type = getattr(cutlass, OPERAND_DTYPES[cfg.a_dtype])
+        b_type = getattr(cutlass, OPERAND_DTYPES[cfg.b_dtype])
+        self.a_dtype, self.b_dtype = (b_type, a_type) if cfg.swap_ab else (a_type, b_type)
         self.acc_dtype = Float32
         self.c_dtype = getattr(cutlass, OUT_DTYPES[cfg.out_dtype])
         # Block scales are applied per k-tile in the K loop; the epilogue then adds only the bias.
