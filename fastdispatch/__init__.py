@@ -3,7 +3,8 @@
 Lifetimes (one module each): per call ``_keys`` (Cython, twin ``_keys_py``) and ``launchers``;
 per miss ``dispatcher``; per key ``backends``; per process / on disk ``cache``; knobs in
 ``knobs``. Public API: :func:`triton_kernel`, :func:`cute_kernel`, :func:`helion_kernel`,
-:class:`Dispatcher`, :func:`scaled_mm`, :func:`info`, :func:`stats`, :func:`clear_caches`.
+:class:`Dispatcher`, :func:`scaled_mm` (and :mod:`fastdispatch.functional`'s recipe-API twin of
+``torch.nn.functional.scaled_mm``), :func:`info`, :func:`stats`, :func:`clear_caches`.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from fastdispatch._log import configure_logging as _configure_logging
 from fastdispatch.dispatcher import Dispatcher
 
 __version__ = "0.1.0"
-__all__ = ["Dispatcher", "triton_kernel", "cute_kernel", "helion_kernel", "scaled_mm", "info",
-           "stats", "clear_caches", "knobs"]
+__all__ = ["Dispatcher", "triton_kernel", "cute_kernel", "helion_kernel", "scaled_mm", "functional",
+           "info", "stats", "clear_caches", "knobs"]
 
 knobs = _knobs_module
 _configure_logging()
@@ -37,12 +38,6 @@ def helion_kernel(kernel=None, /, **helion_options):
     :func:`fastdispatch.backends.helion.helion_kernel`."""
     from fastdispatch.backends.helion import helion_kernel as make
     return make(kernel, **helion_options)
-
-
-def scaled_mm(a, b, scale_a, scale_b, **kwargs):
-    """fp8 GEMM with ``torch._scaled_mm`` semantics; see :mod:`fastdispatch.kernels.scaled_mm`."""
-    from fastdispatch.kernels.scaled_mm import scaled_mm as impl
-    return impl(a, b, scale_a, scale_b, **kwargs)
 
 
 def info() -> dict:
@@ -77,3 +72,19 @@ def clear_caches() -> None:
     cute = sys.modules.get("fastdispatch.backends.cute")
     if cute is not None:
         cute.clear_memory_cache()
+
+
+def __getattr__(name):
+    # Imported on first use (they load the scaled_mm op registration), then module globals:
+    # ``fastdispatch.scaled_mm`` is :func:`fastdispatch.kernels.scaled_mm.api.scaled_mm` itself
+    # (torch._scaled_mm's signature), not a wrapper: a wrapper's per-call import and argument
+    # forwarding cost ~1.8 us per call (timeit, CI CPU), more than the dispatcher hit itself.
+    if name == "scaled_mm":
+        from fastdispatch.kernels.scaled_mm.api import scaled_mm as value
+    elif name == "functional":
+        import importlib
+        value = importlib.import_module("fastdispatch.functional")
+    else:
+        raise AttributeError(f"module 'fastdispatch' has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -143,7 +143,7 @@ def test_triton_kernel_and_scaled_mm_under_torch_compile_gpu():
     def f(x, y, a, b, sa, sb):
         out = torch.empty_like(x)
         k(x, y, out, x.numel())
-        return out * 2, fastdispatch.scaled_mm(a, b, sa, sb)
+        return out * 2, fastdispatch.scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16)
 
     x, y = torch.randn(5000, device="cuda"), torch.randn(5000, device="cuda")
     a = (torch.randn(64, 128, device="cuda") * 0.5).to(torch.float8_e4m3fn)
@@ -151,5 +151,5 @@ def test_triton_kernel_and_scaled_mm_under_torch_compile_gpu():
     sa, sb = torch.rand(64, 1, device="cuda") + 0.5, torch.rand(1, 256, device="cuda") + 0.5
     added, mm = torch.compile(f, fullgraph=True)(x, y, a, b, sa, sb)
     torch.testing.assert_close(added, (x + y) * 2)
-    ref = reference(a, b, sa, sb).float()
+    ref = reference(a, b, sa, sb, out_dtype=torch.bfloat16).float()
     assert ((mm.float() - ref).norm() / ref.norm()).item() < 2e-3

@@ -1,18 +1,24 @@
-"""``fastdispatch.scaled_mm``: fp8 (e4m3) GEMM with rowwise or tensorwise scales.
+"""``fastdispatch.scaled_mm``: fp8 GEMM with ``torch._scaled_mm``'s signature and semantics.
 
-Semantics are ``torch._scaled_mm``'s: ``out = (a @ b) * scale_a * scale_b (+ bias)`` with ``a``
-row-major [M, K], ``b`` column-major [K, N] (K-major, as ``torch._scaled_mm`` requires), fp32
-scales either rowwise ([M, 1] and [1, N]) or tensorwise (one element each), optional bf16 bias
-[N], bf16 output. Dispatch per device: sm_90 -> the CuTe DSL WGMMA kernel (``sm90``),
-sm_100/sm_103 -> the CuTe DSL tcgen05 kernel (``sm100``), other CUDA GPUs and output dtypes the
-kernels lack -> ``torch._scaled_mm``, CPU -> an fp32 reference.
+``out = (a @ b) * scales (+ bias) [* scale_result for fp8 out]``, ``a`` [M, K] row-major and ``b``
+[K, N] column-major (row / column stride may exceed K), e4m3 or e5m2 operands (not both e5m2),
+tensorwise, rowwise or DeepSeek-style blockwise fp32 scales (recipe inferred from their shapes
+and strides, as torch does), ``out_dtype`` None = ``a.dtype``, ``out=`` resized as torch does.
+Everything torch accepts on sm_90 is accepted; what it refuses raises torch's error
+(``args.check_args``). Where each problem runs (``routing.route``, once per key): sm_90 -> our
+CuTe DSL WGMMA kernel (``sm90``) for what ``sm90.kernel_supports`` says it computes,
+sm_100/sm_103 -> the tcgen05 kernel (``sm100``, rowwise e4m3 -> bf16), everything else on a GPU
+-> ``torch._scaled_mm`` (with the reason in the entry's info), CPU -> the fp32 reference, M, N
+or K = 0 -> torch's early return.
 
-Lifetimes: ``scaled_mm`` runs per call (argument checks are cheap attribute reads; the kernel
-call goes through a :class:`~fastdispatch.dispatcher.Dispatcher` hot path keyed on the
-arguments); compiled binaries are per (arch, config, bias) and per process.
+Lifetimes: ``scaled_mm`` runs per call (a few attribute reads, then the
+:class:`~fastdispatch.dispatcher.Dispatcher` hot path keyed on the arguments); checks and
+routing per miss (``args``, ``routing``); compiled binaries per (arch, config, bias), per
+process; the config holds the SM count, so each SM carveout gets its own binary.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 
@@ -20,91 +26,19 @@ import torch
 
 from fastdispatch import _stats as stats, keys
 from fastdispatch.dispatcher import MODE_CALL, Dispatcher
+from fastdispatch.kernels.scaled_mm.args import check_args, recipe_of, reference
+from fastdispatch.kernels.scaled_mm.routing import route, variant_for
+
+__all__ = ["scaled_mm", "dispatcher", "check_args", "reference", "route", "variant_for"]
 
 log = logging.getLogger("fastdispatch")
 
-FP8 = torch.float8_e4m3fn
-KERNEL_OUT_DTYPES = (torch.bfloat16,)
-
-
-# -- argument checks (per call; raise before anything is allocated or cached) -----------------
-def check_args(a, b, scale_a, scale_b, bias, out_dtype, out) -> tuple[int, int, int, bool]:
-    """Validate ``scaled_mm`` arguments; returns (M, N, K, rowwise). Errors name the argument."""
-    for name, t in (("a", a), ("b", b), ("scale_a", scale_a), ("scale_b", scale_b)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"scaled_mm(): '{name}' must be a torch.Tensor, got {type(t).__name__}")
-    if a.dim() != 2 or b.dim() != 2:
-        raise ValueError(f"scaled_mm(): 'a' and 'b' must be 2-D, got {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.dtype != FP8 or b.dtype != FP8:
-        raise ValueError(f"scaled_mm(): 'a' and 'b' must be torch.float8_e4m3fn, got {a.dtype} and {b.dtype}")
-    m, k = a.shape
-    k2, n = b.shape
-    if k != k2:
-        raise ValueError(f"scaled_mm(): inner dimensions differ: 'a' is {m}x{k}, 'b' is {k2}x{n}")
-    if m < 1:
-        raise ValueError(f"scaled_mm(): M must be >= 1, got {m}")
-    if k % 16 or n % 16:
-        raise ValueError(f"scaled_mm(): N and K must be multiples of 16 (fp8 TMA/MMA granularity), "
-                         f"got N={n}, K={k}")
-    if a.stride() != (k, 1):
-        raise ValueError(f"scaled_mm(): 'a' must be row-major contiguous (stride ({k}, 1)), got "
-                         f"stride {a.stride()}; use a.contiguous()")
-    if b.stride() != (1, k):
-        raise ValueError(f"scaled_mm(): 'b' must be column-major (stride (1, {k})), as "
-                         f"torch._scaled_mm requires; got stride {b.stride()}; pass b_rowmajor.t() "
-                         f"of a contiguous [N, K] tensor")
-    for name, s in (("scale_a", scale_a), ("scale_b", scale_b)):
-        if s.dtype != torch.float32:
-            raise ValueError(f"scaled_mm(): '{name}' must be float32, got {s.dtype}")
-    if scale_a.numel() == 1 and scale_b.numel() == 1:
-        rowwise = False
-    elif tuple(scale_a.shape) == (m, 1) and tuple(scale_b.shape) == (1, n):
-        rowwise = True
-        if not (scale_a.is_contiguous() and scale_b.is_contiguous()):
-            raise ValueError("scaled_mm(): rowwise scales must be contiguous")
-    else:
-        raise ValueError(f"scaled_mm(): scales must be tensorwise (one element each) or rowwise "
-                         f"(scale_a [{m}, 1], scale_b [1, {n}]); got {tuple(scale_a.shape)} and "
-                         f"{tuple(scale_b.shape)}")
-    if bias is not None:
-        if not isinstance(bias, torch.Tensor) or bias.dtype != torch.bfloat16 or tuple(bias.shape) != (n,):
-            raise ValueError(f"scaled_mm(): 'bias' must be a bfloat16 tensor of shape [{n}], got "
-                             f"{getattr(bias, 'dtype', type(bias).__name__)} {tuple(getattr(bias, 'shape', ()))}")
-        if not bias.is_contiguous():
-            raise ValueError("scaled_mm(): 'bias' must be contiguous")
-    if out_dtype not in (torch.bfloat16, torch.float16, torch.float32):
-        raise ValueError(f"scaled_mm(): out_dtype must be bfloat16, float16 or float32, got {out_dtype}")
-    if out is not None:
-        if not isinstance(out, torch.Tensor) or out.dtype != out_dtype or tuple(out.shape) != (m, n) \
-                or out.stride() != (n, 1):
-            raise ValueError(f"scaled_mm(): 'out' must be a contiguous {out_dtype} tensor of shape "
-                             f"[{m}, {n}]")
-    devices = {t.device for t in (a, b, scale_a, scale_b, bias, out) if isinstance(t, torch.Tensor)}
-    if len(devices) != 1:
-        raise ValueError(f"scaled_mm(): all tensors must be on one device, got {sorted(map(str, devices))}")
-    return m, n, k, rowwise
-
-
-def reference(a, b, scale_a, scale_b, bias=None, out_dtype=torch.bfloat16):
-    """fp32 reference: dequantize, multiply in fp32, scale, add bias, cast (any device)."""
-    acc = a.to(torch.float32) @ b.to(torch.float32)
-    acc = acc * scale_a.to(torch.float32).reshape(-1, 1) * scale_b.to(torch.float32).reshape(1, -1) \
-        if scale_a.numel() > 1 or scale_b.numel() > 1 else acc * (scale_a.float() * scale_b.float())
-    if bias is not None:
-        acc = acc + bias.to(torch.float32)
-    return acc.to(out_dtype)
-
-
-# -- kernel selection (per key) ---------------------------------------------------------------
-def variant_for(capability: tuple[int, int] | None) -> str:
-    """The kernel family for a device capability (None = CPU)."""
-    if capability is None:
-        return "reference"
-    if capability == (9, 0):
-        return "sm90"
-    if capability[0] == 10 and capability[1] in (0, 3):
-        return "sm100"
-    return "torch"
+# Read per call (STYLE 6: bound once here). ~40 ns for the getter, measured with timeit on the
+# CI CPU; the key then holds the value (a constexpr-role argument, like use_fast_accum), so a
+# carveout set between two calls reaches the next miss and its own binary.
+_get_carveout = torch._C._get_sm_carveout_experimental
+_is_compiling = torch.compiler.is_compiling
+_empty = torch.empty
 
 
 _binaries: dict = {}
@@ -131,99 +65,159 @@ def _compiled(variant: str, config, has_bias: bool):
     return fn
 
 
-def config_for(variant: str, m: int, n: int, k: int, fast_accum: bool = False):
-    """The heuristic config of ``variant`` for an M x N x K problem."""
+def config_for(variant: str, m: int, n: int, k: int, fast_accum: bool = False, *, recipe: str = "rowwise",
+               a_dtype=torch.float8_e4m3fn, b_dtype=torch.float8_e4m3fn, out_dtype=torch.bfloat16,
+               carveout: int | None = None):
+    """The heuristic config of ``variant`` for an M x N x K problem; with an SM ``carveout``
+    (``torch._C._set_sm_carveout_experimental``) the persistent grid leaves that many SMs free."""
     if variant == "sm90":
         from fastdispatch.kernels.scaled_mm import sm90
-        return sm90.default_config(m, n, k, fast_accum=fast_accum)
-    from fastdispatch.kernels.scaled_mm import sm100
-    return sm100.default_config(m, n, k)
+        config = sm90.default_config(m, n, k, fast_accum=fast_accum, scales=recipe, a_dtype=a_dtype,
+                                     b_dtype=b_dtype, out_dtype=out_dtype)
+    else:
+        from fastdispatch.kernels.scaled_mm import sm100
+        config = sm100.default_config(m, n, k)
+    if carveout:
+        config = dataclasses.replace(config, num_sms=config.num_sms - carveout).resolved()
+    return config
 
 
-def _kernel_call(raw, rowwise_shaped: bool, has_bias: bool):
-    """The per-call function of a CuTe kernel entry (chosen once per key).
+# -- per-call functions of an entry: (a, b, scale_a, scale_b, out, bias, scale_result, fast_accum,
+# carveout) -> out. Chosen once per key, so any adaptation below costs only the keys that need it.
+def _bias_fix(call):
+    """``call`` with the bias passed as a compact [N] vector: a [1, N] bias as a view, a
+    strided one as a contiguous copy (cuBLAS and our kernels read the bias as packed, so torch
+    itself reads a strided bias's memory as if it were compact; this gives the math's result)."""
+    def fixed(a, b, scale_a, scale_b, out, bias, scale_result, fast_accum, carveout):
+        return call(a, b, scale_a, scale_b, out, bias.reshape(-1).contiguous(), scale_result, fast_accum, carveout)
+    return fixed
+
+
+def _kernel_call(raw, expand_scales: bool, has_bias: bool):
+    """The per-call function of a CuTe kernel entry.
 
     The binaries take torch._scaled_mm's own layouts (b [K, N] column-major, scales [M, 1] /
-    [1, N]) and view them in-kernel, so rowwise calls pass the caller's tensors untouched (no
-    per-call reshapes). Tensorwise scales are expanded into small contiguous [M, 1] / [1, N]
-    tensors. fast_accum is already baked into the compiled config (``raw``)."""
+    [1, N] or torch's blockwise scale tensors) and view them in-kernel, so those calls pass the
+    caller's tensors untouched (no per-call reshapes). Tensorwise scales are expanded into small
+    contiguous [M, 1] / [1, N] tensors. fast_accum and the carveout are baked into the compiled
+    config (``raw``)."""
     if has_bias:
-        def call(a, b, scale_a, scale_b, out, bias, fast_accum):
+        def call(a, b, scale_a, scale_b, out, bias, scale_result, fast_accum, carveout):
             raw(a, b, scale_a, scale_b, out, bias)
             return out
     else:
-        def call(a, b, scale_a, scale_b, out, bias, fast_accum):
+        def call(a, b, scale_a, scale_b, out, bias, scale_result, fast_accum, carveout):
             raw(a, b, scale_a, scale_b, out)
             return out
-    if rowwise_shaped:
+    if not expand_scales:
         return call
 
-    def call_tensorwise(a, b, scale_a, scale_b, out, bias, fast_accum):
+    def call_tensorwise(a, b, scale_a, scale_b, out, bias, scale_result, fast_accum, carveout):
         m, n = out.shape
         return call(a, b, scale_a.reshape(1, 1).expand(m, 1).contiguous(),
-                    scale_b.reshape(1, 1).expand(1, n).contiguous(), out, bias, fast_accum)
+                    scale_b.reshape(1, 1).expand(1, n).contiguous(), out, bias, scale_result, fast_accum, carveout)
     return call_tensorwise
 
 
-def _call_torch(a, b, scale_a, scale_b, out, bias, fast_accum):
-    # The .out overload writes straight into `out` (no extra allocation and copy kernel).
-    return torch._scaled_mm(a, b, scale_a, scale_b, bias=bias, out_dtype=out.dtype,
-                            use_fast_accum=fast_accum, out=out)
+def _call_torch(a, b, scale_a, scale_b, out, bias, scale_result, fast_accum, carveout):
+    # The .out overload writes straight into `out` (no extra allocation and copy kernel); torch
+    # reads the carveout itself.
+    return torch._scaled_mm(a, b, scale_a, scale_b, bias=bias, scale_result=scale_result,
+                            out_dtype=out.dtype, use_fast_accum=fast_accum, out=out)
 
 
-def _call_reference(a, b, scale_a, scale_b, out, bias, fast_accum):
-    return out.copy_(reference(a, b, scale_a, scale_b, bias, out.dtype))
+def _call_reference(a, b, scale_a, scale_b, out, bias, scale_result, fast_accum, carveout):
+    return out.copy_(reference(a, b, scale_a, scale_b, bias, scale_result, out.dtype))
+
+
+def _call_empty(a, b, scale_a, scale_b, out, bias, scale_result, fast_accum, carveout):
+    return out          # M or N is 0: nothing to write (torch returns early)
+
+
+def _call_zero_k(a, b, scale_a, scale_b, out, bias, scale_result, fast_accum, carveout):
+    return out.zero_()  # K is 0: torch returns zeros, without the bias
+
+
+def _call_resized(a, b, scale_a, scale_b, out, bias, scale_result, fast_accum, carveout):
+    # torch's resize_output (its check warns, in torch's words, when it resizes an out that had
+    # elements), then the call again: the resized out has another key, so it reaches that key's
+    # own entry.
+    from torch._prims_common.wrappers import _resize_output_check
+
+    shape = (a.shape[0], b.shape[1])
+    if _resize_output_check(out, shape):
+        out.resize_(shape)
+    return dispatcher()(a, b, scale_a, scale_b, out, bias, scale_result, fast_accum, carveout)
 
 
 class _UseTorch(Exception):
     """This problem goes to torch._scaled_mm (the reason is the message)."""
 
 
+PARAMS = ["a", "b", "scale_a", "scale_b", "out", "bias", "scale_result", "use_fast_accum", "carveout"]
+
+
 class _ScaledMmDispatcher(Dispatcher):
-    """Key (shapes, strides, dtypes, alignment, device) -> the kernel call for that problem."""
+    """Key (shapes, strides, dtypes, alignment, device, fast_accum, carveout) -> the call."""
 
     def __init__(self):
-        # use_fast_accum is a constexpr-role argument: its value is part of the key.
-        super().__init__("scaled_mm", ["a", "b", "scale_a", "scale_b", "out", "bias", "use_fast_accum"],
-                         roles=bytes([keys.ROLE_EXACT] * 6 + [keys.ROLE_CONSTEXPR]))
+        # use_fast_accum and the SM carveout are constexpr-role arguments: values in the key.
+        super().__init__("scaled_mm", PARAMS,
+                         roles=bytes([keys.ROLE_EXACT] * 7 + [keys.ROLE_CONSTEXPR] * 2))
 
     def validate(self, args):
-        a, b, scale_a, scale_b, out, bias, _ = args
-        out_dtype = out.dtype if isinstance(out, torch.Tensor) else torch.bfloat16
-        check_args(a, b, scale_a, scale_b, bias, out_dtype, out)
+        a, b, scale_a, scale_b, out, bias, scale_result, fast_accum, _ = args
+        check_args(a, b, scale_a, scale_b, bias, scale_result, None, fast_accum, out)
 
     def make_entry(self, args, words):
-        a, b, scale_a, scale_b, out, bias, fast_accum = args
-        cap = torch.cuda.get_device_capability(a.device) if a.device.type == "cuda" else None
-        variant = variant_for(cap)
-        if variant == "reference":
-            fn, info = _call_reference, {"variant": "reference"}
-        elif variant == "torch":
-            fn, info = _call_torch, {"variant": "torch._scaled_mm"}
+        a, b, scale_a, scale_b, out, bias, scale_result, fast_accum, carveout = args
+        (m, k), n = a.shape, b.shape[1]
+        info = {}
+        if tuple(out.shape) != (m, n):
+            fn, variant = _call_resized, "resize_out"
         else:
-            try:
-                fn, info = self._cute_call(variant, a, b, scale_a, scale_b, out, bias, fast_accum)
-            except _UseTorch as why:
-                fn, info = _call_torch, {"variant": "torch._scaled_mm", "fallback": str(why)}
-                stats.record_fallback(f"scaled_mm: {why}")
-                log.warning("fastdispatch: scaled_mm on %s uses torch._scaled_mm: %s", variant, why)
-        stats.record(f"scaled_mm_{info['variant']}")
+            cap = torch.cuda.get_device_capability(a.device) if a.device.type == "cuda" else None
+            variant, why = route(cap, a, b, scale_a, scale_b, bias, scale_result, out.dtype, out)
+            if variant in ("sm90", "sm100"):
+                try:
+                    fn, info = self._cute_call(variant, a, b, scale_a, scale_b, out, bias, fast_accum, carveout)
+                except _UseTorch as exc:
+                    variant, why = "torch", str(exc)
+            if variant == "empty":
+                fn = _call_zero_k if k == 0 else _call_empty
+            elif variant == "reference":
+                fn = _call_reference
+            elif variant == "torch":
+                fn = _call_torch
+                if why is not None:
+                    info["fallback"] = why
+                    stats.record_fallback(f"scaled_mm: {why}")
+                    log.warning("fastdispatch: scaled_mm on %s uses torch._scaled_mm: %s",
+                                variant_for(cap), why)
+                variant = "torch._scaled_mm"
+            if bias is not None and variant not in ("empty", "reference") and \
+                    (bias.dim() != 1 or not bias.is_contiguous()):
+                fn = _bias_fix(fn)
+        info["variant"] = variant
+        stats.record(f"scaled_mm_{variant}")
         return keys.Entry(words, MODE_CALL, fn=fn, slow=lambda args: fn(*args), info=info)
 
     @staticmethod
-    def _cute_call(variant, a, b, scale_a, scale_b, out, bias, fast_accum):
+    def _cute_call(variant, a, b, scale_a, scale_b, out, bias, fast_accum, carveout):
         (m, k), n = a.shape, b.shape[1]
-        if out.dtype not in KERNEL_OUT_DTYPES:
-            raise _UseTorch(f"out_dtype {out.dtype} (the CuTe kernels write bf16)")
+        recipe = recipe_of(a, b, scale_a, scale_b)
         try:
-            config = config_for(variant, m, n, k, fast_accum)
+            config = config_for(variant, m, n, k, fast_accum, recipe=recipe, a_dtype=a.dtype,
+                                b_dtype=b.dtype, out_dtype=out.dtype, carveout=carveout)
+        except ValueError as exc:   # a carveout leaving fewer SMs than one cluster
+            raise _UseTorch(f"SM carveout {carveout}: {exc}") from exc
+        try:
             raw = _compiled(variant, config, bias is not None)
-        except ImportError as exc:   # nvidia-cutlass-dsl missing: cuBLAS still serves
+        except ImportError as exc:  # nvidia-cutlass-dsl missing: cuBLAS still serves
             raise _UseTorch(f"CuTe DSL unavailable ({exc})") from exc
         # The key holds the scales' shapes and strides, so this choice holds for every hit.
-        rowwise_shaped = tuple(scale_a.shape) == (m, 1) and tuple(scale_b.shape) == (1, n) \
-            and scale_a.stride(0) == 1 and scale_b.stride(1) == 1
-        return _kernel_call(raw, rowwise_shaped, bias is not None), {"variant": variant, "config": config}
+        call = _kernel_call(raw, recipe == "tensorwise", bias is not None)
+        return call, {"config": config, "recipe": recipe}
 
 
 _dispatcher = None
@@ -240,36 +234,54 @@ def dispatcher() -> _ScaledMmDispatcher:
     return _dispatcher
 
 
-def scaled_mm(a, b, scale_a, scale_b, *, out_dtype=torch.bfloat16, bias=None, out=None,
-              use_fast_accum=False):
-    """fp8 e4m3 GEMM, ``torch._scaled_mm`` semantics (see the module docstring).
+def scaled_mm(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=None, use_fast_accum=False,
+              *, out=None):
+    """fp8 GEMM with ``torch._scaled_mm``'s signature and semantics (see the module docstring).
 
     ``use_fast_accum`` is torch's: False (default) adds each 128-deep k-tile into an fp32
     accumulator (cuBLAS's default precision); True lets the tensor cores accumulate all of K
-    (faster, ~2-3e-3 relative error at K = 4-8k instead of ~1.7e-3).
+    (faster, ~2-3e-3 relative error at K = 4-8k instead of ~1.7e-3). ``out_dtype`` None is
+    ``a.dtype`` (fp8 out), or ``out.dtype`` when ``out`` is given, as in torch.
 
     Example (CPU runs the fp32 reference)::
 
         >>> import torch, fastdispatch
         >>> a = torch.randn(4, 32).to(torch.float8_e4m3fn)
         >>> b = torch.randn(16, 32).to(torch.float8_e4m3fn).t()
-        >>> out = fastdispatch.scaled_mm(a, b, torch.ones(4, 1), torch.ones(1, 16))
+        >>> out = fastdispatch.scaled_mm(a, b, torch.ones(4, 1), torch.ones(1, 16), out_dtype=torch.bfloat16)
         >>> out.shape, out.dtype
         (torch.Size([4, 16]), torch.bfloat16)
     """
-    if torch.compiler.is_compiling():
-        result = torch.ops.fastdispatch.scaled_mm(a, b, scale_a, scale_b, bias, out_dtype, use_fast_accum)
-        return result if out is None else out.copy_(result)
+    if _is_compiling():
+        return _traced(a, b, scale_a, scale_b, bias, scale_result, out_dtype, use_fast_accum, out)
     # Full argument checks run on the dispatcher's miss path only (``validate``): its key holds
     # every dtype, shape, stride, alignment and device check_args looks at, so a hit is a call
-    # already checked (~2 us of attribute reads saved per call). out_dtype is not in the key.
+    # already checked. Per call here: the out allocation (or one `is not None`), the carveout
+    # getter, and the two extra key arguments (scale_result, carveout).
     if out is None:
-        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() == 2 == b.dim()):
-            check_args(a, b, scale_a, scale_b, bias, out_dtype, out)   # raises the clear error
-        out = torch.empty((a.shape[0], b.shape[1]), dtype=out_dtype, device=a.device)
-    elif out.dtype != out_dtype:
-        check_args(a, b, scale_a, scale_b, bias, out_dtype, out)       # raises the clear error
-    return dispatcher()(a, b, scale_a, scale_b, out, bias, bool(use_fast_accum))
+        try:
+            out = _empty((a.shape[0], b.shape[1]), dtype=out_dtype or a.dtype, device=a.device)
+        except (AttributeError, IndexError, TypeError):   # not 2-D tensors: torch's error
+            check_args(a, b, scale_a, scale_b, bias, scale_result, out_dtype, use_fast_accum)
+            raise
+    elif out_dtype is not None and out_dtype != out.dtype:
+        check_args(a, b, scale_a, scale_b, bias, scale_result, out_dtype, use_fast_accum, out)
+    return dispatcher()(a, b, scale_a, scale_b, out, bias, scale_result, bool(use_fast_accum), _get_carveout())
+
+
+def _traced(a, b, scale_a, scale_b, bias, scale_result, out_dtype, use_fast_accum, out):
+    if out is not None and out_dtype is None:
+        out_dtype = out.dtype
+    result = torch.ops.fastdispatch.scaled_mm(a, b, scale_a, scale_b, bias, scale_result, out_dtype,
+                                              bool(use_fast_accum))
+    if out is None:
+        return result
+    if out.shape != result.shape:
+        # Dynamo refuses resizing a graph input (and torch._scaled_mm(out=) of the wrong shape
+        # fails under torch.compile too, in Inductor): say so, instead of a graph break.
+        raise RuntimeError(f"scaled_mm under torch.compile: out has shape {tuple(out.shape)}, the result "
+                           f"{tuple(result.shape)}; resize out before the compiled region")
+    return out.copy_(result)
 
 
 # -- torch.compile: a typed op with a fake implementation ---------------------------------------
@@ -277,22 +289,31 @@ def scaled_mm(a, b, scale_a, scale_b, *, out_dtype=torch.bfloat16, bias=None, ou
 # on every step, and custom_op's Python wrapper (autograd handling, schema-driven argument
 # parsing) costs ~13 us per call against ~3 us here (measured on the CI CPU, torch 2.14). The
 # op writes nothing it is given (it returns a new tensor), so Inductor copies no input. The
-# full argument checks run once, while tracing, in the fake implementation; at run time the
-# dispatcher's miss path checks every new key (its key holds what check_args looks at).
+# schema is torch._scaled_mm's. The full argument checks run once, while tracing, in the fake
+# implementation; at run time the dispatcher's miss path checks every new key.
 _LIB = torch.library.Library("fastdispatch", "FRAGMENT")
-_LIB.define("scaled_mm(Tensor a, Tensor b, Tensor scale_a, Tensor scale_b, Tensor? bias, "
-            "ScalarType out_dtype, bool use_fast_accum) -> Tensor")
+_LIB.define("scaled_mm(Tensor a, Tensor b, Tensor scale_a, Tensor scale_b, Tensor? bias=None, "
+            "Tensor? scale_result=None, ScalarType? out_dtype=None, bool use_fast_accum=False) -> Tensor")
 
 
-def _scaled_mm_op(a, b, scale_a, scale_b, bias, out_dtype, use_fast_accum):
-    out = torch.empty((a.shape[0], b.shape[1]), dtype=out_dtype, device=a.device)
-    return dispatcher()(a, b, scale_a, scale_b, out, bias, bool(use_fast_accum))
+def _scaled_mm_op(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=None, use_fast_accum=False):
+    out = _empty((a.shape[0], b.shape[1]), dtype=out_dtype or a.dtype, device=a.device)
+    return dispatcher()(a, b, scale_a, scale_b, out, bias, scale_result, bool(use_fast_accum), _get_carveout())
 
 
 _LIB.impl("scaled_mm", _scaled_mm_op, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("fastdispatch::scaled_mm", lib=_LIB)
-def _(a, b, scale_a, scale_b, bias, out_dtype, use_fast_accum):
-    check_args(a, b, scale_a, scale_b, bias, out_dtype, None)   # the clear error, at trace time
-    return a.new_empty((a.shape[0], b.shape[1]), dtype=out_dtype)
+def _(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=None, use_fast_accum=False):
+    tensors = [t for t in (a, b, scale_a, scale_b, bias, scale_result) if t is not None]
+    if any(isinstance(s, torch.SymInt) for t in tensors for s in (*t.shape, *t.stride())):
+        # Symbolic sizes: torch's own fake semantics, on the fakes as they are.
+        check_args(a, b, scale_a, scale_b, bias, scale_result, out_dtype, use_fast_accum, on_meta=False)
+    else:
+        # Concrete sizes: the same checks as an eager miss (meta copies: sm_90's rules, also
+        # for CPU tensors), outside the fake mode that would turn the copies into fakes.
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+        with unset_fake_temporarily():
+            check_args(a, b, scale_a, scale_b, bias, scale_result, out_dtype, use_fast_accum)
+    return a.new_empty((a.shape[0], b.shape[1]), dtype=out_dtype or a.dtype)

@@ -177,7 +177,7 @@ def measure(m, n, k, *, rep_ms=200, fast_accum=False):
     a, b, sa, sb = sets[0]
     out = outs[0].fill_(float("nan"))
     fastdispatch.scaled_mm(a, b, sa, sb, out=out, use_fast_accum=fast_accum)
-    err = rel_error(out, reference(a, b, sa, sb))
+    err = rel_error(out, reference(a, b, sa, sb, out_dtype=torch.bfloat16))
     if not torch.isfinite(out).all():
         err = float("inf")
     state = {"i": 0}

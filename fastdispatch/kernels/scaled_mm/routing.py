@@ -1,0 +1,99 @@
+"""Which implementation serves a ``scaled_mm`` problem (per miss; pure: no GPU needed).
+
+The dispatcher's key holds every property read here (dtypes, shapes, strides, 16-byte
+alignment, device), so the choice made at a key's miss holds for each of its hits.
+"""
+from __future__ import annotations
+
+import torch
+
+from fastdispatch.kernels.scaled_mm.args import _FLOAT8, FP8, recipe_of
+
+#: What the Blackwell kernel computes (compile-only here: no sm_100 GPU to extend it on).
+SM100_RECIPES = ("tensorwise", "rowwise")
+
+
+def variant_for(capability: tuple[int, int] | None) -> str:
+    """The kernel family for a device capability (None = CPU): 'reference', 'sm90', 'sm100'
+    or 'torch' (torch._scaled_mm: GPUs we have no kernel for)."""
+    if capability is None:
+        return "reference"
+    if capability == (9, 0):
+        return "sm90"
+    if capability[0] == 10 and capability[1] in (0, 3):
+        return "sm100"
+    return "torch"
+
+
+def _name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _aligned(*tensors) -> bool:
+    for t in tensors:
+        try:
+            if t.data_ptr() % 16:
+                return False
+        except RuntimeError:   # meta / fake tensors (routing tests): no storage to be misaligned
+            pass
+    return True
+
+
+def _leading_ok(row_stride: int, unit_stride: int, k: int) -> bool:
+    # A padded K-major operand the binaries take: unit stride along K, the other stride >= K and
+    # a multiple of 16 fp8 elements (16 bytes: TMA's stride granularity).
+    return unit_stride == 1 and row_stride >= k and row_stride % 16 == 0
+
+
+def kernel_gap(family: str, a, b, scale_a, scale_b, bias, scale_result, out_dtype, out=None) -> str | None:
+    """Why the ``family`` ('sm90' / 'sm100') kernel cannot compute this problem, or None.
+    Assumes the arguments passed :func:`~fastdispatch.kernels.scaled_mm.args.check_args`."""
+    (m, k), n = a.shape, b.shape[1]
+    recipe = recipe_of(a, b, scale_a, scale_b)
+    types = f"{recipe or 'MX/NVFP4'} {_name(a.dtype)} x {_name(b.dtype)} -> {_name(out_dtype)}"
+    try:
+        if family == "sm90":
+            from fastdispatch.kernels.scaled_mm import sm90
+            supported = recipe is not None and sm90.kernel_supports(a.dtype, b.dtype, out_dtype, recipe)
+            padded = getattr(sm90, "PADDED_STRIDES", False)
+        else:
+            from fastdispatch.kernels.scaled_mm import sm100  # noqa: F401  (the kernel must import)
+            supported = recipe in SM100_RECIPES and a.dtype == b.dtype == FP8 and out_dtype == torch.bfloat16
+            padded = False
+    except ImportError as exc:   # nvidia-cutlass-dsl missing: cuBLAS still serves
+        return f"CuTe DSL unavailable ({exc})"
+    if not supported:
+        return f"the {family} kernel does not implement {types}"
+    if scale_result is not None and out_dtype in _FLOAT8:
+        return "scale_result (the kernels have no output scale)"
+    if bias is not None and bias.dtype != out_dtype:
+        return f"bias {_name(bias.dtype)} with {_name(out_dtype)} out"
+    if a.stride() != (k, 1) or b.stride() != (1, k):
+        if not padded:
+            return f"padded operands (a stride {a.stride()}, b stride {b.stride()}): the {family} kernel takes compact ones"
+        if not (_leading_ok(a.stride(0), a.stride(1), k) and _leading_ok(b.stride(1), b.stride(0), k)):
+            return f"operand strides a {a.stride()}, b {b.stride()} (leading dimension not a multiple of 16 >= K)"
+    if out is not None and out.stride() != (n, 1):
+        return f"out stride {out.stride()} (the kernels write row-major contiguous)"
+    # Tensorwise scales reach the binary as fresh expanded copies; a bias that is not compact
+    # as a fresh contiguous copy (`api._bias_fix`): their own pointers do not matter.
+    scales = () if recipe == "tensorwise" else (scale_a, scale_b)
+    plain_bias = (bias,) if bias is not None and bias.is_contiguous() else ()
+    if not _aligned(a, b, *scales, *plain_bias, *((out,) if out is not None else ())):
+        return "a data pointer not 16-byte aligned (TMA needs 16)"
+    return None
+
+
+def route(capability, a, b, scale_a, scale_b, bias, scale_result, out_dtype, out=None) -> tuple[str, str | None]:
+    """(variant, fallback reason) for a validated problem on a device of ``capability`` (None =
+    CPU). Variants: 'empty' (M, N or K is 0: torch returns early, K = 0 as zeros without the
+    bias), 'reference' (CPU), 'sm90' / 'sm100' (our kernels), 'torch' (torch._scaled_mm; the
+    reason says why our kernel does not serve it, None where there is no kernel for the GPU)."""
+    (m, k), n = a.shape, b.shape[1]
+    if m == 0 or n == 0 or k == 0:
+        return "empty", None
+    family = variant_for(capability)
+    if family in ("reference", "torch"):
+        return family, None
+    why = kernel_gap(family, a, b, scale_a, scale_b, bias, scale_result, out_dtype, out)
+    return (family, None) if why is None else ("torch", why)
