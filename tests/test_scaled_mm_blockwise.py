@@ -92,11 +92,12 @@ def test_block_promotion_is_fma_per_element_with_few_loads(block_ptx, name):
     sites = cfg.overlap_promotion + 1 if cfg.overlap_promotion else 1
     assert _fmas(text) >= sites * per_thread
     loads = count_ptx_ops(text, ("ld.global",))["ld.global"]
-    # Per site: 2 row factors and one 128x128 block factor (non-swap), or tile_n / 4 column
-    # factors and one block factor (swap-AB); nothing else reads global memory (swap-AB's
+    # Loads: one k-tile ahead at each site, plus the tile's first k-tile before the loop;
+    # each time 2 row values and one 128x128 block value (non-swap), or tile_n / 4 column
+    # values and one block value (swap-AB). Nothing else reads global memory (swap-AB's
     # epilogue stores only).
     per_site = (cfg.tile_n // 4 + 1) if cfg.swap_ab else 3
-    assert loads == sites * per_site, (loads, sites, per_site)
+    assert loads == (sites + 1) * per_site, (loads, sites, per_site)
     usage = ptxas_resource_usage(text, "sm_90a")
     if usage:
         assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage

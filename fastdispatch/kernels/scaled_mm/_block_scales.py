@@ -4,9 +4,11 @@ recipes applied where the fp32 promotion already happens, once per 128-deep k-ti
     acc[m, n] += partial_kb[m, n] * scale_a[m, kb] * scale_b[kb, n // 128]    (1x128 x 128x128)
     acc[m, n] += partial_kb[m, n] * scale_a[m, kb] * scale_b[kb, n]           (1x128 x 1x128)
 
-So a promoted add (FADD) becomes an FMA with a factor per accumulator element; the factors
-are loaded from global memory (L2-resident: the scales are K/128 floats per row) right after
-the k-tile's WGMMAs are issued, so their latency hides under the MMAs. The distinct values
+So a promoted add (FADD) becomes an FMA with a factor per accumulator element. The values
+behind the factors are loaded from global memory (L2-resident: K/128 floats per row) one
+k-tile ahead, into a few registers (`load_raw`), so their latency hides under a whole k-tile
+of waiting and MMAs (loaded after the same k-tile's WGMMAs were issued, they cost 0.35-0.75x
+of DeepGEMM's speed on the lent H200: the latency showed in every k-tile). The distinct values
 per thread come from the WGMMA accumulator layout (CUTLASS's 64xN C layout): thread values
 (v0, v1, v2) of shape (2, 2, N/8) sit at row +8*v1 and column +v0 +8*v2 of the thread's
 first element, so a thread holds 2 distinct rows and N/4 distinct columns; one 128x128 block
@@ -18,72 +20,99 @@ import cutlass
 import cutlass.cute as cute
 
 
+def _sides(cfg):
+    """Which distinct values a thread loads per k-tile: its 2 MMA rows, its tile_n / 4 MMA
+    columns, one 128x128 block value (each True/False)."""
+    per_block_b = cfg.scales == "block_1x128_128x128"
+    # A's scales follow A's rows: the MMA's rows, or its columns with swap_ab; B's follow
+    # B's rows (per 1x128) or are one value per tile (per 128x128).
+    rows = not cfg.swap_ab or not per_block_b
+    cols = cfg.swap_ab or not per_block_b
+    return rows, cols, per_block_b
+
+
+def raw_count(cfg) -> int:
+    """Registers one k-tile's loaded scale values take (`load_raw`)."""
+    rows, cols, block = _sides(cfg)
+    return 2 * rows + cfg.tile_n // 4 * cols + block
+
+
 @cute.jit
-def block_factors(cfg, tCcC, tm, tn, kb, mRowScale, mColScale):
-    """This thread's scale factor per accumulator element for k-tile ``kb`` of tile
-    (tm, tn), as a list (repeated values are the same register). ``mRowScale`` scales the
-    MMA's rows and ``mColScale`` its columns: A's and B's scales, swapped with ``swap_ab``.
-    Coordinates past the problem are clamped (those elements are never stored)."""
+def tile_context(cfg, tCcC, tm, tn, k_begin, mRowScale, mColScale):
+    """Per tile (tm, tn): this thread's clamped scale coordinates (rows, columns, the 128x128
+    block) and the scale tensors as (A's, B's), for `load_raw`. ``mRowScale`` / ``mColScale``
+    are the scales of the MMA's rows / columns (A's and B's, swapped with ``swap_ab``)."""
     if cutlass.const_expr(cfg.swap_ab):
         scale_a, scale_b = mColScale, mRowScale
     else:
         scale_a, scale_b = mRowScale, mColScale
-    per_block_b = cfg.scales == "block_1x128_128x128"
-    a_rows = scale_a.shape[0]
-    b_cols = scale_b.shape[1]
+    row_side = scale_b if cutlass.const_expr(cfg.swap_ab) else scale_a
+    col_side = scale_a if cutlass.const_expr(cfg.swap_ab) else scale_b
+    # Extents along the coordinate each side is indexed by: A [M, KB] by rows, B by columns.
+    row_last = (row_side.shape[1] if cutlass.const_expr(cfg.swap_ab) else row_side.shape[0]) - 1
+    col_last = (col_side.shape[0] if cutlass.const_expr(cfg.swap_ab) else col_side.shape[1]) - 1
     r0 = tm * cfg.tile_m
     c0 = tn * cfg.tile_n
-    # The thread's 2 distinct MMA rows (v1) and tile_n / 4 distinct columns (v0, v2).
     rows = []
     for v1 in cutlass.range_constexpr(2):
-        rows.append(r0 + tCcC[2 * v1][0])
+        rows.append(cutlass.min(r0 + tCcC[2 * v1][0], row_last))
     cols = []
     for j in cutlass.range_constexpr(cfg.tile_n // 4):
-        cols.append(c0 + tCcC[j % 2 + 4 * (j // 2)][1])
+        cols.append(cutlass.min(c0 + tCcC[j % 2 + 4 * (j // 2)][1], col_last))
+    # The tile's one 128-column block of N (64 rows of N with swap_ab): tiles never straddle.
+    block = (r0 if cutlass.const_expr(cfg.swap_ab) else c0) // 128
+    return rows, cols, block, k_begin, scale_a, scale_b
 
-    def a_at(i):
-        return scale_a[(cutlass.min(i, a_rows - 1), kb)]
 
-    def b_at(j):
-        return scale_b[(kb, cutlass.min(j, b_cols - 1))]
+@cute.jit
+def load_raw(cfg, ctx, j, dst):
+    """Load the scale values of the CTA's k-tile ``j`` into the register tensor ``dst``
+    (`raw_count` values: rows, then columns, then the block value)."""
+    rows, cols, block, k_begin, scale_a, scale_b = ctx
+    # Clamped: the look-ahead load after a tile's last k-tile reads a valid (unused) value.
+    kb = cutlass.min(k_begin + j, scale_a.shape[1] - 1)
+    has_rows, has_cols, has_block = _sides(cfg)
+    at = 0
+    if cutlass.const_expr(has_rows):
+        for r in cutlass.range_constexpr(2):
+            # swap_ab: the MMA's rows are N (B per 1x128); otherwise A's rows.
+            dst[at + r] = scale_b[(kb, rows[r])] if cutlass.const_expr(cfg.swap_ab) else scale_a[(rows[r], kb)]
+        at += 2
+    if cutlass.const_expr(has_cols):
+        for c in cutlass.range_constexpr(cfg.tile_n // 4):
+            dst[at + c] = scale_a[(cols[c], kb)] if cutlass.const_expr(cfg.swap_ab) else scale_b[(kb, cols[c])]
+        at += cfg.tile_n // 4
+    if cutlass.const_expr(has_block):
+        dst[at] = scale_b[(kb, block)]
 
-    row_f = None
-    col_f = None
-    if cutlass.const_expr(cfg.swap_ab):
-        col_f = _loads(a_at, cols)                     # MMA columns are A's rows
-        if cutlass.const_expr(per_block_b):
-            col_f = _times(col_f, b_at(r0 // 128))     # the tile's 64 rows of N: one block
+
+def snapshot(raw):
+    """The values of the register tensor ``raw`` now (a later `load_raw` into it leaves these)."""
+    return [raw[i] for i in range(cute.size(raw))]
+
+
+def factors(cfg, vals, count):
+    """Per accumulator element (``count`` of them) its scale factor from one k-tile's loaded
+    values, as a list (repeated values are the same register): row x column x block."""
+    has_rows, has_cols, has_block = _sides(cfg)
+    n_cols = cfg.tile_n // 4
+    rows = vals[:2] if has_rows else None
+    cols = vals[2 * has_rows:2 * has_rows + n_cols] if has_cols else None
+    if has_block:   # fold the one block value into the side that has per-thread values
+        block = vals[-1]
+        if rows is not None:
+            rows = [v * block for v in rows]
         else:
-            row_f = _loads(b_at, rows)
-    else:
-        row_f = _loads(a_at, rows)
-        if cutlass.const_expr(per_block_b):
-            row_f = _times(row_f, b_at(c0 // 128))
-        else:
-            col_f = _loads(b_at, cols)
-    factors = []
-    for i in cutlass.range_constexpr(cute.size(tCcC)):
+            cols = [v * block for v in cols]
+    out = []
+    for i in range(count):
         r, c = (i // 2) % 2, i % 2 + 2 * (i // 4)
-        if cutlass.const_expr(row_f is None):
-            factors.append(col_f[c])
-        elif cutlass.const_expr(col_f is None):
-            factors.append(row_f[r])
+        if rows is None:
+            out.append(cols[c])
+        elif cols is None:
+            out.append(rows[r])
         else:
-            factors.append(row_f[r] * col_f[c])
-    return factors
-
-
-def _loads(at, coords):
-    out = []
-    for c in coords:
-        out.append(at(c))
-    return out
-
-
-def _times(values, factor):
-    out = []
-    for v in values:
-        out.append(v * factor)
+            out.append(rows[r] * cols[c])
     return out
 
 

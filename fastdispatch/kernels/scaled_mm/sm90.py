@@ -686,6 +686,9 @@ class ScaledMmSm90(TorchLayoutEntries):
             tCrB = tiled_mma.make_fragment_B(thr_mma.partition_B(sB))
             tCcC = tiled_mma.get_slice(ctidx).partition_C(cute.make_identity_tensor((cfg.tile_m, cfg.tile_n)))
             acc = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
+            raw = None   # block scales: the next k-tile's scale values (block_scales.load_raw)
+            if cutlass.const_expr(self.blockwise):
+                raw = cute.make_rmem_tensor((block_scales.raw_count(cfg),), Float32)
             acc_tmp = None
             acc_tmp2 = None
             if cutlass.const_expr(cfg.promote > 0):
@@ -709,7 +712,9 @@ class ScaledMmSm90(TorchLayoutEntries):
                 # Block scales: what the K loop needs to load each k-tile's factors.
                 blocks = None
                 if cutlass.const_expr(self.blockwise):
-                    blocks = (tCcC, tm, tn, k_begin, mRowScale, mColScale)
+                    ctx = block_scales.tile_context(cfg, tCcC, tm, tn, k_begin, mRowScale, mColScale)
+                    block_scales.load_raw(cfg, ctx, 0, raw)   # k-tile 0's; the loops load ahead
+                    blocks = (ctx, raw)
                 if cutlass.const_expr(cfg.overlap_promotion):
                     self._mainloop_overlapped(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count,
                                               blocks)
@@ -778,6 +783,9 @@ class ScaledMmSm90(TorchLayoutEntries):
             # fp32. The add needs the k-tile's WGMMAs retired: another consumer warpgroup
             # keeps the tensor cores busy meanwhile.
             for j in cutlass.range(k_count, unroll=1):
+                # Block scales: this k-tile's factors; the next k-tile's values start loading
+                # before this one's wait, so they have two k-tiles to arrive.
+                factors = self._next_factors(blocks, j + 1)
                 ab_pipe.consumer_wait(read)
                 # The first k-block of a promotion period overwrites acc_tmp.
                 tiled_mma.set(warpgroup.Field.ACCUMULATE, j % cfg.promote != 0)
@@ -788,8 +796,6 @@ class ScaledMmSm90(TorchLayoutEntries):
                     tiled_mma.set(warpgroup.Field.ACCUMULATE, True)
                 warpgroup.commit_group()
                 if cutlass.const_expr(cfg.promote == 1):
-                    # Block scales load while the WGMMAs run.
-                    factors = self._factors(blocks, j)
                     # Every k-tile is promoted, so its WGMMAs have all retired here: its
                     # stage goes back to the producer at once, not one k-tile later as
                     # below. One more stage of loads in flight: 8192^3 (128x192 tiles, 5
@@ -838,12 +844,16 @@ class ScaledMmSm90(TorchLayoutEntries):
         return release
 
     @cute.jit
-    def _factors(self, blocks, j):
-        """The block-scale factors of the CTA's k-tile ``j`` (None for rowwise scales)."""
+    def _next_factors(self, blocks, j_next):
+        """Block scales: the factors of the k-tile whose values are in the registers now,
+        then start loading those of the CTA's k-tile ``j_next`` (None for rowwise scales)."""
         if cutlass.const_expr(blocks is None):
             return None
-        tCcC, tm, tn, k_begin, mRowScale, mColScale = blocks
-        return block_scales.block_factors(self.cfg, tCcC, tm, tn, k_begin + j, mRowScale, mColScale)
+        ctx, raw = blocks
+        values = block_scales.snapshot(raw)
+        block_scales.load_raw(self.cfg, ctx, j_next, raw)
+        per_thread = self.cfg.tile_m // self.cfg.consumer_wgs * self.cfg.tile_n // 128   # accumulator values
+        return block_scales.factors(self.cfg, values, per_thread)
 
     @cute.jit
     def _mainloop_overlapped(self, ab_pipe, acc, tmp0, tmp1, tCrA, tCrB, consumed, k_count, blocks):
@@ -865,14 +875,14 @@ class ScaledMmSm90(TorchLayoutEntries):
         mma_rest.set(warpgroup.Field.ACCUMULATE, True)
         temps = (tmp0, tmp1)
         acc.fill(0.0)
-        # Block-scale factors of a k-tile are loaded right after its WGMMAs are issued and
-        # used when it retires (one k-tile later); within a group that is trace-time state.
+        # Block scales: a k-tile's factors are taken when it is issued (its values loaded one
+        # k-tile earlier) and used when it retires; within a group that is trace-time state.
         for it in cutlass.range(k_count // group, unroll=1):
             read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, temps[0])
-            pending = self._factors(blocks, it * group)
+            pending = self._next_factors(blocks, it * group + 1)
             for g in cutlass.range_constexpr(1, group):
                 read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, temps[g % 2])
-                issued = self._factors(blocks, it * group + g)
+                issued = self._next_factors(blocks, it * group + g + 1)
                 warpgroup.wait_group(1)
                 release = self._retire_k_tile(ab_pipe, release, acc, temps[(g - 1) % 2], pending)
                 pending = issued
@@ -880,7 +890,7 @@ class ScaledMmSm90(TorchLayoutEntries):
             release = self._retire_k_tile(ab_pipe, release, acc, temps[(group - 1) % 2], pending)
         for it in cutlass.range(k_count % group, unroll=1):
             read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp0)
-            factors = self._factors(blocks, k_count // group * group + it)
+            factors = self._next_factors(blocks, k_count // group * group + it + 1)
             warpgroup.wait_group(0)
             release = self._retire_k_tile(ab_pipe, release, acc, tmp0, factors)
 
