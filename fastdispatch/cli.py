@@ -188,6 +188,8 @@ def main(argv=None) -> int:
     insp.add_argument("kernel", choices=["scaled_mm"])
     insp.add_argument("--arch", default="sm_90a", choices=["sm_90a", "sm_100a"])
     insp.add_argument("--shape", default="4096,4096,4096", help="M,N,K")
+    insp.add_argument("--recipe", default="rowwise", choices=["rowwise", "blockwise"],
+                      help="scale recipe (blockwise: torch's BlockWise1x128 x BlockWise128x128)")
     insp.set_defaults(func=cmd_inspect)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -86,24 +86,48 @@ def test_no_extensions_env_uses_python_twin(tmp_path):
     assert report["results"] == [True, True] and report["entries"] == 1 and report["hits"] == 1
 
 
-@pytest.mark.parametrize("arch,shape,expect", [
+@pytest.mark.parametrize("arch,shape,recipe,expect", [
     # Decode shape on Hopper: WGMMA + TMA, split-K partials through distributed SMEM, PDL.
-    ("sm_90a", "1,4096,4096", {"wgmma.mma_async": True, "tcgen05.mma": False, "st.async": True,
-                                "griddepcontrol": True}),
+    ("sm_90a", "1,4096,4096", "rowwise", {"wgmma.mma_async": True, "tcgen05.mma": False, "st.async": True,
+                                          "griddepcontrol": True}),
     # Large square on Hopper: WGMMA + TMA, no split-K, no PDL.
-    ("sm_90a", "4096,4096,4096", {"wgmma.mma_async": True, "tcgen05.mma": False, "st.async": False,
-                                   "griddepcontrol": False}),
+    ("sm_90a", "4096,4096,4096", "rowwise", {"wgmma.mma_async": True, "tcgen05.mma": False, "st.async": False,
+                                             "griddepcontrol": False}),
+    # DeepSeek-style block scales (BlockWise1x128 x BlockWise128x128) on Hopper.
+    ("sm_90a", "4096,4096,4096", "blockwise", {"wgmma.mma_async": True, "tcgen05.mma": False}),
     # Blackwell (compiled only): tcgen05 MMA + TMA, no WGMMA.
-    ("sm_100a", "4096,4096,4096", {"tcgen05.mma": True, "wgmma.mma_async": False}),
+    ("sm_100a", "4096,4096,4096", "rowwise", {"tcgen05.mma": True, "wgmma.mma_async": False}),
 ])
-def test_inspect_scaled_mm_reports_ptx_counts_without_a_gpu(tmp_path, arch, shape, expect):
-    """`inspect scaled_mm` compiles for the arch with no GPU and ends with JSON opcode counts."""
+def test_inspect_scaled_mm_reports_ptx_counts_without_a_gpu(tmp_path, arch, shape, recipe, expect):
+    """`inspect scaled_mm` compiles for the arch and recipe with no GPU, lists the path of each
+    recipe / dtype case, and ends with JSON opcode counts."""
     pytest.importorskip("cutlass", reason="nvidia-cutlass-dsl not installed")
-    out = run(["inspect", "scaled_mm", "--arch", arch, "--shape", shape], tmp_path,
+    out = run(["inspect", "scaled_mm", "--arch", arch, "--shape", shape, "--recipe", recipe], tmp_path,
               extra_env={"CUDA_VISIBLE_DEVICES": ""})
     counts = json.loads(out.strip().splitlines()[-1])
     assert counts["cp.async.bulk.tensor"] > 0, counts          # TMA
     assert counts["ld.local"] == counts["st.local"] == 0, counts  # no local memory (spills)
     for opcode, present in expect.items():
         assert (counts[opcode] > 0) == present, (opcode, counts)
-    assert f"scaled_mm {shape.replace(',', 'x')} for {arch}" in out
+    assert f"scaled_mm {shape.replace(',', 'x')} {recipe} for {arch}" in out
+    assert f"paths on {arch}" in out and "torch._scaled_mm" in out
+
+
+@pytest.mark.parametrize("arch", ["sm_90a", "sm_100a"])
+def test_inspect_path_table(arch):
+    """The path table is routing.route on meta tensors: each row says our kernel or
+    torch._scaled_mm (with the reason); sm_100 keeps rowwise/tensorwise e4m3 -> bf16 only."""
+    pytest.importorskip("cutlass", reason="nvidia-cutlass-dsl not installed")
+    from fastdispatch.kernels.scaled_mm import inspect as sm_inspect, sm90
+
+    rows = sm_inspect.path_table(arch, 256, 256, 384)
+    assert len(rows) == 5 * 3 * 4
+    for row in rows:
+        assert (row["path"] == "our kernel") == (row["reason"] is None), row
+        dtypes = [getattr(torch, row[x]) for x in ("a", "b", "out")]
+        if arch == "sm_90a":
+            expect = sm90.kernel_supports(*dtypes, row["recipe"])
+        else:
+            expect = row["recipe"] in ("tensorwise", "rowwise") and row["a"] == row["b"] == "float8_e4m3fn" \
+                and row["out"] == "bfloat16"
+        assert (row["path"] == "our kernel") == expect, row
