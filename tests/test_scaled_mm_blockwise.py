@@ -24,9 +24,9 @@ torch = pytest.importorskip("torch")
 from fastdispatch.kernels.scaled_mm._ptx import count_ptx_ops, ptxas_resource_usage  # noqa: E402
 
 RECIPES = ("block_1x128_128x128", "block_1x128_1x128")
-# One config per path the table picks: swap-AB small M (16-wide, split-K, 64-wide, 128-wide),
+# One config per path the table picks: small M (64 or 128 rows, 16..128-column tiles),
 # 128x128 tiles (plain promotion) and the 2x1 cluster with overlapped promotions.
-TABLE_SHAPES = {"m16_split_k": (16, 2112, 7168), "m64": (64, 2112, 7168), "m128": (128, 4096, 7168),
+TABLE_SHAPES = {"m16": (16, 2112, 7168), "m64": (64, 7168, 2048), "m128": (128, 4096, 7168),
                 "medium": (256, 1024, 2048), "large": (4096, 4096, 7168)}
 
 
@@ -41,7 +41,11 @@ def test_block_configs_promote_every_128_and_fit_one_scale_block():
             assert cfg.scales == recipe and cfg.promote == 1 and cfg.tile_k == 128
             side = cfg.tile_m if cfg.swap_ab else cfg.tile_n
             assert 128 % side == 0
-    assert _config(RECIPES[0], 16, 2112, 7168).split_k == 2
+    # Small M is not swapped (swapped, each thread needs tile_n / 4 scales of A per k-tile)
+    # and its tiles narrow until they fill the SMs.
+    assert not _config(RECIPES[0], 16, 2112, 7168).swap_ab
+    assert _config(RECIPES[0], 64, 2112, 7168).tile_n == 16
+    assert _config(RECIPES[0], 128, 24576, 1536).tile_n == 128
     assert _config(RECIPES[0], 4096, 4096, 7168).overlap_promotion == 4
     # Rowwise picks are unchanged by the new fields.
     assert sm90.default_config(8192, 8192, 8192) == sm90.LARGE_WIDE.resolved()
@@ -201,9 +205,12 @@ def test_block_scales_take_any_scale_strides(m, n, k):
 @pytest.mark.sm90
 @pytest.mark.parametrize("a_dtype,b_dtype", [("e5m2", "e4m3"), ("e4m3", "e5m2")])
 @pytest.mark.parametrize("out_dtype", ["bf16", "fp16"])
-@pytest.mark.parametrize("m,n,k", [(16, 2112, 1536), (1000, 2112, 1040)])
-def test_e5m2_operands_and_fp16_out(a_dtype, b_dtype, out_dtype, m, n, k):
+@pytest.mark.parametrize("m,n,k,swap", [(16, 2112, 1536, False), (16, 2112, 1536, True), (1000, 2112, 1040, False)])
+def test_e5m2_operands_and_fp16_out(a_dtype, b_dtype, out_dtype, m, n, k, swap):
     cfg = _config(RECIPES[0], m, n, k, a_dtype=a_dtype, b_dtype=b_dtype, out_dtype=out_dtype)
+    if swap:   # swap-AB (the rowwise small-M path) reads B's type as the MMA's first operand
+        cfg = dataclasses.replace(sm90._small_m_config(m), tile_k=128, scales=cfg.scales, a_dtype=a_dtype,
+                                  b_dtype=b_dtype, out_dtype=out_dtype, stages=None).resolved()
     _run_block(cfg, m, n, k, has_bias=True)
 
 

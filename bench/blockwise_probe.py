@@ -1,0 +1,78 @@
+"""Config trials for the blockwise kernel at small M (GPU; each trial checked, then timed
+with do_bench medians, trials of one shape interleaved over two rounds):
+``python bench/blockwise_probe.py [--shapes 64x2112x7168,...]``. Prints one line per shape
+and trial: time, TFLOP/s, the ratio to DeepGEMM's anchor figure where known."""
+import argparse
+import dataclasses
+import statistics
+
+import torch
+
+from fastdispatch.kernels.scaled_mm import sm90
+from fastdispatch.kernels.scaled_mm.bench_blockwise import (DSV3_NK, _median_us, _rel, dequantized_product,
+                                                            per_block_cast, per_token_cast)
+
+RECIPE = "block_1x128_128x128"
+
+
+def trials(m, n, k):
+    """(name, config) pairs: the table's pick and its neighbours."""
+    pick = sm90.default_config(m, n, k, scales=RECIPE)
+    out = {"pick": pick}
+    if m > 128:
+        for name, change in (("overlap0", dict(overlap_promotion=0)), ("c1x2", dict(cluster_m=1, cluster_n=2)),
+                             ("c2x2", dict(cluster_n=2)), ("group16", dict(group_m=16))):
+            out[name] = dataclasses.replace(pick, **change, stages=None).resolved()
+        return out
+    for tile_n in (16, 32, 64, 128):
+        if tile_n != pick.tile_n:
+            out[f"tile_n{tile_n}"] = dataclasses.replace(
+                pick, tile_n=tile_n, epi_n=min(tile_n, 32), epi_stages=max(1, tile_n // 32), stages=None).resolved()
+    if -(-n // pick.tile_n) % 2 == 0:
+        out["cluster_n2"] = dataclasses.replace(pick, cluster_n=2).resolved()
+    swap = dataclasses.replace(sm90._small_m_config(m), tile_k=128, scales=RECIPE, stages=None).resolved()
+    out["swap"] = swap
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shapes", default=",".join(f"{m}x{n}x{k}" for m in (64, 128) for n, k in DSV3_NK))
+    args = parser.parse_args()
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    fns = {}
+    for m, n, k in shapes:
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        y = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+        a, sa = per_token_cast(x)
+        bt, sb = per_block_cast(y)
+        ref = dequantized_product(a, sa, bt, sb)
+        out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+        calls = {}
+        for name, cfg in trials(m, n, k).items():
+            try:
+                if cfg not in fns:
+                    fns[cfg] = sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=False))
+                fn = fns[cfg]
+                out.fill_(float("nan"))
+                fn(a, bt.t(), sa, sb.t(), out)
+                err = _rel(out, ref)
+                if not err < 2e-3:
+                    print(f"{m}x{n}x{k} {name}: WRONG rel_err {err:.2e}", flush=True)
+                    continue
+                calls[name] = (lambda fn=fn: fn(a, bt.t(), sa, sb.t(), out), cfg)
+            except Exception as exc:
+                print(f"{m}x{n}x{k} {name}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+        times = {name: [] for name in calls}
+        for _ in range(2):
+            for name, (call, _) in calls.items():
+                times[name].append(_median_us(call))
+        for name, (_, cfg) in calls.items():
+            us = statistics.median(times[name])
+            print(f"{m}x{n}x{k} {name:<11} {us:7.1f} us {2 * m * n * k / us / 1e6:6.0f} TFLOP/s  "
+                  f"{cfg.tile_m}x{cfg.tile_n} swap={cfg.swap_ab} c={cfg.cluster_m}x{cfg.cluster_n} "
+                  f"st={cfg.stages}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
