@@ -88,20 +88,21 @@ def _fmas(text):
 
 @pytest.mark.parametrize("name", sorted(TABLE_SHAPES))
 def test_block_promotion_is_fma_per_element_with_few_loads(block_ptx, name):
+    from fastdispatch.kernels.scaled_mm._block_scales import lookahead
     cfg = _config(RECIPES[0], *TABLE_SHAPES[name])
     text = block_ptx[(RECIPES[0], name)]
     per_thread = cfg.tile_m * cfg.tile_n // (128 * cfg.consumer_wgs)   # accumulator elements
-    # One promotion site per traced k-tile issue (the overlapped loop unrolls its group and
-    # has a tail): each is one FMA per element.
-    sites = cfg.overlap_promotion + 1 if cfg.overlap_promotion else 1
-    assert _fmas(text) >= sites * per_thread
+    ahead = lookahead(cfg)
+    assert ahead == 4   # 3 values per k-tile unswapped: four k-tiles' fit in 12 registers
+    # The K loop is unrolled by its group (the overlapped loop's, else the lookahead) with a
+    # guarded tail of group - 1 k-tiles: one FMA per element at each promotion site.
+    group = cfg.overlap_promotion or ahead
+    assert _fmas(text) == (2 * group - 1) * per_thread
+    # Loads: the first `ahead` k-tiles' before the loop, then one k-tile's per unrolled site
+    # (the tail's look-ahead loads are dead and removed); each time 2 row values and one
+    # 128x128 block value. Nothing else reads global memory.
     loads = count_ptx_ops(text, ("ld.global",))["ld.global"]
-    # Loads: one k-tile ahead at each site, plus the tile's first k-tile before the loop;
-    # each time 2 row values and one 128x128 block value (non-swap), or tile_n / 4 column
-    # values and one block value (swap-AB). Nothing else reads global memory (swap-AB's
-    # epilogue stores only).
-    per_site = (cfg.tile_n // 4 + 1) if cfg.swap_ab else 3
-    assert loads == (sites + 1) * per_site, (loads, sites, per_site)
+    assert loads == (ahead + group) * 3, (loads, ahead, group)
     usage = ptxas_resource_usage(text, "sm_90a")
     if usage:
         assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage

@@ -37,6 +37,17 @@ def raw_count(cfg) -> int:
     return 2 * rows + cfg.tile_n // 4 * cols + block
 
 
+#: Registers the look-ahead may hold per thread (scale values of k-tiles in flight).
+LOOKAHEAD_REGISTERS = 24
+
+
+def lookahead(cfg) -> int:
+    """K-tiles whose scale values are loaded ahead: 4 where they fit in `LOOKAHEAD_REGISTERS`
+    (3 values per k-tile for 1x128 x 128x128 unswapped), fewer for wide per-column recipes.
+    A divisor of 4 (the overlapped loop's group)."""
+    return next(d for d in (4, 2, 1) if d * raw_count(cfg) <= LOOKAHEAD_REGISTERS or d == 1)
+
+
 @cute.jit
 def tile_context(cfg, tCcC, tm, tn, k_begin, mRowScale, mColScale):
     """Per tile (tm, tn): this thread's clamped scale coordinates (rows, columns, the 128x128

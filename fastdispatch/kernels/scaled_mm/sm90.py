@@ -706,9 +706,12 @@ class ScaledMmSm90(TorchLayoutEntries):
             tCrB = tiled_mma.make_fragment_B(thr_mma.partition_B(sB))
             tCcC = tiled_mma.get_slice(ctidx).partition_C(cute.make_identity_tensor((cfg.tile_m, cfg.tile_n)))
             acc = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
-            raw = None   # block scales: the next k-tile's scale values (block_scales.load_raw)
+            # Block scales: the scale values of the next `lookahead` k-tiles, one register
+            # tensor per k-tile in flight (k-tile t's in rings[t % lookahead]).
+            rings = None
             if cutlass.const_expr(self.blockwise):
-                raw = cute.make_rmem_tensor((block_scales.raw_count(cfg),), Float32)
+                rings = tuple(cute.make_rmem_tensor((block_scales.raw_count(cfg),), Float32)
+                              for _ in range(block_scales.lookahead(cfg)))
             acc_tmp = None
             acc_tmp2 = None
             if cutlass.const_expr(cfg.promote > 0):
@@ -733,14 +736,16 @@ class ScaledMmSm90(TorchLayoutEntries):
                 blocks = None
                 if cutlass.const_expr(self.blockwise):
                     ctx = block_scales.tile_context(cfg, tCcC, tm, tn, k_begin, mRowScale, mColScale)
-                    block_scales.load_raw(cfg, ctx, 0, raw)   # k-tile 0's; the loops load ahead
-                    blocks = (ctx, raw)
+                    for d in cutlass.range_constexpr(len(rings)):   # the first k-tiles'; the loops load ahead
+                        block_scales.load_raw(cfg, ctx, d, rings[d])
+                    blocks = (ctx, rings)
                 if cutlass.const_expr(cfg.overlap_promotion):
                     self._mainloop_overlapped(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count,
                                               blocks)
+                elif cutlass.const_expr(self.blockwise):
+                    self._mainloop_blocks(ab_pipe, acc, acc_tmp, tCrA, tCrB, consumed, k_count, blocks)
                 else:
-                    tiled_mma = self._mainloop(ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count,
-                                               blocks)
+                    tiled_mma = self._mainloop(ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count)
                 consumed += k_count
                 if cutlass.const_expr(cfg.split_k > 1):
                     self._reduce_partials(acc, sRed, red_full, red_empty, k_rank, ctidx, n_done)
@@ -764,11 +769,10 @@ class ScaledMmSm90(TorchLayoutEntries):
                     cute.arch.mbarrier_wait(red_empty, (n_done + 1) % 2)
 
     @cute.jit
-    def _mainloop(self, ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count, blocks):
+    def _mainloop(self, ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count):
         """One tile's K loop: the CTA's `k_count` k-tiles, at ring positions ``consumed``
         onwards (the producer loads them in that order). Leaves the (partial, with split_k)
-        sum in `acc`; returns `tiled_mma` (its accumulate flag is traced state). ``blocks``
-        (block scales only) is what `_factors` needs for each k-tile's scale factors."""
+        sum in `acc`; returns `tiled_mma` (its accumulate flag is traced state)."""
         cfg = self.cfg
         num_kblocks = cute.size(tCrA, mode=[2])
         # Advanced per k-tile, not recomputed from the position: a div/mod by `stages` per
@@ -803,9 +807,6 @@ class ScaledMmSm90(TorchLayoutEntries):
             # fp32. The add needs the k-tile's WGMMAs retired: another consumer warpgroup
             # keeps the tensor cores busy meanwhile.
             for j in cutlass.range(k_count, unroll=1):
-                # Block scales: this k-tile's factors; the next k-tile's values start loading
-                # before this one's wait, so they have two k-tiles to arrive.
-                factors = self._next_factors(blocks, j + 1)
                 ab_pipe.consumer_wait(read)
                 # The first k-block of a promotion period overwrites acc_tmp.
                 tiled_mma.set(warpgroup.Field.ACCUMULATE, j % cfg.promote != 0)
@@ -822,7 +823,7 @@ class ScaledMmSm90(TorchLayoutEntries):
                     # stages) 988 -> 909 us on the lent H100; small M unchanged.
                     warpgroup.wait_group(0)
                     ab_pipe.consumer_release(read)
-                    block_scales.promote(acc, acc_tmp, factors)
+                    block_scales.promote(acc, acc_tmp, None)
                 else:
                     if j % cfg.promote == cfg.promote - 1 or j == k_count - 1:
                         warpgroup.wait_group(0)
@@ -864,16 +865,54 @@ class ScaledMmSm90(TorchLayoutEntries):
         return release
 
     @cute.jit
-    def _next_factors(self, blocks, j_next):
-        """Block scales: the factors of the k-tile whose values are in the registers now,
-        then start loading those of the CTA's k-tile ``j_next`` (None for rowwise scales)."""
+    def _take_values(self, blocks, t, g):
+        """Block scales: the scale values of the CTA's k-tile ``t`` (loaded `lookahead`
+        k-tiles ago, in registers ``g % lookahead``: ``g`` is t's place in an unrolled
+        group, t's residue known at trace time), and start loading those of k-tile
+        t + lookahead into the same registers. None for rowwise scales."""
         if cutlass.const_expr(blocks is None):
             return None
-        ctx, raw = blocks
-        values = block_scales.snapshot(raw)
-        block_scales.load_raw(self.cfg, ctx, j_next, raw)
-        per_thread = self.cfg.tile_m // self.cfg.consumer_wgs * self.cfg.tile_n // 128   # accumulator values
+        ctx, rings = blocks
+        ring = rings[g % len(rings)]
+        values = block_scales.snapshot(ring)
+        block_scales.load_raw(self.cfg, ctx, t + len(rings), ring)
+        return values
+
+    def _factors(self, values):
+        """Per accumulator element its factor from `_take_values` (None: rowwise)."""
+        if values is None:
+            return None
+        per_thread = self.cfg.tile_m // self.cfg.consumer_wgs * self.cfg.tile_n // 128
         return block_scales.factors(self.cfg, values, per_thread)
+
+    @cute.jit
+    def _mainloop_blocks(self, ab_pipe, acc, tmp, tCrA, tCrB, consumed, k_count, blocks):
+        """`_mainloop` with block scales (promote=1): the K loop unrolled by the lookahead
+        (the scale values' registers are indexed at trace time), each k-tile issued, waited
+        for and promoted with its factors; the k_count % lookahead k-tiles left over run
+        under a guard each."""
+        cfg = self.cfg
+        ahead = len(blocks[1])
+        read = _ring_state(cfg.stages, consumed)
+        release = _ring_state(cfg.stages, consumed)
+        mma_first = self._tiled_mma()
+        mma_first.set(warpgroup.Field.ACCUMULATE, False)
+        mma_rest = self._tiled_mma()
+        mma_rest.set(warpgroup.Field.ACCUMULATE, True)
+        acc.fill(0.0)
+        for it in cutlass.range(k_count // ahead, unroll=1):
+            for g in cutlass.range_constexpr(ahead):
+                values = self._take_values(blocks, it * ahead + g, g)
+                read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp)
+                warpgroup.wait_group(0)
+                release = self._retire_k_tile(ab_pipe, release, acc, tmp, self._factors(values))
+        base = k_count - k_count % ahead
+        for g in cutlass.range_constexpr(ahead - 1):
+            if g < k_count % ahead:
+                values = self._take_values(blocks, base + g, g)
+                read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp)
+                warpgroup.wait_group(0)
+                release = self._retire_k_tile(ab_pipe, release, acc, tmp, self._factors(values))
 
     @cute.jit
     def _mainloop_overlapped(self, ab_pipe, acc, tmp0, tmp1, tCrA, tCrB, consumed, k_count, blocks):
@@ -895,24 +934,33 @@ class ScaledMmSm90(TorchLayoutEntries):
         mma_rest.set(warpgroup.Field.ACCUMULATE, True)
         temps = (tmp0, tmp1)
         acc.fill(0.0)
-        # Block scales: a k-tile's factors are taken when it is issued (its values loaded one
-        # k-tile earlier) and used when it retires; within a group that is trace-time state.
+        # Block scales: a k-tile's values are taken when it is issued (loaded `lookahead`
+        # k-tiles earlier; the lookahead divides the group, so which registers is known at
+        # trace time) and turned into factors when it retires.
         for it in cutlass.range(k_count // group, unroll=1):
             read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, temps[0])
-            pending = self._next_factors(blocks, it * group + 1)
+            pending = self._take_values(blocks, it * group, 0)
             for g in cutlass.range_constexpr(1, group):
                 read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, temps[g % 2])
-                issued = self._next_factors(blocks, it * group + g + 1)
+                issued = self._take_values(blocks, it * group + g, g)
                 warpgroup.wait_group(1)
-                release = self._retire_k_tile(ab_pipe, release, acc, temps[(g - 1) % 2], pending)
+                release = self._retire_k_tile(ab_pipe, release, acc, temps[(g - 1) % 2], self._factors(pending))
                 pending = issued
             warpgroup.wait_group(0)
-            release = self._retire_k_tile(ab_pipe, release, acc, temps[(group - 1) % 2], pending)
-        for it in cutlass.range(k_count % group, unroll=1):
-            read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp0)
-            factors = self._next_factors(blocks, k_count // group * group + it + 1)
-            warpgroup.wait_group(0)
-            release = self._retire_k_tile(ab_pipe, release, acc, tmp0, factors)
+            release = self._retire_k_tile(ab_pipe, release, acc, temps[(group - 1) % 2], self._factors(pending))
+        if cutlass.const_expr(blocks is None):
+            for it in cutlass.range(k_count % group, unroll=1):
+                read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp0)
+                warpgroup.wait_group(0)
+                release = self._retire_k_tile(ab_pipe, release, acc, tmp0, None)
+        else:
+            base = k_count - k_count % group
+            for g in cutlass.range_constexpr(group - 1):
+                if g < k_count % group:
+                    values = self._take_values(blocks, base + g, g)
+                    read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp0)
+                    warpgroup.wait_group(0)
+                    release = self._retire_k_tile(ab_pipe, release, acc, tmp0, self._factors(values))
 
     @cute.jit
     def _reduce_partials(self, acc, sRed, red_full, red_empty, k_rank, thread, n_done):
