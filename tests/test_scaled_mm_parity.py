@@ -19,7 +19,7 @@ from fastdispatch.kernels.scaled_mm import api, args as sm_args, routing
 
 E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
 BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
-TOL = {BF16: 2e-3, FP16: 1e-3, FP32: 1e-5, E4M3: 7e-2}
+TOL = {BF16: 2e-3, FP16: 1e-3, FP32: 1e-5, E4M3: 7e-2}   # GPU: fp32 out is torch's (cuBLAS: 2.7e-4)
 M, N, K = 200, 256, 384   # K / 128 = 3 blocks (not a multiple of 4), M spans a partial 128-block
 
 
@@ -264,6 +264,12 @@ def test_torch_compile_takes_torchs_arguments():
 def test_gpu_accepted_cases(case, fast_accum):
     c = build(case, device="cuda")
     out = poisoned(M, N, c["out_dtype"], device="cuda")
+    if fast_accum and c["recipe"].startswith("block_"):   # torch refuses it: so do we, same text
+        with pytest.raises(RuntimeError, match="^scaled_gemm doesn't support fast accum with") as theirs:
+            torch._scaled_mm(c["a"], c["b"], c["sa"], c["sb"], c["bias"], c["sr"], c["out_dtype"], True)
+        with pytest.raises(RuntimeError, match=re.escape(str(theirs.value).splitlines()[0])):
+            fastdispatch.scaled_mm(c["a"], c["b"], c["sa"], c["sb"], c["bias"], c["sr"], c["out_dtype"], True)
+        return
     fastdispatch.scaled_mm(c["a"], c["b"], c["sa"], c["sb"], c["bias"], c["sr"], c["out_dtype"], fast_accum, out=out)
     # torch reads a strided bias as packed (cuBLAS's bias is a compact vector): compare with its
     # result on the compact copy, which is the math we compute.
@@ -271,12 +277,22 @@ def test_gpu_accepted_cases(case, fast_accum):
     theirs = torch._scaled_mm(c["a"], c["b"], c["sa"], c["sb"], bias, c["sr"], c["out_dtype"], fast_accum)
     torch.cuda.synchronize()
     assert not out.float().isnan().any(), "unwritten outputs"
+    entry = [e for e in api.dispatcher().entries() if e.info.get("variant") not in ("resize_out",)][-1]
+    variant = entry.info.get("variant")
+    print(case[0], variant, entry.info.get("fallback"))
+    if str(variant).startswith("torch"):
+        # Routed to torch._scaled_mm: parity means torch's own bits (scale_result included:
+        # on the lent H200, torch 2.11, it left the e4m3 output unscaled, 0.33 = 1 - 0.75 off
+        # a reference that applies it).
+        assert torch.equal(out.view(torch.uint8) if out.element_size() == 1 else out,
+                           theirs.view(torch.uint8) if theirs.element_size() == 1 else theirs)
+        return
     ref = fp64_reference(c["a"], c["b"], c["sa"], c["sb"], c["recipe"], c["bias"], c["sr"], c["out_dtype"] == E4M3)
     tol = TOL[c["out_dtype"]] * (2 if fast_accum else 1)
-    assert rel_err(out, ref) < tol
-    assert rel_err(theirs, ref) < tol, "torch._scaled_mm itself misses the bound: the bound is wrong"
-    entry = [e for e in api.dispatcher().entries() if e.info.get("variant") not in ("resize_out",)][-1]
-    print(case[0], entry.info.get("variant"), entry.info.get("fallback"))
+    err, their_err = rel_err(out, ref), rel_err(theirs, ref)
+    print(f"rel. error ours {err:.2e}, torch {their_err:.2e}")
+    assert err < tol
+    assert their_err < tol, "torch._scaled_mm itself misses the bound: the bound is wrong"
 
 
 @pytest.mark.gpu

@@ -122,6 +122,10 @@ def check_args(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=N
         raise RuntimeError("out_dtype must match output matrix type")
     if a.dtype == E5M2 and b.dtype == E5M2:
         raise ValueError("Multiplication of two Float8_e5m2 matrices is not supported")
+    if use_fast_accum and recipe is not None and recipe.startswith("block_"):
+        # cuBLAS's blockwise kernels promote every 128 of K by construction (H200, torch 2.11).
+        kind = "128x128" if "128x128" in recipe else "1x128"
+        raise RuntimeError(f"scaled_gemm doesn't support fast accum with {kind} blockwise scaling")
     if bias is not None:
         if result_dtype == torch.float32:
             raise RuntimeError("Bias is not supported when out_dtype is set to Float32")
