@@ -292,7 +292,10 @@ def test_gpu_accepted_cases(case, fast_accum):
     err, their_err = rel_err(out, ref), rel_err(theirs, ref)
     print(f"rel. error ours {err:.2e}, torch {their_err:.2e}")
     assert err < tol
-    assert their_err < tol, "torch._scaled_mm itself misses the bound: the bound is wrong"
+    if not c["recipe"].startswith("block_"):
+        assert their_err < tol, "torch._scaled_mm itself misses the bound: the bound is wrong"
+    # (torch's blockwise 1x128 x 128x128 here, M=200 K=384: 0.26 off the fp64 reference on the
+    # lent H200, torch 2.11 -- ours is within the bf16 bound; not a bound to hold torch to.)
 
 
 @pytest.mark.gpu
@@ -321,3 +324,13 @@ def test_gpu_carveout_binary_and_result():
     assert rel_err(out, fp64_reference(c["a"], c["b"], c["sa"], c["sb"], "rowwise")) < TOL[BF16]
     if torch.cuda.get_device_capability() == (9, 0):
         assert any(i.get("config") is not None and i["config"].num_sms == 112 for i in infos), infos
+
+
+@pytest.mark.parametrize("recipe, kind", [("block_1x128_128x128", "128x128"), ("block_1x128_1x128", "1x128"),
+                                          ("block_128x128_1x128", "1x128")])
+def test_blockwise_fast_accum_is_refused_with_torchs_text(recipe, kind):
+    # torch's CUDA op refuses it (its meta function does not); the text names B's recipe.
+    a, b = operands()
+    sa, sb = scales(recipe)
+    with pytest.raises(RuntimeError, match=f"^scaled_gemm doesn't support fast accum with {kind} blockwise scaling$"):
+        fastdispatch.scaled_mm(a, b, sa, sb, out_dtype=BF16, use_fast_accum=True)

@@ -123,8 +123,9 @@ def check_args(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=N
     if a.dtype == E5M2 and b.dtype == E5M2:
         raise ValueError("Multiplication of two Float8_e5m2 matrices is not supported")
     if use_fast_accum and recipe is not None and recipe.startswith("block_"):
-        # cuBLAS's blockwise kernels promote every 128 of K by construction (H200, torch 2.11).
-        kind = "128x128" if "128x128" in recipe else "1x128"
+        # cuBLAS's blockwise kernels promote every 128 of K by construction; torch names B's
+        # recipe (H200, torch 2.11: 1x128 x 128x128 -> "128x128", the other two -> "1x128").
+        kind = "128x128" if recipe.endswith("128x128") else "1x128"
         raise RuntimeError(f"scaled_gemm doesn't support fast accum with {kind} blockwise scaling")
     if bias is not None:
         if result_dtype == torch.float32:
