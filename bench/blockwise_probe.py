@@ -9,8 +9,7 @@ import statistics
 import torch
 
 from fastdispatch.kernels.scaled_mm import sm90
-from fastdispatch.kernels.scaled_mm.bench_blockwise import (DSV3_NK, _median_us, _rel, dequantized_product,
-                                                            per_block_cast, per_token_cast)
+from fastdispatch.kernels.scaled_mm.bench_blockwise import DSV3_NK, _median_us, _rel, block_inputs
 
 RECIPE = "block_1x128_128x128"
 
@@ -42,11 +41,7 @@ def main():
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     fns = {}
     for m, n, k in shapes:
-        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        y = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
-        a, sa = per_token_cast(x)
-        bt, sb = per_block_cast(y)
-        ref = dequantized_product(a, sa, bt, sb)
+        _, _, a, sa, bt, sb, ref = block_inputs(m, n, k)
         out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
         calls = {}
         for name, cfg in trials(m, n, k).items():

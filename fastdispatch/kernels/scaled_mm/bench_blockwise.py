@@ -58,6 +58,16 @@ def dequantized_product(a, sa, bt, sb_blocks):
     return a64 @ b64.t()
 
 
+def block_inputs(m, n, k):
+    """bf16 random x [M, K], y [N, K] and their blockwise fp8 form: (x, y, a, scale_a, bt,
+    scale_b_blocks [ceil(N/128), ceil(K/128)], the fp64 dequantized product)."""
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    y = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+    a, sa = per_token_cast(x)
+    bt, sb_blocks = per_block_cast(y)
+    return x, y, a, sa, bt, sb_blocks, dequantized_product(a, sa, bt, sb_blocks)
+
+
 def load_deepgemm():
     """DeepGEMM from the anchor bundle named by ``DGANCHOR_DIR`` (its own runner sets up
     nvcc, the JIT cache and the include path), or None with the reason."""
@@ -105,11 +115,7 @@ def main(quick: bool = False, rounds: int = 2) -> dict:
     rows = []
     torch.manual_seed(0)
     for m, n, k in shapes:
-        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        y = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
-        a, sa = per_token_cast(x)
-        bt, sb_blocks = per_block_cast(y)
-        ref_block = dequantized_product(a, sa, bt, sb_blocks)
+        x, y, a, sa, bt, sb_blocks, ref_block = block_inputs(m, n, k)
         sa_row = x.float().abs().amax(1, keepdim=True).clamp(min=1e-4) / 448.0
         sb_row = y.float().abs().amax(1, keepdim=True).clamp(min=1e-4) / 448.0
         a_row, bt_row = (x.float() / sa_row).to(torch.float8_e4m3fn), (y.float() / sb_row).to(torch.float8_e4m3fn)
