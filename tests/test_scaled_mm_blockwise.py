@@ -1,5 +1,5 @@
 """Block scales, e5m2 operands, fp16 output and padded leading dimensions on the Hopper
-scaled_mm kernel (``sm90`` with ``Sm90Config.scales`` / dtypes; ``_block_scales``).
+scaled_mm kernel (``sm90`` with ``Sm90Config.scales`` / dtypes; ``sm90.block_scales``).
 
 CPU tier: the blockwise configs compile for sm_90a without a GPU; their PTX promotes with FMAs
 (one per accumulator element and k-tile, instead of the rowwise kernel's adds), loads the
@@ -88,7 +88,7 @@ def _fmas(text):
 
 @pytest.mark.parametrize("name", sorted(TABLE_SHAPES))
 def test_block_promotion_is_fma_per_element_with_few_loads(block_ptx, name):
-    from fastdispatch.kernels.scaled_mm._block_scales import lookahead
+    from fastdispatch.kernels.scaled_mm.sm90.block_scales import lookahead
     cfg = _config(RECIPES[0], *TABLE_SHAPES[name])
     text = block_ptx[(RECIPES[0], name)]
     per_thread = cfg.tile_m * cfg.tile_n // (128 * cfg.consumer_wgs)   # accumulator elements

@@ -1,0 +1,314 @@
+"""The sm_90a kernel's compile-time configuration (per key, plain Python: no tracing).
+
+`Sm90Config` (a hashable cache key) and its checks, the tables of what the binary implements
+(scale recipes, element types, padded strides), the SMEM budget that sizes the A/B ring, the
+shipped configs and `default_config`, the table that picks one per problem shape (measured on
+the lent H100/H200). `kernel` reads a resolved config; nothing here is traced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+from fastdispatch.kernels.scaled_mm._compile import resolve_stages
+
+ARCH = "sm_90a"
+#: Dynamic SMEM one CTA may use on H100 (227 KB).
+SMEM_CAPACITY = 232448
+#: Reserved for the mbarriers and alignment padding.
+SMEM_RESERVED = 1024
+#: Streaming multiprocessors of an H100 SXM (sizes the persistent grid).
+H100_SMS = 132
+#: Scale recipes the binary applies: rowwise ([M, 1] x [1, N] in the epilogue; tensorwise
+#: scales come expanded to it), and torch's blockwise ScalingTypes, applied at every 128-deep
+#: promotion: A BlockWise1x128 ([M, ceil(K/128)]) with B BlockWise128x128
+#: ([ceil(K/128), ceil(N/128)]) or B BlockWise1x128 ([ceil(K/128), N]).
+SCALE_RECIPES = ("rowwise", "block_1x128_128x128", "block_1x128_1x128")
+#: Operand and output element types by name (the config is a hashable cache key).
+OPERAND_DTYPES = {"e4m3": "Float8E4M3FN", "e5m2": "Float8E5M2"}
+OUT_DTYPES = {"bf16": "BFloat16", "fp16": "Float16"}
+#: The binaries take A with any row stride and B with any column stride (multiples of 16
+#: elements): views into larger buffers (padded leading dimensions) are TMA strides.
+PADDED_STRIDES = True
+
+
+@dataclass(frozen=True)
+class Sm90Config:
+    """Compile-time configuration of the sm_90a scaled_mm kernel (hashable: a cache key).
+
+    Tile sizes are in the kernel's own MMA terms: ``tile_m`` rows of the first operand (A, or
+    Bt when ``swap_ab``) by ``tile_n`` rows of the second (Bt, or A), ``tile_k`` deep.
+
+    - ``tile_m``: 64 or 128 per consumer warpgroup times ``consumer_wgs`` (at most 128 rows
+      per warpgroup: the accumulator lives in registers).
+    - ``tile_n``: a multiple of 8 in [8, 256] (WGMMA N); a multiple of ``epi_n`` unless
+      ``swap_ab``.
+    - ``tile_k``: 64, 128 or 256 (128: one 128-byte swizzle row of fp8; 256: two, loaded as
+      two TMA boxes per operand and stage).
+    - ``consumer_wgs``: WGMMA warpgroups (1 or 2); they split ``tile_m``.
+    - ``stages``: A/B ring depth; ``None`` = as many as fit in SMEM (`max_stages`).
+    - ``cluster_m, cluster_n``: cluster shape; ``cluster_n > 1`` multicasts A tiles along N,
+      ``cluster_m > 1`` multicasts B tiles along M.
+    - ``swap_ab``: compute out^T = Bt @ A^T (small M): epilogue with predicated stores.
+    - ``split_k``: CTAs of a cluster that split one tile's K range (contiguous parts) and sum
+      their partials through distributed SMEM, so a small grid of tiles fills more SMs
+      (swap_ab only, no multicast cluster). The sum runs in a fixed order: the result does
+      not depend on timing.
+    - ``promote``: k-tiles WGMMA accumulates on its own before the partial sum is added to
+      the fp32 accumulator (two-level accumulation, as torch._scaled_mm's default
+      use_fast_accum=False): promote=1 adds every tile_k of K (128 for the large configs, 256
+      for the small-M ones: rel. error 8.7e-4 against 6.8e-4 at K=8192, measured, both far
+      from fast accumulation's 3e-3); 0 = fast accumulation (WGMMA accumulates all of K,
+      fewer registers: the only way a 128x256 tile fits).
+    - ``pdl``: launch with programmatic dependent launch: the prologue (barrier init, SMEM
+      carve-up, TMA descriptor prefetch) may overlap the previous kernel's tail on the stream;
+      every global read and write waits for that kernel (``griddepcontrol.wait``), and the
+      next kernel may start its own prologue once every CTA is past that point.
+    - ``overlap_promotion``: 0, or with ``promote == 1`` a group size U >= 2: two temporary
+      accumulators alternate, so adding k-tile j into the fp32 accumulator runs while k-tile
+      j+1's WGMMAs execute, within groups of U k-tiles (the same sums in the same order:
+      bit-identical results). A third accumulator's registers: at most 64 per accumulator
+      (64x128 per consumer warpgroup).
+    - ``epi_n``: columns per TMA-store subtile (normal path), ``epi_stages`` its SMEM buffers.
+      When the buffers hold the whole tile (``epi_stages * epi_n >= tile_n``) the epilogue
+      stages all of it and issues the stores after one barrier, instead of two per subtile.
+    - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
+    - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
+    """
+
+    tile_m: int = 128
+    tile_n: int = 128
+    tile_k: int = 128
+    consumer_wgs: int = 2
+    stages: Optional[int] = None
+    cluster_m: int = 1
+    cluster_n: int = 1
+    swap_ab: bool = False
+    split_k: int = 1
+    promote: int = 1
+    pdl: bool = False
+    overlap_promotion: int = 0
+    epi_n: int = 32
+    epi_stages: int = 2
+    group_m: int = 8
+    num_sms: int = H100_SMS
+    scales: str = "rowwise"
+    a_dtype: str = "e4m3"
+    b_dtype: str = "e4m3"
+    out_dtype: str = "bf16"
+
+    def __post_init__(self):
+        errs = []
+        if self.scales not in SCALE_RECIPES:
+            errs.append(f"scales must be one of {SCALE_RECIPES}")
+        elif self.scales != "rowwise" and not (self.promote == 1 and self.tile_k == 128):
+            errs.append("block scales are applied at each promotion: they need promote == 1 and tile_k == 128")
+        elif self.scales != "rowwise" and self.tile_m // self.consumer_wgs != 64:
+            errs.append("block scales need 64 rows per consumer warpgroup (one m64 WGMMA accumulator)")
+        elif self.scales != "rowwise" and 128 % (self.tile_m if self.swap_ab else self.tile_n):
+            errs.append("block scales need the tile's side along N to divide 128 (one 128x128 scale block)")
+        if self.a_dtype not in OPERAND_DTYPES or self.b_dtype not in OPERAND_DTYPES:
+            errs.append(f"a_dtype and b_dtype must be in {tuple(OPERAND_DTYPES)}")
+        if self.out_dtype not in OUT_DTYPES:
+            errs.append(f"out_dtype must be in {tuple(OUT_DTYPES)}")
+        if self.consumer_wgs not in (1, 2):
+            errs.append("consumer_wgs must be 1 or 2")
+        elif self.tile_m % self.consumer_wgs or self.tile_m // self.consumer_wgs not in (64, 128):
+            errs.append("tile_m // consumer_wgs must be 64 or 128")
+        if not (8 <= self.tile_n <= 256 and self.tile_n % 8 == 0):
+            errs.append("tile_n must be a multiple of 8 in [8, 256]")
+        if self.tile_k not in (64, 128, 256):
+            errs.append("tile_k must be 64, 128 or 256")
+        for c in (self.cluster_m, self.cluster_n):
+            if c < 1 or c & (c - 1):
+                errs.append("cluster_m and cluster_n must be powers of two")
+        if self.cluster_m * self.cluster_n > 4:
+            errs.append("cluster size must be <= 4")
+        if not self.swap_ab and self.tile_m != 64 * self.consumer_wgs:
+            errs.append("the TMA-store epilogue (swap_ab=False) needs 64 rows per consumer warpgroup")
+        if not self.swap_ab and (self.epi_n not in (16, 32, 64) or self.tile_n % self.epi_n):
+            errs.append("epi_n must be 16, 32 or 64 and divide tile_n")
+        cluster_size = self.cluster_m * self.cluster_n * self.split_k
+        if self.epi_stages < 1 or self.group_m < 1 or self.num_sms < cluster_size:
+            errs.append("epi_stages, group_m >= 1 and num_sms >= cluster size")
+        if self.split_k not in (1, 2, 4):
+            errs.append("split_k must be 1, 2 or 4")
+        elif self.split_k > 1 and not (
+            self.swap_ab and self.cluster_m == self.cluster_n == 1
+        ):
+            errs.append("split_k > 1 needs swap_ab and no multicast cluster")
+        if self.promote < 0:
+            errs.append("promote must be >= 0")
+        elif self.promote and (self.tile_m // self.consumer_wgs) * self.tile_n // 128 > 96:
+            errs.append("promote > 0 needs two accumulators: at most 96 fp32 registers each "
+                        "(tile_m // consumer_wgs * tile_n <= 12288)")
+        if self.overlap_promotion and not (
+            self.overlap_promotion >= 2 and self.promote == 1
+            and (self.tile_m // self.consumer_wgs) * self.tile_n // 128 <= 64
+        ):
+            errs.append("overlap_promotion (a group of >= 2 k-tiles) needs promote == 1 and three "
+                        "accumulators of at most 64 fp32 registers (tile_m // consumer_wgs * tile_n <= 8192)")
+        if self.stages is not None and self.stages < 2:
+            errs.append("stages must be >= 2")
+        if errs:
+            raise ValueError(f"invalid Sm90Config {self}: " + "; ".join(errs))
+
+    def resolved(self) -> "Sm90Config":
+        """This config with ``stages`` filled in (and checked against the SMEM budget)."""
+        return resolve_stages(self, "stages", max_stages(self))
+
+
+def _stage_bytes(cfg: Sm90Config) -> int:
+    return (cfg.tile_m + cfg.tile_n) * cfg.tile_k  # 1 byte per e4m3 element
+
+
+def _epilogue_bytes(cfg: Sm90Config) -> int:
+    return 0 if cfg.swap_ab else cfg.epi_stages * cfg.tile_m * cfg.epi_n * 2  # bf16 staging
+
+
+def _reduce_bytes(cfg: Sm90Config) -> int:
+    # One fp32 slot per split-K partial that is not the leader's own, in the leader CTA
+    # (every CTA allocates the same layout: distributed SMEM addresses are the local ones).
+    return (cfg.split_k - 1) * cfg.tile_m * cfg.tile_n * 4
+
+
+def max_stages(config: Sm90Config) -> int:
+    """Deepest A/B ring that fits the SMEM budget (232448 B per CTA on H100, minus the epilogue
+    staging and 1 KB for barriers): 4 at 128x256x128, 8 at 128x128x128."""
+    free = SMEM_CAPACITY - SMEM_RESERVED - _epilogue_bytes(config) - _reduce_bytes(config)
+    return free // _stage_bytes(config)
+
+
+def smem_bytes(config: Sm90Config) -> int:
+    """SMEM one CTA uses for ``config`` (ring + epilogue staging + reserved barrier space)."""
+    cfg = config.resolved()
+    return cfg.stages * _stage_bytes(cfg) + _epilogue_bytes(cfg) + _reduce_bytes(cfg) + SMEM_RESERVED
+
+
+#: Shipped configs: (name, config). `default_config` picks among them; tests compile each.
+FAST_LARGE = Sm90Config(tile_m=128, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0)
+# 128x128 tiles, each promotion overlapped with the next k-tile's WGMMAs (groups of 4 k-tiles),
+# the whole tile staged for its TMA stores (4 buffers: still 6 stages). Interleaved on the lent
+# H100 (bench/results/sm90_sweep_2026-11-23.txt, fifth session): 4096^3 119.5 -> 112.2 us.
+LARGE = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, cluster_m=2, promote=1,
+                   overlap_promotion=4, epi_stages=4)
+# 64x192 per consumer warpgroup: two 96-register accumulators (promotion) still fit, no third
+# for overlapping, and each WGMMA reads 85 instead of 96 bytes of SMEM per cycle of MMA work.
+# Whole-tile epilogue staging (6 buffers) at the cost of a stage (5 -> 4): 8192^3 924.8 ->
+# 898.7 us, 16384x8192x8192 1813.7 -> 1762.3 us.
+LARGE_WIDE = dataclasses.replace(LARGE, tile_n=192, overlap_promotion=0, epi_stages=6)
+#: How much faster the 192-wide tiles compute the same output, their coarser waves aside
+#: (time ~ waves x tile width / gain): 1.06-1.09 on the lent H100, measured interleaved with
+#: the 128x128 tiles (fifth session: 8192^3 898.7 vs 964.8 us, 21 vs 32 waves;
+#: 16384x8192x8192 1762.3 vs 1912.9 us; 4096^3, where the wide tiles leave the last of 6
+#: waves two-thirds empty, 117.8 vs 112.2 us).
+WIDE_TILE_GAIN = 1.08
+MEDIUM = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, promote=1)
+
+
+def _small_m_config(m: int, split_k: int = 1) -> Sm90Config:
+    # N side 64 rows per tile (N=8192 -> 128 CTAs streaming Bt), M side rounded up to the
+    # WGMMA N granularity, 256-deep k-tiles (two 128-byte TMA boxes per row and stage), the
+    # deepest ring that fits, programmatic dependent launch. Measured on the lent H100 with
+    # a clean L2 (bench/results/sm90_sweep_2026-11-23.txt): up to M = 64 these read Bt
+    # faster than torch.sum reads the same bytes (M = 128: 2-6% slower); 256-deep k-tiles are
+    # 3-14% faster than 128-deep ones.
+    tile_n = 16 if m <= 16 else (32 if m <= 32 else (64 if m <= 64 else 128))
+    return Sm90Config(tile_m=64, tile_n=tile_n, tile_k=256, consumer_wgs=1, swap_ab=True, split_k=split_k,
+                      pdl=True)
+
+
+def _small_m_block_config(m: int, n: int, cluster_n: int = 1) -> Sm90Config:
+    """Block scales at M <= 128: not swap-AB. Swapped, every thread would need a scale of A
+    per MMA column (tile_n / 4 loads and multiplies per k-tile; 2.0-2.6x the rowwise time
+    on the lent H200), unswapped it needs its 2 rows' and one block value. The M side is
+    one or two 64-row consumer warpgroups; N is cut into narrow tiles (16..128 columns)
+    so that the grid fills the SMs: estimated time = rounds of the persistent grid x the
+    bytes a tile's k-tile reads (tile_n rows of B + the M side's rows of A)."""
+    rows = 64 if m <= 64 else 128
+
+    def cost(tile_n):
+        tiles = -(-m // rows) * -(-n // tile_n)
+        return -(-tiles // H100_SMS) * (tile_n + rows)
+
+    tile_n = min((128, 64, 32, 16), key=cost)
+    return Sm90Config(tile_m=rows, tile_n=tile_n, tile_k=128, consumer_wgs=rows // 64, cluster_n=cluster_n,
+                      epi_n=min(tile_n, 32), epi_stages=max(1, tile_n // 32) if tile_n >= 32 else 1, pdl=True)
+
+
+def shipped_configs() -> dict[str, Sm90Config]:
+    """Every config `default_config` can return, by name (what the tests compile)."""
+    return {
+        "fast_large": FAST_LARGE,
+        "large": LARGE,
+        "large_wide": LARGE_WIDE,
+        "medium": MEDIUM,
+        **{f"small_m{m}": _small_m_config(m) for m in (16, 32, 64, 128)},
+        "small_m16_split_k2": _small_m_config(16, split_k=2),
+    }
+
+
+_TORCH_NAMES = {"float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2", "bfloat16": "bf16", "float16": "fp16"}
+#: What the compiled kernel implements (the rest goes to torch._scaled_mm; `kernel_supports`).
+IMPLEMENTED = {"scales": SCALE_RECIPES, "a_dtype": tuple(OPERAND_DTYPES), "b_dtype": tuple(OPERAND_DTYPES),
+               "out_dtype": tuple(OUT_DTYPES)}
+
+
+def dtype_name(dtype) -> str | None:
+    """The config's name of a torch dtype ('e4m3', 'e5m2', 'bf16', 'fp16'), or None."""
+    return _TORCH_NAMES.get(str(dtype).removeprefix("torch."))
+
+
+def kernel_supports(a_dtype, b_dtype, out_dtype, scales: str) -> bool:
+    """Whether this kernel computes a problem of these torch dtypes and scale recipe
+    ('tensorwise', 'rowwise' or a name in `SCALE_RECIPES`); otherwise torch._scaled_mm does."""
+    scales = "rowwise" if scales == "tensorwise" else scales
+    wanted = {"scales": scales, "a_dtype": dtype_name(a_dtype), "b_dtype": dtype_name(b_dtype),
+              "out_dtype": dtype_name(out_dtype)}
+    return all(value in IMPLEMENTED[field] for field, value in wanted.items())
+
+
+def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: str = "rowwise",
+                   a_dtype="e4m3", b_dtype="e4m3", out_dtype="bf16") -> Sm90Config:
+    """The config for an M x N x K problem (a small table, measured on the lent H100):
+    M <= 128 -> swap-AB with the M side rounded up to 16/32/64/128, and for M <= 16 split-K
+    over a 2-CTA cluster while the N tiles fill at most half the SMs (N <= 4224) and K has
+    four k-tiles or more; otherwise 128x128x128 tiles, with a 2x1 cluster (B multicast) once
+    there is a wave of tiles, or 128x192x128 where its waves come out shorter. ``fast_accum``
+    (torch._scaled_mm's use_fast_accum=True) allows the 128x256x128 fast-accumulation tile.
+    Block scales (``scales`` not 'rowwise') promote every 128 of K, so they take 128-deep
+    k-tiles and tiles no wider than one 128-column scale block. Dtypes are torch dtypes or
+    the config's names."""
+    types = {"scales": "rowwise" if scales == "tensorwise" else scales,
+             "a_dtype": dtype_name(a_dtype) or a_dtype, "b_dtype": dtype_name(b_dtype) or b_dtype,
+             "out_dtype": dtype_name(out_dtype) or out_dtype}
+    blockwise = types["scales"] != "rowwise"
+    if blockwise and m <= 128:
+        cfg = _small_m_block_config(m, n)
+    elif m <= 128:
+        tile_k = 128 if blockwise else 256
+        # Split-K was measured for the 16-wide tile only (1x4096x4096: 12.4 -> 11.9 us).
+        few_tiles = -(-n // 64) * 2 <= H100_SMS
+        split_k = 2 if m <= 16 and few_tiles and k >= 4 * tile_k else 1
+        cfg = dataclasses.replace(_small_m_config(m, split_k), tile_k=tile_k)
+    elif fast_accum and not blockwise and -(-m // 128) * -(-n // 256) >= H100_SMS:
+        cfg = FAST_LARGE
+    elif -(-m // 128) * -(-n // 128) < H100_SMS:
+        cfg = MEDIUM
+    elif blockwise:
+        cfg = LARGE
+    else:
+        # The wider tile does more per cycle but comes in fewer, coarser waves: pick the smaller
+        # estimated time, waves x tile width (/ its measured gain).
+        wide = _waves(LARGE_WIDE, m, n) * LARGE_WIDE.tile_n / WIDE_TILE_GAIN
+        cfg = LARGE_WIDE if wide < _waves(LARGE, m, n) * LARGE.tile_n else LARGE
+    return dataclasses.replace(cfg, **types).resolved()
+
+
+def _waves(cfg: Sm90Config, m: int, n: int) -> int:
+    """Rounds of the persistent grid over the cluster tiles of an M x N output."""
+    clusters = -(-m // (cfg.tile_m * cfg.cluster_m)) * -(-n // (cfg.tile_n * cfg.cluster_n))
+    per_round = cfg.num_sms // (cfg.cluster_m * cfg.cluster_n)
+    return -(-clusters // per_round)

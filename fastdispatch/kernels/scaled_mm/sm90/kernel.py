@@ -1,0 +1,395 @@
+"""The sm_90a kernel object (per compile): `ScaledMmSm90`, one resolved `Sm90Config` plus
+has_bias. Host side (traced once per compile by cute.compile through `TorchLayoutEntries`):
+the WGMMA, SMEM layouts, TMA atoms and the persistent grid of `_launch`. Device code: the
+`kernel` function (producer and consumer roles, barriers, SMEM carve-up, the persistent tile
+walk); its K loops come from `mainloop.MainloopMixin`, its epilogues from
+`epilogue.EpilogueMixin` (``@cute.jit`` methods traced through ``self``, inlined into
+`kernel`). The class's ``__repr__`` is the kernel's symbol name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import cutlass
+import cutlass.cute as cute
+import cutlass.pipeline as pipeline
+from cutlass.cute.nvgpu import cpasync, warpgroup
+from cutlass.pipeline import pipeline_init_arrive, pipeline_init_wait
+from cutlass.utils import SmemAllocator
+
+from fastdispatch.kernels.scaled_mm._compile import TorchLayoutEntries
+from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile, load_k_tiles
+from fastdispatch.kernels.scaled_mm.sm90 import block_scales
+from fastdispatch.kernels.scaled_mm.sm90.config import OPERAND_DTYPES, OUT_DTYPES, Sm90Config, _epilogue_bytes, _stage_bytes
+from fastdispatch.kernels.scaled_mm.sm90.epilogue import EpilogueMixin
+from fastdispatch.kernels.scaled_mm.sm90.mainloop import MainloopMixin
+
+Float32, Int32 = cutlass.Float32, cutlass.Int32
+
+
+class ScaledMmSm90(MainloopMixin, EpilogueMixin, TorchLayoutEntries):
+    """One compiled variant: a resolved `Sm90Config` plus has_bias. Entry points `run` /
+    `run_bias` (from `TorchLayoutEntries`, traced by cute.compile), device code in
+    `kernel`, the K loops (`MainloopMixin`) and the epilogues (`EpilogueMixin`)."""
+
+    def __init__(self, cfg: Sm90Config, has_bias: bool):
+        self.cfg = cfg
+        self.has_bias = has_bias
+        # The MMA's first operand is A, or Bt with swap_ab (out^T = Bt @ A^T): its element
+        # type names the WGMMA kind (e5m2 x e4m3 is not e4m3 x e5m2).
+        a_type = getattr(cutlass, OPERAND_DTYPES[cfg.a_dtype])
+        b_type = getattr(cutlass, OPERAND_DTYPES[cfg.b_dtype])
+        self.a_dtype, self.b_dtype = (b_type, a_type) if cfg.swap_ab else (a_type, b_type)
+        self.acc_dtype = Float32
+        self.c_dtype = getattr(cutlass, OUT_DTYPES[cfg.out_dtype])
+        # Block scales are applied per k-tile in the K loop; the epilogue then adds only the bias.
+        self.blockwise = cfg.scales != "rowwise"
+        self.tiler = (cfg.tile_m, cfg.tile_n, cfg.tile_k)
+        self.epi_tile = (cfg.tile_m, cfg.epi_n)
+        self.cluster_mn = (cfg.cluster_m, cfg.cluster_n)
+        # The launch cluster: the multicast cluster, or split_k CTAs along K (never both).
+        self.launch_cluster = (cfg.cluster_m * cfg.split_k, cfg.cluster_n)
+        self.max_clusters = cfg.num_sms // (self.launch_cluster[0] * self.launch_cluster[1])
+        self.consumer_threads = 128 * cfg.consumer_wgs
+        self.threads = 128 + self.consumer_threads
+        # setmaxnreg budgets (65536 registers per SM): the producer warpgroup keeps 40, the
+        # consumers take the rest (232 with two consumer warpgroups: 40*128 + 232*256 <= 64K).
+        self.producer_regs = 40
+        self.consumer_regs = 232 if cfg.consumer_wgs == 2 else 240
+        self.epi_bar_id = 1
+        # Swap-AB tiles with one consumer warpgroup hold few scales per thread (240 registers
+        # to spare): their loads are issued before the K loop, so the HBM latency hides under
+        # it instead of following it. With two warpgroups (168 registers per thread until
+        # setmaxnreg) they would spill: loaded after the K loop, as for the large tiles.
+        self.early_scales = cfg.swap_ab and cfg.consumer_wgs == 1
+
+    def __repr__(self):
+        # Goes into the kernel's symbol name (profiles, PTX): stable and descriptive.
+        c = self.cfg
+        return (
+            f"scaled_mm_sm90_{c.tile_m}x{c.tile_n}x{c.tile_k}_w{c.consumer_wgs}_c{c.cluster_m}x{c.cluster_n}"
+            f"_s{c.stages}p{c.promote}{'_swap' if c.swap_ab else ''}{'_pdl' if c.pdl else ''}{f'_ovl{c.overlap_promotion}' if c.overlap_promotion else ''}"
+            f"{f'_splitk{c.split_k}' if c.split_k > 1 else ''}{'_bias' if self.has_bias else ''}"
+            f"{'' if c.scales == 'rowwise' else '_' + c.scales}"
+            f"{'' if (c.a_dtype, c.b_dtype, c.out_dtype) == ('e4m3', 'e4m3', 'bf16') else f'_{c.a_dtype}x{c.b_dtype}_{c.out_dtype}'}"
+        )
+
+    # -- host side (traced once per compile) ------------------------------------------
+
+    def _tiled_mma(self):
+        cfg = self.cfg
+        op = warpgroup.MmaF8Op(
+            self.a_dtype,
+            self.b_dtype,
+            self.acc_dtype,
+            (64, cfg.tile_n, 32),
+            warpgroup.OperandSource.SMEM,
+            warpgroup.OperandMajorMode.K,
+            warpgroup.OperandMajorMode.K,
+        )
+        # Consumer warpgroups stacked along M; a warpgroup with 128 rows runs 2 m64 atoms.
+        return cute.make_tiled_mma(cute.make_mma_atom(op), (cfg.consumer_wgs, 1, 1))
+
+    def _ab_smem_layout(self, rows: int):
+        # 128-byte swizzle atoms (64-byte at tile_k=64), repeated along K for tile_k=256.
+        kind = (
+            warpgroup.SmemLayoutAtomKind.K_SW128 if self.cfg.tile_k >= 128 else warpgroup.SmemLayoutAtomKind.K_SW64
+        )
+        atom = warpgroup.make_smem_layout_atom(kind, self.a_dtype)  # both operands: 1 byte
+        return cute.tile_to_shape(atom, (rows, self.cfg.tile_k, self.cfg.stages), order=(0, 1, 2))
+
+    def _c_smem_layout(self):
+        # bf16 row-major subtile: epi_n * 2 bytes per row picks the swizzle (64 -> 128 B).
+        kind = {
+            16: warpgroup.SmemLayoutAtomKind.K_SW32,
+            32: warpgroup.SmemLayoutAtomKind.K_SW64,
+            64: warpgroup.SmemLayoutAtomKind.K_SW128,
+        }[self.cfg.epi_n]
+        atom = warpgroup.make_smem_layout_atom(kind, self.c_dtype)
+        return cute.tile_to_shape(atom, (*self.epi_tile, self.cfg.epi_stages), order=(0, 1, 2))
+
+    @cute.jit
+    def _launch(self, a, bt, scale_a, scale_b, out, bias, stream):
+        cfg = self.cfg
+        m, n = out.shape
+        if cutlass.const_expr(cfg.swap_ab):
+            # out^T = Bt @ A^T: the MMA's rows are out's columns. The transposed view of out
+            # is written with plain stores; scale_b scales its rows, scale_a its columns.
+            mP, mQ, row_scale, col_scale = bt, a, scale_b, scale_a
+            mC = cute.make_tensor(out.iterator, cute.make_layout((n, m), stride=(1, n)))
+        else:
+            mP, mQ, row_scale, col_scale = a, bt, scale_a, scale_b
+            mC = out
+        tiled_mma = self._tiled_mma()
+        cta_layout_mnk = cute.make_layout((*self.cluster_mn, 1))
+        a_smem = self._ab_smem_layout(cfg.tile_m)
+        b_smem = self._ab_smem_layout(cfg.tile_n)
+        a_smem_one = cute.slice_(a_smem, (None, None, 0))
+        b_smem_one = cute.slice_(b_smem, (None, None, 0))
+        tx_bytes = cute.size_in_bytes(self.a_dtype, a_smem_one) + cute.size_in_bytes(self.b_dtype, b_smem_one)
+        # max_stages() sized the ring in plain Python; hold it to the real layouts.
+        assert tx_bytes == _stage_bytes(cfg), tx_bytes
+
+        # A tiles are shared by the cluster's CTAs along N, B tiles by those along M: each CTA
+        # loads its 1/cluster slice and multicasts it.
+        def g2s(mcast):
+            return cpasync.CopyBulkTensorTileG2SMulticastOp() if mcast > 1 else cpasync.CopyBulkTensorTileG2SOp()
+
+        tma_atom_a, tma_a = cpasync.make_tiled_tma_atom(
+            g2s(cfg.cluster_n), mP, a_smem_one, (cfg.tile_m, cfg.tile_k), num_multicast=cfg.cluster_n
+        )
+        tma_atom_b, tma_b = cpasync.make_tiled_tma_atom(
+            g2s(cfg.cluster_m), mQ, b_smem_one, (cfg.tile_n, cfg.tile_k), num_multicast=cfg.cluster_m
+        )
+        tma_atom_c, tma_c, c_smem = None, mC, None
+        if cutlass.const_expr(not cfg.swap_ab):
+            c_smem = self._c_smem_layout()
+            assert cute.size_in_bytes(self.c_dtype, c_smem) == _epilogue_bytes(cfg)
+            tma_atom_c, tma_c = cpasync.make_tiled_tma_atom(
+                cpasync.CopyBulkTensorTileS2GOp(), mC, cute.slice_(c_smem, (None, None, 0)), self.epi_tile
+            )
+
+        rows, cols = mC.shape
+        tiles_m = (rows + cfg.tile_m * cfg.cluster_m - 1) // (cfg.tile_m * cfg.cluster_m)
+        tiles_n = (cols + cfg.tile_n * cfg.cluster_n - 1) // (cfg.tile_n * cfg.cluster_n)
+        num_clusters = cutlass.min(tiles_m * tiles_n, self.max_clusters)
+
+        self.kernel(
+            tiled_mma, tma_atom_a, tma_a, tma_atom_b, tma_b, tma_atom_c, tma_c,
+            row_scale, col_scale, bias, cta_layout_mnk, a_smem, b_smem, c_smem,
+            tiles_m, tiles_n, tx_bytes,
+        ).launch(
+            grid=(*self.launch_cluster, num_clusters),
+            block=[self.threads, 1, 1],
+            cluster=(*self.launch_cluster, 1),
+            min_blocks_per_mp=1,
+            stream=stream,
+            use_pdl=cfg.pdl,
+        )
+
+    # -- device side ------------------------------------------------------------------
+
+    @cute.jit
+    def _tile_coords(self, tile, tiles_m, tiles_n, cluster_coord):
+        """Linear cluster-tile index -> this CTA's tile (m, n): L2 groups of `group_m` cluster
+        rows, walked column by column inside a group (every role computes the same)."""
+        cm, cn = grouped_cluster_tile(tile, tiles_m, tiles_n, self.cfg.group_m)
+        return cm * self.cfg.cluster_m + cluster_coord[0], cn * self.cfg.cluster_n + cluster_coord[1]
+
+    @cute.kernel
+    def kernel(
+        self,
+        tiled_mma: cute.TiledMma,
+        tma_atom_a: cute.CopyAtom,
+        mA: cute.Tensor,
+        tma_atom_b: cute.CopyAtom,
+        mB: cute.Tensor,
+        tma_atom_c: Optional[cute.CopyAtom],
+        mC: cute.Tensor,
+        mRowScale: cute.Tensor,
+        mColScale: cute.Tensor,
+        mBias: Optional[cute.Tensor],
+        cta_layout_mnk: cute.Layout,
+        a_smem: cute.ComposedLayout,
+        b_smem: cute.ComposedLayout,
+        c_smem: Optional[cute.ComposedLayout],
+        tiles_m: Int32,
+        tiles_n: Int32,
+        tx_bytes: cutlass.Constexpr,
+    ):
+        cfg = self.cfg
+        tidx, _, _ = cute.arch.thread_idx()
+        warp_idx = cute.arch.make_warp_uniform(cute.arch.warp_idx())
+        wg_idx = cute.arch.make_warp_uniform(tidx // 128)
+        # Hoisted once: this CTA's place in its cluster and the persistent walk. A split_k
+        # cluster's CTAs all work on the same tile: their rank is their part of K.
+        cta_rank = cute.arch.make_warp_uniform(cute.arch.block_idx_in_cluster())
+        k_rank = Int32(0)
+        if cutlass.const_expr(cfg.split_k > 1):
+            k_rank = cta_rank
+            cluster_coord = cta_layout_mnk.get_flat_coord(0)
+        else:
+            cluster_coord = cta_layout_mnk.get_flat_coord(cta_rank)
+        _, _, cluster_id = cute.arch.block_idx()
+        _, _, num_clusters = cute.arch.grid_dim()
+        num_tiles = tiles_m * tiles_n
+
+        if warp_idx == 0:
+            cpasync.prefetch_descriptor(tma_atom_a)
+            cpasync.prefetch_descriptor(tma_atom_b)
+            if cutlass.const_expr(not cfg.swap_ab):
+                cpasync.prefetch_descriptor(tma_atom_c)
+
+        @cute.struct
+        class SharedStorage:
+            ab_mbar: cute.struct.MemRange[cutlass.Int64, cfg.stages * 2]
+            red_mbar: cute.struct.MemRange[cutlass.Int64, 2]  # partials full / slots empty
+
+        smem = SmemAllocator()
+        storage = smem.allocate(SharedStorage)
+        # A stage is free once every consumer warp of every CTA that reads it (this CTA and
+        # the multicast peers that received the same tiles) has arrived on its empty barrier.
+        ab_pipe = pipeline.PipelineTmaAsync.create(
+            barrier_storage=storage.ab_mbar.data_ptr(),
+            num_stages=cfg.stages,
+            producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread),
+            consumer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, self.consumer_threads),
+            tx_count=tx_bytes,
+            cta_layout_vmnk=cute.make_layout((1, *cta_layout_mnk.shape)),
+            enable_multicast_signaling=True,
+            defer_sync=True,
+        )
+        if cutlass.const_expr(cfg.split_k > 1):
+            # No multicast: lane 0 of each consumer warp frees the stage in its own CTA (the
+            # helper would derive the signalling lanes from the launch cluster's rank).
+            ab_pipe = dataclasses.replace(ab_pipe, is_signaling_thread=tidx % 32 == 0)
+        red_full = storage.red_mbar.data_ptr()
+        red_empty = red_full + 1
+        if cutlass.const_expr(cfg.split_k > 1):
+            if tidx == 0:
+                # full (used in rank 0): rank 0's expect-tx arrival, then the partials' bytes
+                # (st.async); empty (in the other ranks): each rank-0 consumer thread arrives
+                # once it has read them.
+                cute.arch.mbarrier_init(red_full, 1)
+                cute.arch.mbarrier_init(red_empty, self.consumer_threads)
+        pipeline_init_arrive(cluster_shape_mn=self.launch_cluster, is_relaxed=True)
+
+        sA = smem.allocate_tensor(self.a_dtype, a_smem.outer, byte_alignment=1024, swizzle=a_smem.inner)
+        sB = smem.allocate_tensor(self.b_dtype, b_smem.outer, byte_alignment=1024, swizzle=b_smem.inner)
+        sRed = None
+        if cutlass.const_expr(cfg.split_k > 1):
+            # Partial slots, fp32 in accumulator-fragment order: (4 values, thread, vector,
+            # slot), so each thread moves 16 B at a time and a warp 512 contiguous bytes.
+            threads = self.consumer_threads
+            vecs = cfg.tile_m * cfg.tile_n // threads // 4
+            red_layout = cute.make_layout((4, threads, vecs, cfg.split_k - 1),
+                                          stride=(1, 4, 4 * threads, 4 * threads * vecs))
+            sRed = smem.allocate_tensor(Float32, red_layout, byte_alignment=16)
+
+        gA = cute.local_tile(mA, (cfg.tile_m, cfg.tile_k), (None, None))  # (TM, TK, RestM, RestK)
+        gB = cute.local_tile(mB, (cfg.tile_n, cfg.tile_k), (None, None))
+        k_tiles = cute.size(gA, mode=[3])
+        # This CTA's contiguous part of every tile's K loop.
+        k_begin = Int32(0)
+        k_count = k_tiles
+        if cutlass.const_expr(cfg.split_k > 1):
+            per_cta = (k_tiles + cfg.split_k - 1) // cfg.split_k
+            k_begin = k_rank * per_cta
+            k_count = cutlass.max(cutlass.min(per_cta, k_tiles - k_begin), 0)
+        tAsA, tAgA = cpasync.tma_partition(
+            tma_atom_a,
+            cluster_coord[1],
+            cute.make_layout(cute.slice_(cta_layout_mnk, (0, None, 0)).shape),
+            cute.group_modes(sA, 0, 2),
+            cute.group_modes(gA, 0, 2),
+        )
+        tBsB, tBgB = cpasync.tma_partition(
+            tma_atom_b,
+            cluster_coord[0],
+            cute.make_layout(cute.slice_(cta_layout_mnk, (None, 0, 0)).shape),
+            cute.group_modes(sB, 0, 2),
+            cute.group_modes(gB, 0, 2),
+        )
+
+        pipeline_init_wait(cluster_shape_mn=self.launch_cluster)
+        if cutlass.const_expr(cfg.pdl):
+            # Everything above touched only SMEM and the kernel parameters; from here on the
+            # previous kernel's results must be visible.
+            cute.arch.griddepcontrol_wait()
+            cute.arch.griddepcontrol_launch_dependents()
+
+        # ---------------- producer warpgroup: warp 0 issues every TMA load ----------------
+        if wg_idx == 0:
+            cute.arch.setmaxregister_decrease(self.producer_regs)
+            if warp_idx == 0:
+                a_mcast = Int32(0)
+                b_mcast = Int32(0)
+                if cutlass.const_expr(cfg.cluster_n > 1):
+                    a_mcast = cute.make_layout_image_mask(cta_layout_mnk, cluster_coord, mode=1)
+                if cutlass.const_expr(cfg.cluster_m > 1):
+                    b_mcast = cute.make_layout_image_mask(cta_layout_mnk, cluster_coord, mode=0)
+                state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, cfg.stages)
+                tile = cluster_id
+                while tile < num_tiles:
+                    tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
+                    tAgA_t = tAgA[(None, tm, None)]
+                    tBgB_t = tBgB[(None, tn, None)]
+                    state = load_k_tiles(ab_pipe, state, k_begin, k_count, tma_atom_a, tAgA_t, tAsA, a_mcast,
+                                         tma_atom_b, tBgB_t, tBsB, b_mcast)
+                    tile += num_clusters
+                ab_pipe.producer_tail(state)
+
+        # ---------------- consumer warpgroups: WGMMA + epilogue --------------------------
+        if wg_idx > 0:
+            cute.arch.setmaxregister_increase(self.consumer_regs)
+            ctidx = tidx - 128
+            # A/B descriptors are per warpgroup (slice at its first thread); the accumulator
+            # coordinates are per thread (slice at this thread).
+            thr_mma = tiled_mma.get_slice((wg_idx - 1) * 128)
+            tCrA = tiled_mma.make_fragment_A(thr_mma.partition_A(sA))
+            tCrB = tiled_mma.make_fragment_B(thr_mma.partition_B(sB))
+            tCcC = tiled_mma.get_slice(ctidx).partition_C(cute.make_identity_tensor((cfg.tile_m, cfg.tile_n)))
+            acc = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
+            # Block scales: the scale values of the next `lookahead` k-tiles, one register
+            # tensor per k-tile in flight (k-tile t's in rings[t % lookahead]).
+            rings = None
+            if cutlass.const_expr(self.blockwise):
+                rings = tuple(cute.make_rmem_tensor((block_scales.raw_count(cfg),), Float32)
+                              for _ in range(block_scales.lookahead(cfg)))
+            acc_tmp = None
+            acc_tmp2 = None
+            if cutlass.const_expr(cfg.promote > 0):
+                acc_tmp = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
+            if cutlass.const_expr(cfg.overlap_promotion):
+                acc_tmp2 = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
+
+            epi = None
+            if cutlass.const_expr(not cfg.swap_ab):
+                epi = self._tma_epilogue_setup(ctidx, tiled_mma, acc, tma_atom_c, mC, c_smem, smem)
+
+            consumed = Int32(0)  # ring position of this CTA's next tile
+            n_done = Int32(0)
+            tile = cluster_id
+            while tile < num_tiles:
+                tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
+                early = None
+                if cutlass.const_expr(self.early_scales):
+                    early = self._load_scales(tCcC, tm, tn, mRowScale, mColScale, mBias)
+                # (The MMA's accumulate flag is state: rebinding carries it through the loop.)
+                # Block scales: what the K loop needs to load each k-tile's factors.
+                blocks = None
+                if cutlass.const_expr(self.blockwise):
+                    ctx = block_scales.tile_context(cfg, tCcC, tm, tn, k_begin, mRowScale, mColScale)
+                    for d in cutlass.range_constexpr(len(rings)):   # the first k-tiles'; the loops load ahead
+                        block_scales.load_raw(cfg, ctx, d, rings[d])
+                    blocks = (ctx, rings)
+                if cutlass.const_expr(cfg.overlap_promotion):
+                    self._mainloop_overlapped(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count,
+                                              blocks)
+                elif cutlass.const_expr(self.blockwise):
+                    self._mainloop_blocks(ab_pipe, acc, acc_tmp, tCrA, tCrB, consumed, k_count, blocks)
+                else:
+                    tiled_mma = self._mainloop(ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count)
+                consumed += k_count
+                if cutlass.const_expr(cfg.split_k > 1):
+                    self._reduce_partials(acc, sRed, red_full, red_empty, k_rank, ctidx, n_done)
+                # The CTA of rank 0 holds the sum (split_k) and stores it.
+                if k_rank == 0:
+                    if cutlass.const_expr(self.early_scales):
+                        self._scale(acc, early)
+                    else:
+                        self._scale(acc, self._load_scales(tCcC, tm, tn, mRowScale, mColScale, mBias))
+                    if cutlass.const_expr(cfg.swap_ab):
+                        self._store_epilogue(acc, tCcC, tm, tn, mC)
+                    else:
+                        self._tma_epilogue(epi, acc, tm, tn, n_done, warp_idx)
+                n_done += 1
+                tile += num_clusters
+            if cutlass.const_expr(not cfg.swap_ab):
+                epi[-1].producer_tail()
+            if cutlass.const_expr(cfg.split_k > 1):
+                if k_rank != 0:
+                    # The leader's last arrival on this CTA's barrier must land before exit.
+                    cute.arch.mbarrier_wait(red_empty, (n_done + 1) % 2)

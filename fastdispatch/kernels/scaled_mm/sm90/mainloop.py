@@ -1,0 +1,257 @@
+"""The sm_90a kernel's K loops (device code, traced per compile): `MainloopMixin`, methods of
+`kernel.ScaledMmSm90` called from its consumer warpgroups once per tile.
+
+`_mainloop` (fast accumulation, or promotion every ``promote`` k-tiles), `_mainloop_blocks`
+(block scales: the loop unrolled by the scale look-ahead), `_mainloop_overlapped` (each
+promotion under the next k-tile's WGMMAs), their k-tile steps (`_issue_k_tile`,
+`_retire_k_tile`, `_take_values`, `_factors`), and `_reduce_partials`, the split-K sum
+through distributed SMEM. They read the kernel's ``cfg`` and ``_tiled_mma``.
+"""
+
+from __future__ import annotations
+
+import cutlass
+import cutlass.cute as cute
+import cutlass.pipeline as pipeline
+from cutlass._mlir.dialects.nvvm import MemScopeKind
+from cutlass.cute.nvgpu import warpgroup
+
+from fastdispatch.kernels.scaled_mm.sm90 import block_scales
+from fastdispatch.kernels.scaled_mm.sm90.config import _reduce_bytes
+
+Int32 = cutlass.Int32
+# Cluster-scope arrivals: the DSMEM hand-off of partial sums needs cross-CTA ordering. (The
+# enum has no public alias in 4.8.1; cute.arch's own wrappers import it from here too.)
+_CLUSTER_SCOPE = MemScopeKind.CLUSTER
+
+
+def _ring_state(stages: int, pos):
+    """The consumer's pipeline state at ring position `pos` (slot pos % stages; the consumer's
+    phase bit starts at 0 and flips every pass over the ring)."""
+    return pipeline.PipelineState(stages, pos, pos % stages, pos // stages % 2)
+
+
+class MainloopMixin:
+    """The K loops and the split-K reduction of `ScaledMmSm90` (a mixin: no state of its own)."""
+
+    @cute.jit
+    def _mainloop(self, ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count):
+        """One tile's K loop: the CTA's `k_count` k-tiles, at ring positions ``consumed``
+        onwards (the producer loads them in that order). Leaves the (partial, with split_k)
+        sum in `acc`; returns `tiled_mma` (its accumulate flag is traced state)."""
+        cfg = self.cfg
+        num_kblocks = cute.size(tCrA, mode=[2])
+        # Advanced per k-tile, not recomputed from the position: a div/mod by `stages` per
+        # k-tile would sit on the loop's critical path.
+        read = _ring_state(cfg.stages, consumed)
+        release = _ring_state(cfg.stages, consumed)
+
+        acc.fill(0.0)
+        if cutlass.const_expr(cfg.promote == 0):
+            # Fast accumulation: WGMMA accumulates all of K itself (its fp8 accumulation
+            # keeps fewer bits than fp32: rel. error 2.6e-3 at K=8192, measured, against
+            # 1.7e-3 from the bf16 rounding alone).
+            tiled_mma.set(warpgroup.Field.ACCUMULATE, True)
+            warpgroup.fence()
+            for j in cutlass.range(k_count, unroll=1):
+                ab_pipe.consumer_wait(read)
+                for kb in cutlass.range_constexpr(num_kblocks):
+                    crd = (None, None, kb, read.index)
+                    cute.gemm(tiled_mma, acc, tCrA[crd], tCrB[crd], acc)
+                warpgroup.commit_group()
+                # One k-tile of WGMMAs stays in flight; the one before it has retired,
+                # so its stage can go back to the producer.
+                warpgroup.wait_group(1)
+                if j > 0:
+                    ab_pipe.consumer_release(release)
+                    release.advance()
+                read.advance()
+            warpgroup.wait_group(0)
+        else:
+            # Two-level accumulation (torch._scaled_mm's default, use_fast_accum=False):
+            # WGMMA accumulates `promote` k-tiles into acc_tmp, then acc += acc_tmp in
+            # fp32. The add needs the k-tile's WGMMAs retired: another consumer warpgroup
+            # keeps the tensor cores busy meanwhile.
+            for j in cutlass.range(k_count, unroll=1):
+                ab_pipe.consumer_wait(read)
+                # The first k-block of a promotion period overwrites acc_tmp.
+                tiled_mma.set(warpgroup.Field.ACCUMULATE, j % cfg.promote != 0)
+                warpgroup.fence()
+                for kb in cutlass.range_constexpr(num_kblocks):
+                    crd = (None, None, kb, read.index)
+                    cute.gemm(tiled_mma, acc_tmp, tCrA[crd], tCrB[crd], acc_tmp)
+                    tiled_mma.set(warpgroup.Field.ACCUMULATE, True)
+                warpgroup.commit_group()
+                if cutlass.const_expr(cfg.promote == 1):
+                    # Every k-tile is promoted, so its WGMMAs have all retired here: its
+                    # stage goes back to the producer at once, not one k-tile later as
+                    # below. One more stage of loads in flight: 8192^3 (128x192 tiles, 5
+                    # stages) 988 -> 909 us on the lent H100; small M unchanged.
+                    warpgroup.wait_group(0)
+                    ab_pipe.consumer_release(read)
+                    block_scales.promote(acc, acc_tmp, None)
+                else:
+                    if j % cfg.promote == cfg.promote - 1 or j == k_count - 1:
+                        warpgroup.wait_group(0)
+                        for i in cutlass.range_constexpr(cute.size(acc)):
+                            acc[i] = acc[i] + acc_tmp[i]
+                    else:
+                        warpgroup.wait_group(1)
+                    if j > 0:
+                        ab_pipe.consumer_release(release)
+                        release.advance()
+                read.advance()
+        if cutlass.const_expr(cfg.promote != 1):
+            if k_count > 0:
+                ab_pipe.consumer_release(release)
+        return tiled_mma
+
+    @cute.jit
+    def _issue_k_tile(self, ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp):
+        """Wait for the k-tile at ``read`` and issue its WGMMAs into ``tmp`` as one commit
+        group: ``mma_first`` (ACCUMULATE off: overwrites) for its first k-block, ``mma_rest``
+        after (two fixed MMA objects: a field set inside a dynamic branch cannot leave it).
+        Returns ``read`` advanced (callers assign it, so a dynamic branch carries it out)."""
+        ab_pipe.consumer_wait(read)
+        warpgroup.fence()
+        for kb in cutlass.range_constexpr(cute.size(tCrA, mode=[2])):
+            crd = (None, None, kb, read.index)
+            cute.gemm(mma_first if kb == 0 else mma_rest, tmp, tCrA[crd], tCrB[crd], tmp)
+        warpgroup.commit_group()
+        read.advance()
+        return read
+
+    @cute.jit
+    def _retire_k_tile(self, ab_pipe, release, acc, tmp, factors):
+        """The k-tile in ``tmp`` has retired (the caller waited): free its stage, acc += tmp
+        (times its block-scale ``factors``, if any). Returns ``release`` advanced."""
+        ab_pipe.consumer_release(release)
+        release.advance()
+        block_scales.promote(acc, tmp, factors)
+        return release
+
+    @cute.jit
+    def _take_values(self, blocks, t, g):
+        """Block scales: the scale values of the CTA's k-tile ``t`` (loaded `lookahead`
+        k-tiles ago, in registers ``g % lookahead``: ``g`` is t's place in an unrolled
+        group, t's residue known at trace time), and start loading those of k-tile
+        t + lookahead into the same registers. None for rowwise scales."""
+        if cutlass.const_expr(blocks is None):
+            return None
+        ctx, rings = blocks
+        ring = rings[g % len(rings)]
+        values = block_scales.snapshot(ring)
+        block_scales.load_raw(self.cfg, ctx, t + len(rings), ring)
+        return values
+
+    def _factors(self, values):
+        """Per accumulator element its factor from `_take_values` (None: rowwise)."""
+        if values is None:
+            return None
+        per_thread = self.cfg.tile_m // self.cfg.consumer_wgs * self.cfg.tile_n // 128
+        return block_scales.factors(self.cfg, values, per_thread)
+
+    @cute.jit
+    def _mainloop_blocks(self, ab_pipe, acc, tmp, tCrA, tCrB, consumed, k_count, blocks):
+        """`_mainloop` with block scales (promote=1): the K loop unrolled by the lookahead
+        (the scale values' registers are indexed at trace time), each k-tile issued, waited
+        for and promoted with its factors; the k_count % lookahead k-tiles left over run
+        under a guard each."""
+        cfg = self.cfg
+        ahead = len(blocks[1])
+        read = _ring_state(cfg.stages, consumed)
+        release = _ring_state(cfg.stages, consumed)
+        mma_first = self._tiled_mma()
+        mma_first.set(warpgroup.Field.ACCUMULATE, False)
+        mma_rest = self._tiled_mma()
+        mma_rest.set(warpgroup.Field.ACCUMULATE, True)
+        acc.fill(0.0)
+        for it in cutlass.range(k_count // ahead, unroll=1):
+            for g in cutlass.range_constexpr(ahead):
+                values = self._take_values(blocks, it * ahead + g, g)
+                read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp)
+                warpgroup.wait_group(0)
+                release = self._retire_k_tile(ab_pipe, release, acc, tmp, self._factors(values))
+        base = k_count - k_count % ahead
+        for g in cutlass.range_constexpr(ahead - 1):
+            if g < k_count % ahead:
+                values = self._take_values(blocks, base + g, g)
+                read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp)
+                warpgroup.wait_group(0)
+                release = self._retire_k_tile(ab_pipe, release, acc, tmp, self._factors(values))
+
+    @cute.jit
+    def _mainloop_overlapped(self, ab_pipe, acc, tmp0, tmp1, tCrA, tCrB, consumed, k_count, blocks):
+        """`_mainloop` with promote=1, the promotions overlapped with WGMMAs
+        (``overlap_promotion`` = U): the K loop runs in groups of U k-tiles, alternating
+        between two temporaries; after issuing k-tile j, ``wait_group(1)`` retires k-tile j-1,
+        which is promoted while j runs. Only the group's last k-tile is waited for alone.
+        Nothing is in flight across the loop's back edge: an accumulator register carried
+        through a loop or branch merge while its WGMMAs run makes ptxas serialize every WGMMA
+        (warnings C7514/C7517, measured in the SASS). The k_count % U k-tiles left over run
+        as in `_mainloop`."""
+        cfg = self.cfg
+        group = cfg.overlap_promotion
+        read = _ring_state(cfg.stages, consumed)
+        release = _ring_state(cfg.stages, consumed)
+        mma_first = self._tiled_mma()
+        mma_first.set(warpgroup.Field.ACCUMULATE, False)
+        mma_rest = self._tiled_mma()
+        mma_rest.set(warpgroup.Field.ACCUMULATE, True)
+        temps = (tmp0, tmp1)
+        acc.fill(0.0)
+        # Block scales: a k-tile's values are taken when it is issued (loaded `lookahead`
+        # k-tiles earlier; the lookahead divides the group, so which registers is known at
+        # trace time) and turned into factors when it retires.
+        for it in cutlass.range(k_count // group, unroll=1):
+            read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, temps[0])
+            pending = self._take_values(blocks, it * group, 0)
+            for g in cutlass.range_constexpr(1, group):
+                read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, temps[g % 2])
+                issued = self._take_values(blocks, it * group + g, g)
+                warpgroup.wait_group(1)
+                release = self._retire_k_tile(ab_pipe, release, acc, temps[(g - 1) % 2], self._factors(pending))
+                pending = issued
+            warpgroup.wait_group(0)
+            release = self._retire_k_tile(ab_pipe, release, acc, temps[(group - 1) % 2], self._factors(pending))
+        if cutlass.const_expr(blocks is None):
+            for it in cutlass.range(k_count % group, unroll=1):
+                read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp0)
+                warpgroup.wait_group(0)
+                release = self._retire_k_tile(ab_pipe, release, acc, tmp0, None)
+        else:
+            base = k_count - k_count % group
+            for g in cutlass.range_constexpr(group - 1):
+                if g < k_count % group:
+                    values = self._take_values(blocks, base + g, g)
+                    read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp0)
+                    warpgroup.wait_group(0)
+                    release = self._retire_k_tile(ab_pipe, release, acc, tmp0, self._factors(values))
+
+    @cute.jit
+    def _reduce_partials(self, acc, sRed, red_full, red_empty, k_rank, thread, n_done):
+        """Sum the split-K parts of one tile into the `acc` of the cluster's CTA of rank 0, in
+        rank order (so the result does not depend on timing). Every other CTA waits until
+        its slot in rank 0's SMEM is free (rank 0 has read the previous tile's), then writes
+        its accumulator there with ``st.async`` (distributed SMEM; the bytes complete rank 0's
+        `red_full` barrier). All CTAs hold their fragments in the same order, so thread t's
+        value i goes to (i % 4, t, i // 4) of the slot and rank 0's thread t reads it back."""
+        cfg = self.cfg
+        vecs = cute.size(acc) // 4
+        if k_rank == 0:
+            if thread == 0:
+                cute.arch.mbarrier_arrive_and_expect_tx(red_full, _reduce_bytes(cfg))
+            cute.arch.mbarrier_wait(red_full, n_done % 2)
+            for s in cutlass.range_constexpr(cfg.split_k - 1):
+                for i in cutlass.range_constexpr(cute.size(acc)):
+                    acc[i] = acc[i] + sRed[(i % 4, thread, i // 4, s)]
+            # Slots read: the other CTAs may write the next tile's partials.
+            for r in cutlass.range_constexpr(1, cfg.split_k):
+                cute.arch.mbarrier_arrive(red_empty, r, scope=_CLUSTER_SCOPE)
+        else:
+            cute.arch.mbarrier_wait(red_empty, (n_done + 1) % 2)
+            bits = cute.recast_tensor(acc, Int32)
+            for v in cutlass.range_constexpr(vecs):
+                dst = sRed[(None, thread, v, k_rank - 1)].iterator
+                value = (bits[4 * v], bits[4 * v + 1], bits[4 * v + 2], bits[4 * v + 3])
+                cute.arch.store_async_dsmem(dst, value, red_full, 0)
