@@ -166,19 +166,33 @@ class MainloopMixin:
         mma_rest = self._tiled_mma()
         mma_rest.set(warpgroup.Field.ACCUMULATE, True)
         acc.fill(0.0)
+        mmas = (mma_first, mma_rest)
         for it in cutlass.range(k_count // ahead, unroll=1):
             for g in cutlass.range_constexpr(ahead):
-                values = self._take_values(blocks, it * ahead + g, g)
-                read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp)
-                warpgroup.wait_group(0)
-                release = self._retire_k_tile(ab_pipe, release, acc, tmp, self._factors(values))
-        base = k_count - k_count % ahead
-        for g in cutlass.range_constexpr(ahead - 1):
-            if g < k_count % ahead:
-                values = self._take_values(blocks, base + g, g)
-                read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp)
-                warpgroup.wait_group(0)
-                release = self._retire_k_tile(ab_pipe, release, acc, tmp, self._factors(values))
+                read, release = self._block_k_tile(ab_pipe, read, release, mmas, tCrA, tCrB, acc, tmp, blocks,
+                                                   it * ahead + g, g)
+        read, release = self._block_tail(ab_pipe, read, release, mmas, tCrA, tCrB, acc, tmp, blocks, k_count, ahead)
+
+    @cute.jit
+    def _block_k_tile(self, ab_pipe, read, release, mmas, tCrA, tCrB, acc, tmp, blocks, t, g):
+        """One k-tile on its own with block scales: take its values (``g``: its place in
+        the unrolled group), issue it into ``tmp``, wait, promote. Returns (read, release)."""
+        values = self._take_values(blocks, t, g)
+        read = self._issue_k_tile(ab_pipe, read, mmas[0], mmas[1], tCrA, tCrB, tmp)
+        warpgroup.wait_group(0)
+        release = self._retire_k_tile(ab_pipe, release, acc, tmp, self._factors(values))
+        return read, release
+
+    @cute.jit
+    def _block_tail(self, ab_pipe, read, release, mmas, tCrA, tCrB, acc, tmp, blocks, k_count, group):
+        """The k_count % group k-tiles after a K loop unrolled by ``group`` (a multiple of the
+        lookahead), each under a guard, so their scale registers are known at trace time."""
+        base = k_count - k_count % group
+        for g in cutlass.range_constexpr(group - 1):
+            if g < k_count % group:
+                read, release = self._block_k_tile(ab_pipe, read, release, mmas, tCrA, tCrB, acc, tmp, blocks,
+                                                   base + g, g)
+        return read, release
 
     @cute.jit
     def _mainloop_overlapped(self, ab_pipe, acc, tmp0, tmp1, tCrA, tCrB, consumed, k_count, blocks):
@@ -220,13 +234,8 @@ class MainloopMixin:
                 warpgroup.wait_group(0)
                 release = self._retire_k_tile(ab_pipe, release, acc, tmp0, None)
         else:
-            base = k_count - k_count % group
-            for g in cutlass.range_constexpr(group - 1):
-                if g < k_count % group:
-                    values = self._take_values(blocks, base + g, g)
-                    read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp0)
-                    warpgroup.wait_group(0)
-                    release = self._retire_k_tile(ab_pipe, release, acc, tmp0, self._factors(values))
+            self._block_tail(ab_pipe, read, release, (mma_first, mma_rest), tCrA, tCrB, acc, tmp0, blocks, k_count,
+                             group)
 
     @cute.jit
     def _reduce_partials(self, acc, sRed, red_full, red_empty, k_rank, thread, n_done):
