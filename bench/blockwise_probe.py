@@ -27,6 +27,8 @@ def trials(m, n, k):
         if tile_n != pick.tile_n:
             out[f"tile_n{tile_n}"] = dataclasses.replace(
                 pick, tile_n=tile_n, epi_n=min(tile_n, 32), epi_stages=max(1, tile_n // 32), stages=None).resolved()
+    if pick.tile_k == 256:   # the 128-deep k-tiles it replaced (one promotion each)
+        out["k128"] = dataclasses.replace(pick, tile_k=128, stages=None).resolved()
     if -(-n // pick.tile_n) % 2 == 0:
         out["cluster_n2"] = dataclasses.replace(pick, cluster_n=2).resolved()
     swap = dataclasses.replace(sm90._small_m_config(m), tile_k=128, scales=RECIPE, stages=None).resolved()

@@ -38,7 +38,10 @@ def test_block_configs_promote_every_128_and_fit_one_scale_block():
     for recipe in RECIPES:
         for m, n, k in TABLE_SHAPES.values():
             cfg = _config(recipe, m, n, k)
-            assert cfg.scales == recipe and cfg.promote == 1 and cfg.tile_k == 128
+            # Promoted every 128 of K: 128-deep k-tiles, or (small M, B per 128x128) 256-deep
+            # ones promoted in two halves.
+            small = m <= 128 and recipe == "block_1x128_128x128"
+            assert cfg.scales == recipe and cfg.promote == 1 and cfg.tile_k == (256 if small else 128)
             side = cfg.tile_m if cfg.swap_ab else cfg.tile_n
             assert 128 % side == 0
     # Small M is not swapped (swapped, each thread needs tile_n / 4 scales of A per k-tile)
@@ -52,11 +55,13 @@ def test_block_configs_promote_every_128_and_fit_one_scale_block():
     assert sm90.default_config(64, 2112, 7168).tile_k == 256
 
 
-@pytest.mark.parametrize("bad", [dict(tile_k=256), dict(promote=0), dict(tile_n=192),
-                                 dict(tile_m=256, consumer_wgs=2, swap_ab=True)])
+@pytest.mark.parametrize("bad", [dict(tile_k=64), dict(promote=0), dict(tile_n=192),
+                                 dict(tile_m=256, consumer_wgs=2, swap_ab=True),
+                                 dict(tile_k=256, scales="block_1x128_1x128"),
+                                 dict(tile_k=256, tile_m=64, consumer_wgs=1, swap_ab=True)])
 def test_block_config_errors_name_the_rule(bad):
     with pytest.raises(ValueError, match="block scales"):
-        sm90.Sm90Config(scales="block_1x128_128x128", **bad)
+        sm90.Sm90Config(**{"scales": "block_1x128_128x128", **bad})
 
 
 def test_unknown_recipe_and_dtype_are_refused():
@@ -94,15 +99,17 @@ def test_block_promotion_is_fma_per_element_with_few_loads(block_ptx, name):
     per_thread = cfg.tile_m * cfg.tile_n // (128 * cfg.consumer_wgs)   # accumulator elements
     ahead = lookahead(cfg)
     assert ahead == 4   # 3 values per k-tile unswapped: four k-tiles' fit in 12 registers
-    # The K loop is unrolled by its group (the overlapped loop's, else the lookahead) with a
-    # guarded tail of group - 1 k-tiles: one FMA per element at each promotion site.
-    group = cfg.overlap_promotion or ahead
-    assert _fmas(text) == (2 * group - 1) * per_thread
-    # Loads: the first `ahead` k-tiles' before the loop, then one k-tile's per unrolled site
-    # (the tail's look-ahead loads are dead and removed); each time 2 row values and one
-    # 128x128 block value. Nothing else reads global memory.
+    # The K loop is unrolled by its group (the overlapped loop's, else the lookahead's worth
+    # of k-tiles: `ahead` 128-deep scale blocks) with a guarded tail of group - 1 k-tiles:
+    # one FMA per element per 128-deep block at each site (two per 256-deep k-tile).
+    halves = cfg.tile_k // 128
+    group = cfg.overlap_promotion or ahead // halves
+    assert _fmas(text) == (2 * group - 1) * halves * per_thread
+    # Loads: the first `ahead` blocks' before the loop, then one block's per unrolled
+    # promotion (the tail's look-ahead loads are dead and removed); each time 2 row values
+    # and one 128x128 block value. Nothing else reads global memory.
     loads = count_ptx_ops(text, ("ld.global",))["ld.global"]
-    assert loads == (ahead + group) * 3, (loads, ahead, group)
+    assert loads == (ahead + group * halves) * 3, (loads, ahead, group)
     usage = ptxas_resource_usage(text, "sm_90a")
     if usage:
         assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage

@@ -103,8 +103,13 @@ class Sm90Config:
         errs = []
         if self.scales not in SCALE_RECIPES:
             errs.append(f"scales must be one of {SCALE_RECIPES}")
-        elif self.scales != "rowwise" and not (self.promote == 1 and self.tile_k == 128):
-            errs.append("block scales are applied at each promotion: they need promote == 1 and tile_k == 128")
+        elif self.scales != "rowwise" and not (self.promote == 1 and self.tile_k in (128, 256)):
+            errs.append("block scales are applied at each promotion: they need promote == 1 and tile_k 128 or 256")
+        elif self.scales != "rowwise" and self.tile_k == 256 and not (
+            self.scales == "block_1x128_128x128" and not self.swap_ab and not self.overlap_promotion
+        ):
+            errs.append("block scales with 256-deep k-tiles (two promotions each) need the 128x128 B recipe, "
+                        "no swap_ab and no overlap_promotion")
         elif self.scales != "rowwise" and self.tile_m // self.consumer_wgs != 64:
             errs.append("block scales need 64 rows per consumer warpgroup (one m64 WGMMA accumulator)")
         elif self.scales != "rowwise" and 128 % (self.tile_m if self.swap_ab else self.tile_n):
@@ -220,13 +225,15 @@ def _small_m_config(m: int, split_k: int = 1) -> Sm90Config:
                       pdl=True)
 
 
-def _small_m_block_config(m: int, n: int, cluster_n: int = 1) -> Sm90Config:
+def _small_m_block_config(m: int, n: int, scales: str = "block_1x128_128x128", cluster_n: int = 1) -> Sm90Config:
     """Block scales at M <= 128: not swap-AB. Swapped, every thread would need a scale of A
     per MMA column (tile_n / 4 loads and multiplies per k-tile; 2.0-2.6x the rowwise time
     on the lent H200), unswapped it needs its 2 rows' and one block value. The M side is
     one or two 64-row consumer warpgroups; N is cut into narrow tiles (16..128 columns)
     so that the grid fills the SMs: estimated time = rounds of the persistent grid x the
-    bytes a tile's k-tile reads (tile_n rows of B + the M side's rows of A)."""
+    bytes a tile's k-tile reads (tile_n rows of B + the M side's rows of A). With B per
+    128x128, 256-deep k-tiles promoted in two halves: half the pipeline hand-offs per K (each
+    128-deep k-tile cost ~0.34 us at 64x2112x7168, DeepGEMM's ~0.24)."""
     rows = 64 if m <= 64 else 128
 
     def cost(tile_n):
@@ -234,7 +241,8 @@ def _small_m_block_config(m: int, n: int, cluster_n: int = 1) -> Sm90Config:
         return -(-tiles // H100_SMS) * (tile_n + rows)
 
     tile_n = min((128, 64, 32, 16), key=cost)
-    return Sm90Config(tile_m=rows, tile_n=tile_n, tile_k=128, consumer_wgs=rows // 64, cluster_n=cluster_n,
+    tile_k = 256 if scales == "block_1x128_128x128" else 128
+    return Sm90Config(tile_m=rows, tile_n=tile_n, tile_k=tile_k, consumer_wgs=rows // 64, cluster_n=cluster_n,
                       epi_n=min(tile_n, 32), epi_stages=max(1, tile_n // 32) if tile_n >= 32 else 1, pdl=True)
 
 
@@ -286,7 +294,7 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
              "out_dtype": dtype_name(out_dtype) or out_dtype}
     blockwise = types["scales"] != "rowwise"
     if blockwise and m <= 128:
-        cfg = _small_m_block_config(m, n)
+        cfg = _small_m_block_config(m, n, types["scales"])
     elif m <= 128:
         tile_k = 128 if blockwise else 256
         # Split-K was measured for the 16-wide tile only (1x4096x4096: 12.4 -> 11.9 us).

@@ -333,7 +333,7 @@ class ScaledMmSm90(MainloopMixin, EpilogueMixin, TorchLayoutEntries):
             tCcC = tiled_mma.get_slice(ctidx).partition_C(cute.make_identity_tensor((cfg.tile_m, cfg.tile_n)))
             acc = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
             # Block scales: the scale values of the next `lookahead` k-tiles, one register
-            # tensor per k-tile in flight (k-tile t's in rings[t % lookahead]).
+            # tensor per 128-deep scale block in flight (block s's in rings[s % lookahead]).
             rings = None
             if cutlass.const_expr(self.blockwise):
                 rings = tuple(cute.make_rmem_tensor((block_scales.raw_count(cfg),), Float32)
@@ -342,7 +342,7 @@ class ScaledMmSm90(MainloopMixin, EpilogueMixin, TorchLayoutEntries):
             acc_tmp2 = None
             if cutlass.const_expr(cfg.promote > 0):
                 acc_tmp = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
-            if cutlass.const_expr(cfg.overlap_promotion):
+            if cutlass.const_expr(cfg.overlap_promotion or (self.blockwise and cfg.tile_k == 256)):
                 acc_tmp2 = cute.make_rmem_tensor(tCcC.shape, self.acc_dtype)
 
             epi = None
@@ -361,7 +361,9 @@ class ScaledMmSm90(MainloopMixin, EpilogueMixin, TorchLayoutEntries):
                 # Block scales: what the K loop needs to load each k-tile's factors.
                 blocks = None
                 if cutlass.const_expr(self.blockwise):
-                    ctx = block_scales.tile_context(cfg, tCcC, tm, tn, k_begin, mRowScale, mColScale)
+                    # (k_begin counts k-tiles; the scales count 128-deep blocks.)
+                    ctx = block_scales.tile_context(cfg, tCcC, tm, tn, k_begin * (cfg.tile_k // 128), mRowScale,
+                                                    mColScale)
                     for d in cutlass.range_constexpr(len(rings)):   # the first k-tiles'; the loops load ahead
                         block_scales.load_raw(cfg, ctx, d, rings[d])
                     blocks = (ctx, rings)
@@ -369,7 +371,7 @@ class ScaledMmSm90(MainloopMixin, EpilogueMixin, TorchLayoutEntries):
                     self._mainloop_overlapped(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count,
                                               blocks)
                 elif cutlass.const_expr(self.blockwise):
-                    self._mainloop_blocks(ab_pipe, acc, acc_tmp, tCrA, tCrB, consumed, k_count, blocks)
+                    self._mainloop_blocks(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count, blocks)
                 else:
                     tiled_mma = self._mainloop(ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count)
                 consumed += k_count

@@ -152,13 +152,17 @@ class MainloopMixin:
         return block_scales.factors(self.cfg, values, per_thread)
 
     @cute.jit
-    def _mainloop_blocks(self, ab_pipe, acc, tmp, tCrA, tCrB, consumed, k_count, blocks):
-        """`_mainloop` with block scales (promote=1): the K loop unrolled by the lookahead
-        (the scale values' registers are indexed at trace time), each k-tile issued, waited
-        for and promoted with its factors; the k_count % lookahead k-tiles left over run
-        under a guard each."""
+    def _mainloop_blocks(self, ab_pipe, acc, tmp, tmp2, tCrA, tCrB, consumed, k_count, blocks):
+        """`_mainloop` with block scales (promote=1): the K loop unrolled so that the scale
+        values' registers are indexed at trace time (by the lookahead, in 128-deep scale
+        blocks), each k-tile issued, waited for and promoted with its factors; the k-tiles
+        left over run under a guard each. A 256-deep k-tile is two scale blocks: its halves
+        go into ``tmp`` and ``tmp2`` as two commit groups, and the first half is promoted
+        while the second one's WGMMAs run (half the pipeline hand-offs per K of 128-deep
+        k-tiles)."""
         cfg = self.cfg
-        ahead = len(blocks[1])
+        halves = cfg.tile_k // 128
+        ahead = len(blocks[1]) // halves   # k-tiles per unrolled group
         read = _ring_state(cfg.stages, consumed)
         release = _ring_state(cfg.stages, consumed)
         mma_first = self._tiled_mma()
@@ -169,28 +173,47 @@ class MainloopMixin:
         mmas = (mma_first, mma_rest)
         for it in cutlass.range(k_count // ahead, unroll=1):
             for g in cutlass.range_constexpr(ahead):
-                read, release = self._block_k_tile(ab_pipe, read, release, mmas, tCrA, tCrB, acc, tmp, blocks,
-                                                   it * ahead + g, g)
-        read, release = self._block_tail(ab_pipe, read, release, mmas, tCrA, tCrB, acc, tmp, blocks, k_count, ahead)
+                read, release = self._block_k_tile(ab_pipe, read, release, mmas, tCrA, tCrB, acc, (tmp, tmp2),
+                                                   blocks, it * ahead + g, g)
+        read, release = self._block_tail(ab_pipe, read, release, mmas, tCrA, tCrB, acc, (tmp, tmp2), blocks,
+                                         k_count, ahead)
 
     @cute.jit
-    def _block_k_tile(self, ab_pipe, read, release, mmas, tCrA, tCrB, acc, tmp, blocks, t, g):
+    def _block_k_tile(self, ab_pipe, read, release, mmas, tCrA, tCrB, acc, temps, blocks, t, g):
         """One k-tile on its own with block scales: take its values (``g``: its place in
-        the unrolled group), issue it into ``tmp``, wait, promote. Returns (read, release)."""
-        values = self._take_values(blocks, t, g)
-        read = self._issue_k_tile(ab_pipe, read, mmas[0], mmas[1], tCrA, tCrB, tmp)
-        warpgroup.wait_group(0)
-        release = self._retire_k_tile(ab_pipe, release, acc, tmp, self._factors(values))
+        the unrolled group), issue it, wait, promote. ``temps``: (tmp, tmp2), the second
+        only for 256-deep k-tiles. Returns (read, release)."""
+        if cutlass.const_expr(self.cfg.tile_k == 128):
+            values = self._take_values(blocks, t, g)
+            read = self._issue_k_tile(ab_pipe, read, mmas[0], mmas[1], tCrA, tCrB, temps[0])
+            warpgroup.wait_group(0)
+            release = self._retire_k_tile(ab_pipe, release, acc, temps[0], self._factors(values))
+        else:
+            first = self._take_values(blocks, 2 * t, 2 * g)
+            second = self._take_values(blocks, 2 * t + 1, 2 * g + 1)
+            ab_pipe.consumer_wait(read)
+            warpgroup.fence()
+            for kb in cutlass.range_constexpr(8):   # 8 k32 blocks: two 128-deep halves
+                half = temps[kb // 4]
+                crd = (None, None, kb, read.index)
+                cute.gemm(mmas[0] if kb % 4 == 0 else mmas[1], half, tCrA[crd], tCrB[crd], half)
+                if cutlass.const_expr(kb % 4 == 3):
+                    warpgroup.commit_group()
+            read.advance()
+            warpgroup.wait_group(1)
+            block_scales.promote(acc, temps[0], self._factors(first))
+            warpgroup.wait_group(0)
+            release = self._retire_k_tile(ab_pipe, release, acc, temps[1], self._factors(second))
         return read, release
 
     @cute.jit
-    def _block_tail(self, ab_pipe, read, release, mmas, tCrA, tCrB, acc, tmp, blocks, k_count, group):
+    def _block_tail(self, ab_pipe, read, release, mmas, tCrA, tCrB, acc, temps, blocks, k_count, group):
         """The k_count % group k-tiles after a K loop unrolled by ``group`` (a multiple of the
         lookahead), each under a guard, so their scale registers are known at trace time."""
         base = k_count - k_count % group
         for g in cutlass.range_constexpr(group - 1):
             if g < k_count % group:
-                read, release = self._block_k_tile(ab_pipe, read, release, mmas, tCrA, tCrB, acc, tmp, blocks,
+                read, release = self._block_k_tile(ab_pipe, read, release, mmas, tCrA, tCrB, acc, temps, blocks,
                                                    base + g, g)
         return read, release
 
@@ -234,8 +257,8 @@ class MainloopMixin:
                 warpgroup.wait_group(0)
                 release = self._retire_k_tile(ab_pipe, release, acc, tmp0, None)
         else:
-            self._block_tail(ab_pipe, read, release, (mma_first, mma_rest), tCrA, tCrB, acc, tmp0, blocks, k_count,
-                             group)
+            self._block_tail(ab_pipe, read, release, (mma_first, mma_rest), tCrA, tCrB, acc, (tmp0, None), blocks,
+                             k_count, group)
 
     @cute.jit
     def _reduce_partials(self, acc, sRed, red_full, red_empty, k_rank, thread, n_done):
