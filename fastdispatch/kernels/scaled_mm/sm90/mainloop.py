@@ -152,6 +152,19 @@ class MainloopMixin:
         return block_scales.factors(self.cfg, values, per_thread)
 
     @cute.jit
+    def _k_loop_start(self, consumed):
+        """The read and release states at ring position ``consumed`` and the two fixed MMA
+        objects (ACCUMULATE off for a k-tile's first k-block, on after) of the K loops that
+        issue through `_issue_k_tile`."""
+        read = _ring_state(self.cfg.stages, consumed)
+        release = _ring_state(self.cfg.stages, consumed)
+        mma_first = self._tiled_mma()
+        mma_first.set(warpgroup.Field.ACCUMULATE, False)
+        mma_rest = self._tiled_mma()
+        mma_rest.set(warpgroup.Field.ACCUMULATE, True)
+        return read, release, (mma_first, mma_rest)
+
+    @cute.jit
     def _mainloop_blocks(self, ab_pipe, acc, tmp, tmp2, tCrA, tCrB, consumed, k_count, blocks):
         """`_mainloop` with block scales (promote=1): the K loop unrolled so that the scale
         values' registers are indexed at trace time (by the lookahead, in 128-deep scale
@@ -163,14 +176,8 @@ class MainloopMixin:
         cfg = self.cfg
         halves = cfg.tile_k // 128
         ahead = len(blocks[1]) // halves   # k-tiles per unrolled group
-        read = _ring_state(cfg.stages, consumed)
-        release = _ring_state(cfg.stages, consumed)
-        mma_first = self._tiled_mma()
-        mma_first.set(warpgroup.Field.ACCUMULATE, False)
-        mma_rest = self._tiled_mma()
-        mma_rest.set(warpgroup.Field.ACCUMULATE, True)
+        read, release, mmas = self._k_loop_start(consumed)
         acc.fill(0.0)
-        mmas = (mma_first, mma_rest)
         for it in cutlass.range(k_count // ahead, unroll=1):
             for g in cutlass.range_constexpr(ahead):
                 read, release = self._block_k_tile(ab_pipe, read, release, mmas, tCrA, tCrB, acc, (tmp, tmp2),
@@ -229,12 +236,7 @@ class MainloopMixin:
         as in `_mainloop`."""
         cfg = self.cfg
         group = cfg.overlap_promotion
-        read = _ring_state(cfg.stages, consumed)
-        release = _ring_state(cfg.stages, consumed)
-        mma_first = self._tiled_mma()
-        mma_first.set(warpgroup.Field.ACCUMULATE, False)
-        mma_rest = self._tiled_mma()
-        mma_rest.set(warpgroup.Field.ACCUMULATE, True)
+        read, release, (mma_first, mma_rest) = self._k_loop_start(consumed)
         temps = (tmp0, tmp1)
         acc.fill(0.0)
         # Block scales: a k-tile's values are taken when it is issued (loaded `lookahead`
