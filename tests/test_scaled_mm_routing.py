@@ -166,3 +166,20 @@ def test_functional_tensorwise_rowwise(recipe):
     st = getattr(functional.ScalingType, recipe)
     got = functional.scaled_mm(a, b, sa, st, sb, st, output_dtype=FP16)
     assert torch.equal(got, fastdispatch.scaled_mm(a, b, sa, sb, out_dtype=FP16))
+
+
+def test_blockwise_routes_to_the_faster_kernel():
+    # Ours at M <= 128 (faster than cuBLAS's blockwise there) and where torch's blockwise was
+    # not checked correct (K not a multiple of 512); cuBLAS above M = 128 otherwise.
+    def blockwise(m, k, recipe="block_1x128_128x128"):
+        a = torch.randn(m, k).to(E4M3)
+        b = torch.randn(N, k).to(E4M3).t()
+        L = -(-k // 128)
+        sb = torch.ones(N // 128, L).t() if recipe == "block_1x128_128x128" else torch.ones(L, N)
+        return a, b, torch.ones(L, m).t(), sb
+
+    assert routing.route((9, 0), *blockwise(128, 1024), None, None, BF16) == ("sm90", None)
+    variant, why = routing.route((9, 0), *blockwise(129, 1024), None, None, BF16)
+    assert variant == "torch" and "faster" in why
+    assert routing.route((9, 0), *blockwise(4096, 384), None, None, BF16) == ("sm90", None)
+    assert routing.route((9, 0), *blockwise(4096, 1024, "block_1x128_1x128"), None, None, BF16) == ("sm90", None)
