@@ -21,8 +21,8 @@ import cutlass.cute as cute
 
 
 def _sides(cfg):
-    """Which distinct values a thread loads per k-tile: its 2 MMA rows, its tile_n / 4 MMA
-    columns, one 128x128 block value (each True/False)."""
+    """Which distinct values a thread loads per 128-deep scale block: its 2 MMA rows, its
+    tile_n / 4 MMA columns, one 128x128 block value (each True/False)."""
     per_block_b = cfg.scales == "block_1x128_128x128"
     # A's scales follow A's rows: the MMA's rows, or its columns with swap_ab; B's follow
     # B's rows (per 1x128) or are one value per tile (per 128x128).
@@ -32,19 +32,19 @@ def _sides(cfg):
 
 
 def raw_count(cfg) -> int:
-    """Registers one k-tile's loaded scale values take (`load_raw`)."""
+    """Registers one scale block's loaded values take (`load_raw`)."""
     rows, cols, block = _sides(cfg)
     return 2 * rows + cfg.tile_n // 4 * cols + block
 
 
-#: Registers the look-ahead may hold per thread (scale values of k-tiles in flight).
+#: Registers the look-ahead may hold per thread (scale values of the blocks in flight).
 LOOKAHEAD_REGISTERS = 24
 
 
 def lookahead(cfg) -> int:
-    """K-tiles whose scale values are loaded ahead: 4 where they fit in `LOOKAHEAD_REGISTERS`
-    (3 values per k-tile for 1x128 x 128x128 unswapped), fewer for wide per-column recipes.
-    A divisor of 4 (the overlapped loop's group)."""
+    """128-deep scale blocks whose values are loaded ahead: 4 where they fit in
+    `LOOKAHEAD_REGISTERS` (3 values per block for 1x128 x 128x128 unswapped), fewer for wide
+    per-column recipes. A divisor of 4 (the overlapped loop's group)."""
     return next(d for d in (4, 2, 1) if d * raw_count(cfg) <= LOOKAHEAD_REGISTERS or d == 1)
 
 
@@ -57,11 +57,10 @@ def tile_context(cfg, tCcC, tm, tn, k_begin, mRowScale, mColScale):
         scale_a, scale_b = mColScale, mRowScale
     else:
         scale_a, scale_b = mRowScale, mColScale
-    row_side = scale_b if cutlass.const_expr(cfg.swap_ab) else scale_a
-    col_side = scale_a if cutlass.const_expr(cfg.swap_ab) else scale_b
-    # Extents along the coordinate each side is indexed by: A [M, KB] by rows, B by columns.
-    row_last = (row_side.shape[1] if cutlass.const_expr(cfg.swap_ab) else row_side.shape[0]) - 1
-    col_last = (col_side.shape[0] if cutlass.const_expr(cfg.swap_ab) else col_side.shape[1]) - 1
+    # Extents along the coordinate each side is indexed by: A [M, KB] by its rows, B [KB, ...]
+    # by its columns (the MMA's rows are B's with swap_ab).
+    row_last = (mRowScale.shape[1] if cutlass.const_expr(cfg.swap_ab) else mRowScale.shape[0]) - 1
+    col_last = (mColScale.shape[0] if cutlass.const_expr(cfg.swap_ab) else mColScale.shape[1]) - 1
     r0 = tm * cfg.tile_m
     c0 = tn * cfg.tile_n
     rows = []
@@ -77,10 +76,11 @@ def tile_context(cfg, tCcC, tm, tn, k_begin, mRowScale, mColScale):
 
 @cute.jit
 def load_raw(cfg, ctx, j, dst):
-    """Load the scale values of the CTA's k-tile ``j`` into the register tensor ``dst``
-    (`raw_count` values: rows, then columns, then the block value)."""
+    """Load the scale values of the CTA's 128-deep scale block ``j`` (its k-tile ``j``, or
+    half of one at tile_k = 256) into the register tensor ``dst`` (`raw_count` values: rows,
+    then columns, then the block value)."""
     rows, cols, block, k_begin, scale_a, scale_b = ctx
-    # Clamped: the look-ahead load after a tile's last k-tile reads a valid (unused) value.
+    # Clamped: the look-ahead load after a tile's last block reads a valid (unused) value.
     kb = cutlass.min(k_begin + j, scale_a.shape[1] - 1)
     has_rows, has_cols, has_block = _sides(cfg)
     at = 0
@@ -103,7 +103,7 @@ def snapshot(raw):
 
 
 def factors(cfg, vals, count):
-    """Per accumulator element (``count`` of them) its scale factor from one k-tile's loaded
+    """Per accumulator element (``count`` of them) its scale factor from one block's loaded
     values, as a list (repeated values are the same register): row x column x block."""
     has_rows, has_cols, has_block = _sides(cfg)
     n_cols = cfg.tile_n // 4
