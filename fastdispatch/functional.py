@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from fastdispatch.kernels.scaled_mm.api import scaled_mm as _scaled_mm
+from fastdispatch.kernels.scaled_mm.args import recipe_of
 
 __all__ = ["scaled_mm", "ScalingType", "SwizzleType"]
 
@@ -104,7 +105,6 @@ def scaled_mm(mat_a, mat_b, scale_a, scale_recipe_a, scale_b, scale_recipe_b, sw
         sa, sb = mapped(mat_a, mat_b, scale_a, scale_b)
         # The recipe must be the one _scaled_mm infers from these scales (else F.scaled_mm's own
         # error): a shape/stride check, ~7 us per call on the CI CPU.
-        from fastdispatch.kernels.scaled_mm.args import recipe_of
         if recipe_of(mat_a, mat_b, sa, sb) == _RECIPE_NAMES[recipes]:
             return _scaled_mm(mat_a, mat_b, sa, sb, bias, None, output_dtype, use_fast_accum)
     if _TORCH_SCALED_MM is None:
