@@ -14,9 +14,10 @@ cdef inline double _now_ns() noexcept nogil:
     return ts.tv_sec * 1e9 + ts.tv_nsec
 
 
-def probe_costs(FastKernel kernel, tuple args, long iterations=20000):
+def probe_costs(FastKernel kernel, tuple args, long iterations=20000, grid=None):
     """Diagnostic: ns per call of each hot-path step for ``args`` (which must hit a published
-    direct-launch entry), each step timed alone in a C loop. Launches run on the current
+    direct-launch entry), each step timed alone in a C loop; ``grid``: a per-call grid, as in
+    ``kernel[grid](*args)``. Launches run on the current
     stream; the caller synchronizes around this call. Used by ``bench/probe_hot_path.py``."""
     cdef uint64_t words[MAX_WORDS]
     cdef uint64_t slots[MAX_ARGS]
@@ -67,7 +68,7 @@ def probe_costs(FastKernel kernel, tuple args, long iterations=20000):
     out["release_gil"] = (_now_ns() - t0) / iterations
     t0 = _now_ns()
     for i in range(iterations):
-        e._grid(args, slots, views, True, None, g)
+        e._grid(args, slots, views, True, grid, g)
     out["grid"] = (_now_ns() - t0) / iterations
     t0 = _now_ns()
     with nogil:
@@ -76,6 +77,11 @@ def probe_costs(FastKernel kernel, tuple args, long iterations=20000):
     out["launch_plan"] = (_now_ns() - t0) / iterations
     t0 = _now_ns()
     for i in range(iterations):
-        kernel._call(args, None)
+        kernel._call(args, grid)
     out["full_call_from_c"] = (_now_ns() - t0) / iterations
+    if grid is not None:   # Triton's convention, as a user's `k[grid](*args)` (BoundLaunch reuse)
+        t0 = _now_ns()
+        for i in range(iterations):
+            kernel[grid](*args)
+        out["subscript_and_call_from_c"] = (_now_ns() - t0) / iterations
     return out

@@ -1,0 +1,180 @@
+"""Where the per-call time goes under torch.compile and on the drop-in ``fast[grid]`` path (GPU).
+
+Diagnostics for issues 13 and 14, printed as tables (one process, interleaved medians):
+
+- torch.compile(fullgraph=True): each compiled function's guard check alone (Dynamo's guard
+  manager, timed in a loop) beside its whole call, for the fastdispatch Triton wrapper vs the
+  same Triton kernel called natively, and ``fastdispatch.scaled_mm`` vs ``torch._scaled_mm``;
+  the guard trees and Inductor's generated code go to ``$OUT`` (or ``--out``) for reading.
+- the op boundary of ``scaled_mm``: eager ``torch.ops.fastdispatch.scaled_mm`` vs the Python
+  function behind it vs ``torch._scaled_mm`` / ``torch.ops.aten._scaled_mm``.
+- ``_keys.probe_costs`` (each hot-path step in a C loop) for the plain hit and for ``fast[grid]``
+  with a META grid on a jit, an autotuned and a heuristics kernel.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK = 1024
+
+
+@triton.jit
+def axpy(x, y, out, a, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    tl.store(out + offs, a * tl.load(x + offs, mask=mask) + tl.load(y + offs, mask=mask), mask=mask)
+
+
+def _per_call_us(fn, iterations=2000, repeats=5):
+    samples = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            fn()
+        torch.cuda.synchronize()
+        samples.append((time.perf_counter() - t0) / iterations * 1e6)
+    return statistics.median(samples)
+
+
+def _guard_manager(fn):
+    """The first cache entry's guard manager of a torch.compile'd function (torch 2.11+)."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list, innermost_fn
+    entries = _debug_get_cache_entry_list(innermost_fn(fn).__code__)
+    return entries[0].guard_manager if entries else None
+
+
+def _interleaved(paths: dict, rounds=5, iterations=2000) -> dict:
+    samples = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, fn in paths.items():
+            samples[name].append(_per_call_us(fn, iterations, 1))
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def compile_paths(out_dir: str) -> None:
+    import fastdispatch
+
+    fast = fastdispatch.triton_kernel(axpy)
+    x, y = torch.randn(4096, device="cuda"), torch.randn(4096, device="cuda")
+    out = torch.empty_like(x)
+
+    def with_fd(x, y, out):
+        n = x.numel()
+        fast[(triton.cdiv(n, BLOCK),)](x, y, out, 2.0, n, BLOCK=BLOCK)
+        return out
+
+    def with_triton(x, y, out):
+        n = x.numel()
+        axpy[(triton.cdiv(n, BLOCK),)](x, y, out, 2.0, n, BLOCK=BLOCK)
+        return out
+
+    compiled = {"fastdispatch Triton wrapper": (with_fd, (x, y, out)),
+                "native Triton kernel": (with_triton, (x, y, out))}
+    from fastdispatch.kernels.scaled_mm.api import variant_for
+    if variant_for(torch.cuda.get_device_capability()) == "sm90":
+        m, n, k = 16, 4096, 4096
+        a = torch.randn(m, k, device="cuda").to(torch.float8_e4m3fn)
+        b = torch.randn(n, k, device="cuda").to(torch.float8_e4m3fn).t()
+        sa, sb = torch.rand(m, 1, device="cuda"), torch.rand(1, n, device="cuda")
+
+        def ours(a, b, sa, sb):
+            return fastdispatch.scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16)
+
+        def theirs(a, b, sa, sb):
+            return torch._scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16)
+
+        compiled["fastdispatch.scaled_mm 16x4096x4096"] = (ours, (a, b, sa, sb))
+        compiled["torch._scaled_mm 16x4096x4096"] = (theirs, (a, b, sa, sb))
+        from fastdispatch.kernels.scaled_mm import api
+        eager = {
+            "eager torch.ops.fastdispatch.scaled_mm.default": lambda: torch.ops.fastdispatch.scaled_mm.default(
+                a, b, sa, sb, None, None, torch.bfloat16, False),
+            "eager api._scaled_mm_op (the op's Python impl)": lambda: api._scaled_mm_op(
+                a, b, sa, sb, None, None, torch.bfloat16, False),
+            "eager fastdispatch.scaled_mm": lambda: fastdispatch.scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16),
+            "eager torch._scaled_mm": lambda: torch._scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16),
+            "eager torch.ops.aten._scaled_mm.default": lambda: torch.ops.aten._scaled_mm.default(
+                a, b, sa, sb, None, None, torch.bfloat16, False),
+            "eager torch.empty(16, 4096, bf16)": lambda: torch.empty((16, 4096), dtype=torch.bfloat16, device="cuda"),
+        }
+    else:
+        eager = {}
+    paths, guards = {}, {}
+    for name, (fn, args) in compiled.items():
+        c = torch.compile(fn, fullgraph=True)
+        c(*args)
+        c(*args)
+        paths[f"compiled: {name}"] = lambda c=c, args=args: c(*args)
+        gm = _guard_manager(c)
+        if gm is not None:
+            local = dict(zip(fn.__code__.co_varnames, args))
+            guards[f"guard check only: {name}"] = lambda gm=gm, local=local: gm.check(local)
+            text = str(gm)
+            with open(os.path.join(out_dir, f"guards_{fn.__name__}.txt"), "w") as f:
+                f.write(text)
+            print(f"{name}: guard tree {len(text.splitlines())} lines, check -> {gm.check(local)}")
+    results = _interleaved({**paths, **eager})
+    results.update(_interleaved(guards, iterations=20000))
+    print("\n== torch.compile and the op boundary (us per call, medians of 5 interleaved rounds)")
+    for name, v in results.items():
+        print(f"  {name:<60} {v:8.2f}")
+
+
+def hot_path_steps() -> None:
+    import fastdispatch
+    from fastdispatch import _keys
+    from fastdispatch.kernels.add import ADD_KERNELS, add_grid
+
+    grid = lambda META: (triton.cdiv(META["n"], META["BLOCK"]),)  # noqa: E731
+    print("\n== hot-path steps, ns each (C loops; _keys.probe_costs)")
+    for n_in, jit_fn in ADD_KERNELS.items():
+        inputs = [torch.randn(4096, device="cuda") for _ in range(n_in)]
+        out = torch.empty(4096, device="cuda")
+        args = (*inputs, out, 4096)
+        autotuned = triton.autotune(configs=[triton.Config({"BLOCK": b}) for b in (256, 512, 1024, 2048)],
+                                    key=["n"])(jit_fn)
+        heuristic = triton.heuristics({"BLOCK": lambda a: 1024 if a["n"] >= 4096 else 256})(jit_fn)
+        cases = {"plain (wrap-time grid, BLOCK fixed)":
+                 (fastdispatch.triton_kernel(jit_fn, grid=add_grid(4096), constexprs={"BLOCK": BLOCK}), args, None),
+                 "jit fast[grid] META, BLOCK= by keyword":
+                 (fastdispatch.triton_kernel(jit_fn), args + (BLOCK,), grid),
+                 "autotune fast[grid]": (fastdispatch.triton_kernel(autotuned), args, grid),
+                 "heuristics fast[grid]": (fastdispatch.triton_kernel(heuristic), args, grid)}
+        for label, (kernel, call_args, g) in cases.items():
+            if g is None:
+                kernel(*call_args)
+            else:
+                kernel[g](*call_args)
+                kernel[g](*call_args)
+            torch.cuda.synchronize()
+            _keys.probe_costs(kernel, call_args, 5000, g)
+            torch.cuda.synchronize()
+            costs = _keys.probe_costs(kernel, call_args, 20000, g)
+            torch.cuda.synchronize()
+            print(f"  {n_in:>2} inputs, {label}: " + ", ".join(f"{k} {v:.0f}" for k, v in costs.items()))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
+    parser.add_argument("--only", choices=("compile", "steps"))
+    options = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("compile_probe: no CUDA GPU; skipped")
+        return
+    if options.only != "steps":
+        compile_paths(options.out)
+    if options.only != "compile":
+        hot_path_steps()
+
+
+if __name__ == "__main__":
+    main()
