@@ -59,6 +59,26 @@ def _interleaved(paths: dict, rounds=5, iterations=2000) -> dict:
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
+def _functional_scaled_mm_op():
+    """The functional op scaled_mm was traced to before its out= op (for the comparison)."""
+    from fastdispatch.kernels.scaled_mm import api
+
+    lib = torch.library.Library("fdprobe", "FRAGMENT")
+    lib.define("scaled_mm(Tensor a, Tensor b, Tensor scale_a, Tensor scale_b, Tensor? bias=None, "
+               "Tensor? scale_result=None, ScalarType? out_dtype=None, bool use_fast_accum=False) -> Tensor")
+
+    def impl(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=None, use_fast_accum=False):
+        out = torch.empty((a.shape[0], b.shape[1]), dtype=out_dtype or a.dtype, device=a.device)
+        return api.dispatcher()(a, b, scale_a, scale_b, out, bias, scale_result, bool(use_fast_accum),
+                                torch._C._get_sm_carveout_experimental())
+
+    lib.impl("scaled_mm", impl, "CompositeExplicitAutograd")
+    torch.library.register_fake("fdprobe::scaled_mm", lambda a, b, *rest, out_dtype=None, **kw: a.new_empty(
+        (a.shape[0], b.shape[1]), dtype=torch.bfloat16), lib=lib)
+    _functional_scaled_mm_op.lib = lib   # keep the registration alive
+    return torch.ops.fdprobe.scaled_mm.default
+
+
 def compile_paths(out_dir: str) -> None:
     import fastdispatch
 
@@ -76,8 +96,27 @@ def compile_paths(out_dir: str) -> None:
         axpy[(triton.cdiv(n, BLOCK),)](x, y, out, 2.0, n, BLOCK=BLOCK)
         return out
 
+    def native_positional(x, y, out):
+        n = x.numel()
+        axpy[(triton.cdiv(n, BLOCK),)](x, y, out, 2.0, n, BLOCK)
+        return out
+
+    def wrapper_attribute(x, y, out):
+        n = x.numel()
+        fast.kernel[(triton.cdiv(n, BLOCK),)](x, y, out, 2.0, n, BLOCK=BLOCK)
+        return out
+
+    unset = (None,) * len(fast.option_names)
+
+    def wrapper_unbound(x, y, out):
+        n = x.numel()
+        return fast._compiled_call((x, y, out, 2.0, n, BLOCK) + unset, (triton.cdiv(n, BLOCK),))
+
     compiled = {"fastdispatch Triton wrapper": (with_fd, (x, y, out)),
-                "native Triton kernel": (with_triton, (x, y, out))}
+                "native Triton kernel": (with_triton, (x, y, out)),
+                "native Triton kernel, BLOCK positional": (native_positional, (x, y, out)),
+                "wrapper's .kernel[grid]": (wrapper_attribute, (x, y, out)),
+                "wrapper's _compiled_call (no bind)": (wrapper_unbound, (x, y, out))}
     from fastdispatch.kernels.scaled_mm.api import variant_for
     if variant_for(torch.cuda.get_device_capability()) == "sm90":
         m, n, k = 16, 4096, 4096
@@ -91,14 +130,22 @@ def compile_paths(out_dir: str) -> None:
         def theirs(a, b, sa, sb):
             return torch._scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16)
 
+        functional = _functional_scaled_mm_op()
+        result = torch.empty((m, n), dtype=torch.bfloat16, device="cuda")
+
+        def ours_functional(a, b, sa, sb):
+            return functional(a, b, sa, sb, None, None, torch.bfloat16, False)
+
         compiled["fastdispatch.scaled_mm 16x4096x4096"] = (ours, (a, b, sa, sb))
+        compiled["functional op (before the out= op) 16x4096x4096"] = (ours_functional, (a, b, sa, sb))
         compiled["torch._scaled_mm 16x4096x4096"] = (theirs, (a, b, sa, sb))
         from fastdispatch.kernels.scaled_mm import api
         eager = {
-            "eager torch.ops.fastdispatch.scaled_mm.default": lambda: torch.ops.fastdispatch.scaled_mm.default(
-                a, b, sa, sb, None, None, torch.bfloat16, False),
-            "eager api._scaled_mm_op (the op's Python impl)": lambda: api._scaled_mm_op(
-                a, b, sa, sb, None, None, torch.bfloat16, False),
+            "eager torch.ops.fastdispatch.scaled_mm_out.default": lambda: torch.ops.fastdispatch.scaled_mm_out.default(
+                a, b, sa, sb, None, None, False, result),
+            "eager api._scaled_mm_out_op (the op's Python impl)": lambda: api._scaled_mm_out_op(
+                a, b, sa, sb, None, None, False, result),
+            "eager functional op (before)": lambda: functional(a, b, sa, sb, None, None, torch.bfloat16, False),
             "eager fastdispatch.scaled_mm": lambda: fastdispatch.scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16),
             "eager torch._scaled_mm": lambda: torch._scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16),
             "eager torch.ops.aten._scaled_mm.default": lambda: torch.ops.aten._scaled_mm.default(
@@ -116,6 +163,8 @@ def compile_paths(out_dir: str) -> None:
         gm = _guard_manager(c)
         if gm is not None:
             local = dict(zip(fn.__code__.co_varnames, args))
+            if fn.__closure__:   # free variables are frame locals to the guards (3.12)
+                local.update(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__)))
             guards[f"guard check only: {name}"] = lambda gm=gm, local=local: gm.check(local)
             text = str(gm)
             with open(os.path.join(out_dir, f"guards_{fn.__name__}.txt"), "w") as f:

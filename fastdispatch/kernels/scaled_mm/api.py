@@ -270,50 +270,52 @@ def scaled_mm(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=No
 
 
 def _traced(a, b, scale_a, scale_b, bias, scale_result, out_dtype, use_fast_accum, out):
-    if out is not None and out_dtype is None:
-        out_dtype = out.dtype
-    result = torch.ops.fastdispatch.scaled_mm(a, b, scale_a, scale_b, bias, scale_result, out_dtype,
-                                              bool(use_fast_accum))
+    # What torch.compile records: the out= op below, writing a buffer allocated in the graph
+    # (Inductor's own allocator; its reinplacing pass makes the mutation in place, no copy).
     if out is None:
-        return result
-    if out.shape != result.shape:
+        out = torch.empty((a.shape[0], b.shape[1]), dtype=out_dtype or a.dtype, device=a.device)
+    elif out.shape != (a.shape[0], b.shape[1]):
         # Dynamo refuses resizing a graph input (and torch._scaled_mm(out=) of the wrong shape
         # fails under torch.compile too, in Inductor): say so, instead of a graph break.
         raise RuntimeError(f"scaled_mm under torch.compile: out has shape {tuple(out.shape)}, the result "
-                           f"{tuple(result.shape)}; resize out before the compiled region")
-    return out.copy_(result)
+                           f"{(a.shape[0], b.shape[1])}; resize out before the compiled region")
+    elif out_dtype is not None and out_dtype != out.dtype:
+        check_args(a, b, scale_a, scale_b, bias, scale_result, out_dtype, use_fast_accum, out)
+    torch.ops.fastdispatch.scaled_mm_out(a, b, scale_a, scale_b, bias, scale_result, bool(use_fast_accum), out)
+    return out
 
 
-# -- torch.compile: a typed op with a fake implementation ---------------------------------------
+# -- torch.compile: a typed out= op with a fake implementation ---------------------------------
 # Registered with torch.library.Library rather than @custom_op: a compiled graph calls the op
 # on every step, and custom_op's Python wrapper (autograd handling, schema-driven argument
 # parsing) costs ~13 us per call against ~3 us here (measured on the CI CPU, torch 2.14). The
-# op writes nothing it is given (it returns a new tensor), so Inductor copies no input. The
-# schema is torch._scaled_mm's. The full argument checks run once, while tracing, in the fake
-# implementation; at run time the dispatcher's miss path checks every new key.
+# schema is torch._scaled_mm's with the output as the one argument it writes (``Tensor(a!)``),
+# so Inductor allocates it with its own allocator (``empty_strided_cuda``, C++) and checks no
+# returned tensor, where a functional op paid a Python torch.empty in its implementation and
+# Inductor's size/alignment asserts on the result (measured on the H200: ``bench/compile_probe.py``).
+# Inputs are read only, so nothing is copied. The full argument checks run once, while tracing,
+# in the fake implementation; at run time the dispatcher's miss path checks every new key.
 _LIB = torch.library.Library("fastdispatch", "FRAGMENT")
-_LIB.define("scaled_mm(Tensor a, Tensor b, Tensor scale_a, Tensor scale_b, Tensor? bias=None, "
-            "Tensor? scale_result=None, ScalarType? out_dtype=None, bool use_fast_accum=False) -> Tensor")
+_LIB.define("scaled_mm_out(Tensor a, Tensor b, Tensor scale_a, Tensor scale_b, Tensor? bias, "
+            "Tensor? scale_result, bool use_fast_accum, Tensor(a!) out) -> ()")
 
 
-def _scaled_mm_op(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=None, use_fast_accum=False):
-    out = _empty((a.shape[0], b.shape[1]), dtype=out_dtype or a.dtype, device=a.device)
-    return dispatcher()(a, b, scale_a, scale_b, out, bias, scale_result, bool(use_fast_accum), _get_carveout())
+def _scaled_mm_out_op(a, b, scale_a, scale_b, bias, scale_result, use_fast_accum, out):
+    dispatcher()(a, b, scale_a, scale_b, out, bias, scale_result, bool(use_fast_accum), _get_carveout())
 
 
-_LIB.impl("scaled_mm", _scaled_mm_op, "CompositeExplicitAutograd")
+_LIB.impl("scaled_mm_out", _scaled_mm_out_op, "CompositeExplicitAutograd")
 
 
-@torch.library.register_fake("fastdispatch::scaled_mm", lib=_LIB)
-def _(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=None, use_fast_accum=False):
-    tensors = [t for t in (a, b, scale_a, scale_b, bias, scale_result) if t is not None]
+@torch.library.register_fake("fastdispatch::scaled_mm_out", lib=_LIB)
+def _(a, b, scale_a, scale_b, bias, scale_result, use_fast_accum, out):
+    tensors = [t for t in (a, b, scale_a, scale_b, bias, scale_result, out) if t is not None]
     if any(isinstance(s, torch.SymInt) for t in tensors for s in (*t.shape, *t.stride())):
         # Symbolic sizes: torch's own fake semantics, on the fakes as they are.
-        check_args(a, b, scale_a, scale_b, bias, scale_result, out_dtype, use_fast_accum, on_meta=False)
+        check_args(a, b, scale_a, scale_b, bias, scale_result, out.dtype, use_fast_accum, out, on_meta=False)
     else:
         # Concrete sizes: the same checks as an eager miss (meta copies: sm_90's rules, also
         # for CPU tensors), outside the fake mode that would turn the copies into fakes.
         from torch._subclasses.fake_tensor import unset_fake_temporarily
         with unset_fake_temporarily():
-            check_args(a, b, scale_a, scale_b, bias, scale_result, out_dtype, use_fast_accum)
-    return a.new_empty((a.shape[0], b.shape[1]), dtype=out_dtype or a.dtype)
+            check_args(a, b, scale_a, scale_b, bias, scale_result, out.dtype, use_fast_accum, out)
