@@ -48,13 +48,13 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import operator
 import threading
 import weakref
 
 import torch
 
 from fastdispatch import _stats as stats, keys
+from fastdispatch.backends.helion_coverage import uncovered_reason
 from fastdispatch.backends.helion_replay import build_replay
 from fastdispatch.dispatcher import MODE_CALL, ROLE_CONSTEXPR, Dispatcher, _refuse_during_capture
 
@@ -70,7 +70,6 @@ _PLAIN = frozenset({torch.Tensor, torch.nn.Parameter, int, float, bool, type(Non
 _SCALAR_ANNOTATIONS = {int: ROLE_CLASS, float: ROLE_CLASS, bool: ROLE_CLASS,
                        "int": ROLE_CLASS, "float": ROLE_CLASS, "bool": ROLE_CLASS,
                        str: ROLE_CONSTEXPR, "str": ROLE_CONSTEXPR}
-_METADATA_EXTRACTORS = frozenset({"size_extractor", "stride_extractor", "td_layout_extractor"})
 _said: set = set()
 
 
@@ -126,64 +125,6 @@ def make_launcher():
         return default_launcher(triton_kernel, grid, *args, **options)
 
     return fastdispatch_launcher
-
-
-# -- specialization coverage ----------------------------------------------------------------------
-def _argument_index(extractor):
-    """The argument index a value extractor reads (1.4.0 itemgetter, 1.5 local_extractor)."""
-    if isinstance(extractor, operator.itemgetter):
-        reduced = extractor.__reduce__()[1]
-        return reduced[0] if len(reduced) == 1 and isinstance(reduced[0], int) else None
-    if getattr(extractor, "__name__", "") == "local_extractor":
-        defaults = getattr(extractor, "__defaults__", None) or ()
-        return defaults[0] if defaults and isinstance(defaults[0], int) else None
-    return None
-
-
-def _uncovered_extractor(extractor, roles: bytes, args: tuple):
-    """None when ``extractor(args)`` is a function of our key; else why not."""
-    kind = type(extractor).__name__
-    if kind in ("_PreparedMetadataSpecializationExtractor", "_CompilerSeedSpecializationExtractor"):
-        return None   # tensor metadata / device facts (1.5)
-    if kind == "_SpecializationAlias":
-        for inner in extractor.schemas.get(extractor.canonical_signature, ()):
-            reason = _uncovered_extractor(inner, roles, args)
-            if reason:
-                return reason
-        return None
-    name = getattr(extractor, "__name__", kind)
-    if name in _METADATA_EXTRACTORS:
-        return None   # tensor size / stride / descriptor layout (1.4.0)
-    index = _argument_index(extractor)
-    if index is not None:
-        if 0 <= index < len(roles) and (roles[index] == ROLE_CONSTEXPR or type(args[index]) is str):
-            return None
-        return (f"Helion specializes on the value of argument {index} (hl.specialize); annotate "
-                f"it hl.constexpr to give it its own entries")
-    return f"Helion specializes on {name} (not a function of the key)"
-
-
-def uncovered_reason(kernel, bound, roles: bytes, args: tuple):
-    """Why a fast entry for ``bound`` would be coarser than Helion's key; None when it is not."""
-    if getattr(bound, "_run", None) is None:
-        return "no compiled host function (ref mode or not compiled)"
-    if kernel._key_fn is not None:
-        return "the kernel has a key= function"
-    if kernel.settings.distributed or getattr(kernel, "_declares_process_group", False):
-        return "distributed kernel"
-    try:
-        if kernel._compute_is_distributed(args):
-            return "distributed arguments"
-    except Exception as exc:  # noqa: BLE001  (a probe: anything odd means Helion's own call)
-        return f"distributed check failed: {type(exc).__name__}"
-    signature = bound._base_spec_key
-    extractors = list(kernel._specialize_extra.get(signature) or ())
-    extractors += list(getattr(kernel, "_compiler_seed_specialize_extra", {}).get(signature) or ())
-    for extractor in extractors:
-        reason = _uncovered_extractor(extractor, roles, args)
-        if reason:
-            return reason
-    return None
 
 
 def _annotation_role(annotation) -> int:
