@@ -26,6 +26,7 @@ cdef class Entry:
     cdef tuple globals_guard        # ((globals_dict, name, value), ...)
     cdef bint watch_hooks
     cdef readonly object info       # free-form, for stats and debugging
+    cdef readonly int result_index  # MODE_DRIVER returns args[result_index]; -1: None
     cdef readonly unsigned long long hits
     cdef unsigned long long clock_mark   # hits when the CLOCK hand last passed
     cdef _set_plan(self, dict plan, grid)

@@ -9,6 +9,9 @@ cdef class Entry:
     ``grid_slow(entry, args, grid)``: the Python path for a grid given per call (``k[grid]``)
     whose program this entry does not know yet; it may add one with :meth:`set_grid_program`.
     ``pre_call(args)``: run in Python before every launch (Triton config ``pre_hook``s).
+    ``result_index``: a MODE_DRIVER launch returns the call's argument at this index (a kernel
+    that writes and returns one of its arguments, e.g. Helion's ``out``); -1, the default,
+    returns None. ``slow`` must return the same (its result is returned on the slow branches).
     """
 
     def __cinit__(self):
@@ -19,7 +22,8 @@ cdef class Entry:
         free(self.words)
 
     def __init__(self, words, int mode, *, plan=None, grid=None, grid_fn=None, grid_slow=None,
-                 fn=None, slow=None, globals_guard=(), watch_hooks=False, pre_call=None, info=None):
+                 fn=None, slow=None, globals_guard=(), watch_hooks=False, pre_call=None, info=None,
+                 int result_index=-1):
         cdef Py_ssize_t i
         self.n_words = len(words)
         self.words = <uint64_t*>malloc(max(self.n_words, 1) * sizeof(uint64_t))
@@ -32,6 +36,7 @@ cdef class Entry:
         self.watch_hooks = watch_hooks
         self.pre_call = pre_call
         self.info = info
+        self.result_index = result_index
         self.grid_prog = None
         self.grid_call = None
         self.grid_fn = grid_fn
@@ -181,6 +186,11 @@ cdef class Entry:
                 rc = launch_plan(&self.plan, g[0], g[1], g[2], stream, slots)
             if rc != 0:
                 raise RuntimeError(f"fastdispatch: cuLaunchKernelEx failed: {error_string(rc)}")
+            if self.result_index >= 0:   # one int compare for entries that return None
+                if self.result_index >= PyTuple_GET_SIZE(args):
+                    raise IndexError(f"fastdispatch: result_index {self.result_index} of a call "
+                                     f"with {PyTuple_GET_SIZE(args)} arguments")
+                return <object>PyTuple_GET_ITEM(args, self.result_index)
             return None
         if self.mode == MODE_CALL:
             return self.fn(*args)
