@@ -112,7 +112,15 @@ def compile_paths(out_dir: str) -> None:
         n = x.numel()
         return fast._compiled_call((x, y, out, 2.0, n, BLOCK) + unset, (triton.cdiv(n, BLOCK),))
 
+    by_args = fastdispatch.triton_kernel(axpy, grid=lambda x, y, out, a, n: (triton.cdiv(n, BLOCK),),
+                                         constexprs={"BLOCK": BLOCK})
+
+    def wrapper_call(x, y, out):
+        by_args(x, y, out, 2.0, x.numel())
+        return out
+
     compiled = {"fastdispatch Triton wrapper": (with_fd, (x, y, out)),
+                "fastdispatch wrapper, wrap-time grid of the arguments": (wrapper_call, (x, y, out)),
                 "native Triton kernel": (with_triton, (x, y, out)),
                 "native Triton kernel, BLOCK positional": (native_positional, (x, y, out)),
                 "wrapper's .kernel[grid]": (wrapper_attribute, (x, y, out)),

@@ -219,6 +219,20 @@ def test_wrap_forms_accepted(form):
     assert k.param_names == tuple(n for n in ("x", "out", "n", "BLOCK", "EVEN") if n not in provided)
 
 
+@pytest.mark.parametrize("form", sorted(_wrap_forms()))
+def test_traced_direct_form_positional_limit(form):
+    """torch.compile's direct form (Triton's own call of the kernel object, the fixed constexprs
+    as keywords) takes at most the parameters before the first fixed or layer-provided one
+    positionally; more positional arguments are bound in Python first."""
+    obj = _wrap_forms()[form]
+    k = fastdispatch.triton_kernel(obj)
+    limit = {"jit": 5, "heuristics": 4}.get(form, 3)   # x, out, n | BLOCK | EVEN
+    assert (k._traced_fixed, k._traced_max_positional) == ({}, limit)
+    if form == "jit":
+        k = fastdispatch.triton_kernel(obj, constexprs={"BLOCK": 64})
+        assert (k._traced_fixed, k._traced_max_positional) == ({"BLOCK": 64}, 3)
+
+
 def test_plain_function_rejected():
     """A plain function is refused with a TypeError naming @triton.jit."""
     def plain(x, out, n):

@@ -163,6 +163,75 @@ def test_torch_compile_fullgraph_no_input_copies():
     assert ".clone(" not in code and "copy_(" not in code, code[-3000:]
 
 
+def _no_python_binding(monkeypatch):
+    """Make the Python binder fail, so a trace that binds in Python (the slow form) raises."""
+    from fastdispatch.dispatcher import Dispatcher
+
+    def refuse(self, args, kwargs):
+        raise AssertionError("the traced call bound its arguments in Python")
+    monkeypatch.setattr(Dispatcher, "bind", refuse)
+
+
+@pytest.mark.parametrize("form", ["getitem_meta", "getitem_tuple_fixed", "call_args_grid", "call_static_grid",
+                                  "autotuned"])
+def test_torch_compile_direct_forms(form, monkeypatch):
+    """The traced call reads only the kernel object (no Python binding, so few guards): every
+    form Triton users write, correct against torch under torch.compile(fullgraph=True), with no
+    input copies in the generated code; the binder is made to fail, so a slow trace fails here."""
+    from torch._inductor.utils import run_and_get_code
+
+    torch._dynamo.reset()
+    x, y = torch.randn(5000, device="cuda"), torch.randn(5000, device="cuda")
+    out = torch.full_like(x, float("nan"))
+    if form == "getitem_meta":
+        fast = fastdispatch.triton_kernel(rk.axpy_kernel)
+
+        def f(x, y, out):
+            fast[lambda META: (triton.cdiv(x.numel(), META["BLOCK"]),)](x, y, out, 2.0, x.numel(), BLOCK=512)
+            return out
+    elif form == "getitem_tuple_fixed":
+        fast = fastdispatch.triton_kernel(rk.axpy_kernel, constexprs={"BLOCK": 128})
+
+        def f(x, y, out):
+            fast[(triton.cdiv(x.numel(), 128),)](x, y, out, 2.0, x.numel())
+            return out
+    elif form == "call_args_grid":
+        fast = fastdispatch.triton_kernel(rk.axpy_kernel, grid=lambda x, y, out, a, n: (triton.cdiv(n, 256),))
+
+        def f(x, y, out):
+            fast(x, y, out, 2.0, x.numel())
+            return out
+    elif form == "call_static_grid":
+        fast = fastdispatch.triton_kernel(rk.axpy_kernel, grid=(triton.cdiv(5000, 64),), constexprs={"BLOCK": 64})
+
+        def f(x, y, out):
+            fast(x, y, out, 2.0, x.numel(), num_warps=2)
+            return out
+    else:   # autotune over the kernel: BLOCK comes from the configs, the grid from META
+        tuned = triton.autotune(configs=[triton.Config({"BLOCK": b}) for b in (128, 512)], key=["n"])(rk.axpy_kernel)
+        fast = fastdispatch.triton_kernel(tuned)
+
+        def f(x, y, out):
+            fast[lambda META: (triton.cdiv(x.numel(), META["BLOCK"]),)](x, y, out, 2.0, x.numel())
+            return out
+    _no_python_binding(monkeypatch)
+    result, codes = run_and_get_code(torch.compile(f, fullgraph=True), x, y, out)
+    torch.testing.assert_close(result, 2.0 * x + y)
+    code = "\n".join(codes)
+    assert "axpy_kernel" in code and ".clone(" not in code and "copy_(" not in code, code[-3000:]
+
+
+def test_torch_compile_keyword_call_binds_in_python():
+    """A wrap-time grid of the call's arguments with a keyword call still traces (bound in
+    Python, the general form) and is correct."""
+    torch._dynamo.reset()
+    fast = fastdispatch.triton_kernel(rk.axpy_kernel, grid=lambda x, y, out, a, n: (triton.cdiv(n, 256),))
+    x, y = torch.randn(3000, device="cuda"), torch.randn(3000, device="cuda")
+    out = torch.full_like(x, float("nan"))
+    compiled = torch.compile(lambda x, y, out: fast(x, y, out, a=2.0, n=x.numel()) or out, fullgraph=True)
+    torch.testing.assert_close(compiled(x, y, out), 2.0 * x + y)
+
+
 def test_threads_on_own_streams():
     """8 threads, each on its own stream, share one wrapped kernel: every result correct."""
     fast = fastdispatch.triton_kernel(rk.axpy_kernel)

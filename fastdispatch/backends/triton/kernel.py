@@ -106,6 +106,12 @@ class TritonKernel(OffHotPath, Dispatcher):
         super().__init__(name or fn.__name__, self.call_names, self._call_roles(), defaults,
                          knobs=(triton_knobs.runtime, triton_knobs.compilation),
                          options=LAUNCH_OPTIONS, max_entries=max_entries)
+        # torch.compile's direct form (offpath): a call passing at most the parameters before
+        # the first fixed or layer-provided one positionally is Triton's own call of the kernel
+        # object, with the fixed constexprs added as keywords.
+        held = [i for i, p in enumerate(self.params) if p.name in fixed or p.name in self.layers.provided]
+        self._traced_fixed = dict(fixed)
+        self._traced_max_positional = held[0] if held else len(self.params)
         self._broken_reason = None     # set once priming fails: every later entry is slow
         self._opaque = None            # set once a heuristic reads what no key can hold
         self._builds: dict = {}        # specialization -> built launch pieces (known binaries)
