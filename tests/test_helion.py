@@ -575,3 +575,21 @@ def test_host_launch_replayed_when_it_only_launches_the_call_tensors():
     alloc(x, y)
     assert alloc.entries()[0].info["replay"] is False
     assert torch.equal(alloc(x, y), x + y)
+
+
+@interpreted
+@pytest.mark.skipif(not fd_helion.helion_version().startswith("1.4"),
+                    reason="replays are built for Helion 1.4's bound kernels only (helion_replay.py)")
+def test_aliased_call_keeps_the_host_function():
+    """add2(x, x, out): a replay could not tell t0 from t1 (the same object), and the next call
+    with the same key need not alias, so the host function stays."""
+    from fastdispatch.kernels import helion_kernels as hk
+
+    k = fastdispatch.helion_kernel(hk.add2)
+    x, out = torch.randn(1000), torch.full((1000,), float("nan"))
+    assert torch.equal(k(x, x, out), x + x)
+    assert k.entries()[0].info["replay"] is False
+    p, q, out2 = torch.randn(1000), torch.randn(1000), torch.full((1000,), float("nan"))
+    assert k(p, q, out2) is out2 and k.entries()[0].hits == 1
+    assert torch.equal(out2, p + q)
+

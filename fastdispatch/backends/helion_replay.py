@@ -10,6 +10,8 @@ second execution of the kernel). The launch replays when what it recorded is exp
 - every tensor argument is one of the call's own tensors (the same object; views, allocations
   and copies are not), every other argument a constant that our key fixes: an int, float or
   bool, and the call has no scalar argument keyed by class only (whose value could reach it);
+- no tensor is passed twice in the call (aliased arguments: identity could not tell which
+  argument a launch argument stands for, and the next call with the same key may not alias);
 - the host function returns one of the call's arguments (or None).
 
 A replay is ``inner[grid](*call_tensors_and_constants, num_warps, num_stages, ...)`` on the
@@ -35,6 +37,9 @@ def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role:
     if any(role == scalar_class_role and not isinstance(a, torch.Tensor) and a is not None
            for a, role in zip(args, roles)):
         return None   # a scalar keyed by class: its value may flow into the launch
+    by_identity = {id(a): i for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
+    if len(by_identity) != sum(isinstance(a, torch.Tensor) for a in args):
+        return None   # a tensor passed twice: which argument a launch argument is is unknown
     launches = []
 
     def record(triton_kernel, grid, *largs, **options):
@@ -49,7 +54,6 @@ def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role:
     jit_fn, grid, largs, options = launches[0]
     if set(options) - set(_OPTIONS) or not isinstance(grid, tuple) or not all(type(g) is int for g in grid):
         return None
-    by_identity = {id(a): i for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
     plan = []   # ("arg", index) or ("const", value), in the launch's argument order
     for value in largs:
         if isinstance(value, torch.Tensor):
