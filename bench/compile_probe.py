@@ -51,7 +51,7 @@ def _guard_manager(fn):
     return entries[0].guard_manager if entries else None
 
 
-def _interleaved(paths: dict, rounds=5, iterations=2000) -> dict:
+def _interleaved(paths: dict, rounds=9, iterations=2000) -> dict:
     samples = {name: [] for name in paths}
     for _ in range(rounds):
         for name, fn in paths.items():
@@ -180,7 +180,7 @@ def compile_paths(out_dir: str) -> None:
             print(f"{name}: guard tree {len(text.splitlines())} lines, check -> {gm.check(local)}")
     results = _interleaved({**paths, **eager})
     results.update(_interleaved(guards, iterations=20000))
-    print("\n== torch.compile and the op boundary (us per call, medians of 5 interleaved rounds)")
+    print("\n== torch.compile and the op boundary (us per call, medians of 9 interleaved rounds)")
     for name, v in results.items():
         print(f"  {name:<60} {v:8.2f}")
 

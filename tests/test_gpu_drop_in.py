@@ -196,7 +196,8 @@ def test_torch_compile_direct_forms(form, monkeypatch):
             fast[(triton.cdiv(x.numel(), 128),)](x, y, out, 2.0, x.numel())
             return out
     elif form == "call_args_grid":
-        fast = fastdispatch.triton_kernel(rk.axpy_kernel, grid=lambda x, y, out, a, n: (triton.cdiv(n, 256),))
+        # a grid of every call argument (BLOCK's default included), the call omitting BLOCK
+        fast = fastdispatch.triton_kernel(rk.axpy_kernel, grid=lambda x, y, out, a, n, BLOCK: (triton.cdiv(n, BLOCK),))
 
         def f(x, y, out):
             fast(x, y, out, 2.0, x.numel())
@@ -225,7 +226,7 @@ def test_torch_compile_keyword_call_binds_in_python():
     """A wrap-time grid of the call's arguments with a keyword call still traces (bound in
     Python, the general form) and is correct."""
     torch._dynamo.reset()
-    fast = fastdispatch.triton_kernel(rk.axpy_kernel, grid=lambda x, y, out, a, n: (triton.cdiv(n, 256),))
+    fast = fastdispatch.triton_kernel(rk.axpy_kernel, grid=lambda x, y, out, a, n, BLOCK: (triton.cdiv(n, BLOCK),))
     x, y = torch.randn(3000, device="cuda"), torch.randn(3000, device="cuda")
     out = torch.full_like(x, float("nan"))
     compiled = torch.compile(lambda x, y, out: fast(x, y, out, a=2.0, n=x.numel()) or out, fullgraph=True)

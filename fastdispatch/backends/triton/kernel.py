@@ -27,7 +27,7 @@ from triton.runtime.jit import JITFunction, KernelParam
 from fastdispatch import _stats as stats, keys
 from fastdispatch.backends.triton import binaries, decisions, grids
 from fastdispatch.backends.triton.layers import Layers, tuning_key_of
-from fastdispatch.backends.triton.offpath import OffHotPath
+from fastdispatch.backends.triton.offpath import _NO_DEFAULT, OffHotPath
 from fastdispatch.backends.triton.plan import NoFastPath
 from fastdispatch.dispatcher import (MODE_DRIVER, MODE_SLOW, ROLE_CLASS, ROLE_CONSTEXPR,
                                      ROLE_VALUE, Dispatcher, _refuse_during_capture)
@@ -110,8 +110,13 @@ class TritonKernel(OffHotPath, Dispatcher):
         # the first fixed or layer-provided one positionally is Triton's own call of the kernel
         # object, with the fixed constexprs added as keywords.
         held = [i for i, p in enumerate(self.params) if p.name in fixed or p.name in self.layers.provided]
+        # Omitted defaults are passed too: Dynamo's META for a grid holds only what the call
+        # passes (a grid reading an omitted BLOCK default would fail under torch.compile).
         self._traced_fixed = dict(fixed)
         self._traced_max_positional = held[0] if held else len(self.params)
+        self._traced_defaults = tuple((i, p.name, p.default) for i, p in enumerate(self.call_params)
+                                      if p.has_default)
+        self._call_defaults = tuple(p.default if p.has_default else _NO_DEFAULT for p in self.call_params)
         self._broken_reason = None     # set once priming fails: every later entry is slow
         self._opaque = None            # set once a heuristic reads what no key can hold
         self._builds: dict = {}        # specialization -> built launch pieces (known binaries)

@@ -14,6 +14,7 @@ from fastdispatch.backends.triton import binaries, grids
 from fastdispatch.backends.triton.plan import launch_plan, triton_launch
 
 _MISSING = object()
+_NO_DEFAULT = object()   # a call parameter without a default (TritonKernel._call_defaults)
 
 
 class OffHotPath:
@@ -134,18 +135,29 @@ class OffHotPath:
     # guard lines, +2.5 us per call) is left for calls that need it.
     def _traced_getitem(self, grid):
         launch, fixed, limit = self.kernel[grid], self._traced_fixed, self._traced_max_positional
+        defaults = self._traced_defaults
 
         def traced(*args, **kwargs):
             if len(args) > limit:   # a positional argument Triton would bind to a held parameter
                 return self._compiled_call(self.bind(args, kwargs), grid)
+            for position, name, default in defaults:
+                if position >= len(args) and name not in kwargs:
+                    kwargs[name] = default
             return launch(*args, **kwargs, **fixed)
         return traced
 
     def _traced_call(self, args: tuple, kwargs: dict):
         style = self.grid_style
-        if self.grid is None or (style == grids.STYLE_ARGS and (kwargs or len(args) != len(self.call_params))):
+        if self.grid is None:
             return super()._traced_call(args, kwargs)
-        grid = tuple(self.grid(*args)) if style == grids.STYLE_ARGS else self.grid
+        if style == grids.STYLE_ARGS:   # the grid takes every call argument, positionally
+            tail = self._call_defaults[len(args):]
+            if kwargs or len(args) > len(self._call_defaults) or any(d is _NO_DEFAULT for d in tail):
+                return super()._traced_call(args, kwargs)
+            args = args + tail
+            grid = tuple(self.grid(*args))
+        else:
+            grid = self.grid
         return self._traced_getitem(grid)(*args, **kwargs)
 
     def _compiled_call(self, args: tuple, grid):
