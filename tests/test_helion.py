@@ -593,3 +593,46 @@ def test_aliased_call_keeps_the_host_function():
     assert k(p, q, out2) is out2 and k.entries()[0].hits == 1
     assert torch.equal(out2, p + q)
 
+
+@interpreted
+@pytest.mark.skipif(not fd_helion.helion_version().startswith("1.4"),
+                    reason="direct entries are built from Helion 1.4 replays only (helion_direct.py)")
+def test_direct_entry_needs_a_direct_inner_entry():
+    """Under the interpreter the inner wrapper's entries are Triton's interpreter (MODE_SLOW):
+    the outer entry stays the replay and says why. The inner entry the direct check built at
+    the miss (without launching) is the one the replay's first call hits."""
+    from fastdispatch.kernels import helion_kernels as hk
+
+    for n, kern in hk.ADD_KERNELS.items():
+        k = fastdispatch.helion_kernel(kern)
+        size = 700 + n                    # a shape no other test uses: its own generated kernel
+        xs = [torch.randn(size) for _ in range(n)]
+        out = torch.full((size,), float("nan"))
+        k(*xs, out)
+        (entry,) = k.entries()
+        assert entry.mode == keys.MODE_CALL and entry.info["replay"] is True
+        assert "TRITON_INTERPRET=1" in entry.info["direct"]
+        inner = fd_helion._wrappers[kern.bind(tuple(xs) + (out,))._run.__globals__[f"_helion_{kern.name}"]]
+        (inner_entry,) = inner.entries()
+        assert inner_entry.hits == 0
+        out.fill_(float("nan"))
+        assert k(*xs, out) is out and inner_entry.hits == 1
+        assert torch.equal(out, sum(xs[1:], xs[0]))
+
+
+@interpreted
+def test_triton_knob_word_in_the_key_on_helion_14_only():
+    """Helion 1.4 + Triton: Triton's debug knob is in the key, as in the inner wrappers' keys
+    (a direct entry launches their binary); Helion >= 1.5 keys are unchanged."""
+    import triton.knobs as triton_knobs
+
+    k = fastdispatch.helion_kernel(_make_add())
+    x, y, out = _add_args()
+    before = k.key_of(x, y, out)
+    saved = triton_knobs.runtime.debug
+    triton_knobs.runtime.debug = not saved
+    try:
+        after = k.key_of(x, y, out)
+    finally:
+        triton_knobs.runtime.debug = saved
+    assert (before != after) == fd_helion.helion_version().startswith("1.4")

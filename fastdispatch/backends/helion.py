@@ -3,8 +3,11 @@
 Lifetime: per key (a miss). A hit never comes here: the C hot path builds the key, finds a
 MODE_CALL entry and calls its ``fn``, which runs the bound kernel's compiled host function
 (Helion's generated Python: output allocation, grid, ``_launcher(...)``) with fastdispatch's
-launcher in place of Helion's default one. Helion's own ``Kernel.__call__`` (its argument
-normalization, ``_fast_dispatch_key`` / prepared-call guards, ``bound._run``) is what a hit skips.
+launcher in place of Helion's default one -- or, on Helion 1.4, a replay of its one launch
+(``helion_replay``), or a MODE_DRIVER entry that launches the inner Triton binary straight from
+C, returning the call's ``out`` (``helion_direct``). Helion's own ``Kernel.__call__`` (its
+argument normalization, ``_fast_dispatch_key`` / prepared-call guards, ``bound._run``) is what a
+hit skips.
 
 A miss calls the Helion kernel itself, so config selection, autotuning, compilation, its caches
 and its errors are Helion's (a bad argument raises Helion's error; nothing is published). Then
@@ -25,6 +28,11 @@ the entry is built from the bound kernel Helion used for those arguments:
 * **passthrough**: ``fn`` is the Helion kernel itself, for everything not covered (a ``key=``
   function, distributed kernels, a scalar argument that ``hl.specialize`` reads, unknown
   extractors, ref mode, ...): correct at Helion's own speed, said once per reason in the log.
+* **replay** / **direct** (Helion 1.4, Triton backend, fast): the host function's one launch
+  replayed on the inner wrapper (``info["replay"]``); when every kernel parameter of the
+  inner wrapper's entry reads one of the call's tensors, the entry launches that entry's binary
+  directly, returning the call's ``out`` (``info["direct"]`` is True, or why not). The key then
+  also holds Triton's knob word, as the inner wrappers' keys do.
 
 Calls whose arguments our key cannot name exactly (lists, dicts, tensor subclasses, ...) run
 Helion's call and publish nothing.
@@ -55,8 +63,10 @@ import torch
 
 from fastdispatch import _stats as stats, keys
 from fastdispatch.backends.helion_coverage import uncovered_reason
-from fastdispatch.backends.helion_replay import build_replay
-from fastdispatch.dispatcher import MODE_CALL, ROLE_CONSTEXPR, Dispatcher, _refuse_during_capture
+from fastdispatch.backends.helion_direct import direct_recipe
+from fastdispatch.backends.helion_replay import Replay, build_replay
+from fastdispatch.dispatcher import (MODE_CALL, MODE_DRIVER, ROLE_CONSTEXPR, Dispatcher,
+                                     _refuse_during_capture)
 
 log = logging.getLogger("fastdispatch")
 
@@ -152,9 +162,18 @@ class HelionKernel(Dispatcher):
         params = list(kernel.signature.parameters.values())
         roles = bytes(_annotation_role(a) for a in kernel._annotations)
         defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-        super().__init__(name or kernel.name, [p.name for p in params], roles, defaults)
+        generations = hasattr(kernel, "_specialization_generation")
+        # Helion 1.4 + Triton: Triton's knob word in our key too, as in the inner wrappers' keys
+        # (a debug / instrumentation change re-specializes), so a direct entry may launch the
+        # inner binary (helion_direct; ~25 ns per call: two dict probes).
+        self._knobs_keyed = not generations and kernel.settings.backend == "triton"
+        knobs = None
+        if self._knobs_keyed:
+            import triton.knobs as triton_knobs
+            knobs = (triton_knobs.runtime, triton_knobs.compilation)
+        super().__init__(name or kernel.name, [p.name for p in params], roles, defaults, knobs)
         self.launcher = make_launcher()
-        self._generations = hasattr(kernel, "_specialization_generation")
+        self._generations = generations
         _watch_reset(kernel, self)
 
     def __call__(self, *args, **kwargs):
@@ -216,8 +235,16 @@ class HelionKernel(Dispatcher):
             info = {"path": "helion", "reason": reason}
         else:
             fn = self._fast_fn(bound, args)
+            replay = fn if isinstance(fn, Replay) else None
             info = {"path": "fast", "config": bound._config, "launcher": self.launcher.__name__,
-                    "backend": kernel.settings.backend, "replay": getattr(fn, "__name__", "") == "replay"}
+                    "backend": kernel.settings.backend, "replay": replay is not None}
+            if replay is not None:
+                fn = replay.fn
+                direct, why = direct_recipe(replay, args, info, name=self.name,
+                                            knobs_keyed=self._knobs_keyed)
+                if direct is not None:
+                    return keys.Entry(words, MODE_DRIVER, **direct)
+                info["direct"] = why
         return keys.Entry(words, MODE_CALL, fn=fn, slow=lambda a: fn(*a), info=info)
 
     def _fast_fn(self, bound, args: tuple):
@@ -251,7 +278,8 @@ class HelionKernel(Dispatcher):
             _watch_set_config(bound, self)
             if launcher.__name__ == "fastdispatch_launcher":
                 # The host function's one launch, replayed on the inner Triton wrapper when it
-                # launches only the call's own tensors and key-fixed constants (helion_replay).
+                # launches only the call's own tensors and key-fixed constants (helion_replay):
+                # a Replay, which make_entry turns into a direct launch where it can.
                 replay = build_replay(run, args, self.roles, _wrapper_for, ROLE_CLASS)
                 if replay is not None:
                     return replay

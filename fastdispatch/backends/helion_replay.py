@@ -17,9 +17,14 @@ second execution of the kernel). The launch replays when what it recorded is exp
 A replay is ``inner[grid](*call_tensors_and_constants, num_warps, num_stages, ...)`` on the
 cached fastdispatch Triton wrapper, with the options positional and the ``BoundLaunch`` made
 once, so the inner call binds nothing. Anything else keeps the host function (Helion's
-generated code with fastdispatch's launcher). Helion >= 1.5 re-specializes bound kernels late:
-replays are built for Helion 1.4's bound kernels only (whose host function changes only through
-``set_config``, which invalidates the entries).
+generated code with fastdispatch's launcher). :func:`build_replay` returns a :class:`Replay`,
+which also describes the launch (inner wrapper, grid, which call argument or constant each
+launch argument is, the result): ``helion_direct`` turns it into an entry that launches the
+inner binary from C, with the replay as that entry's slow path.
+
+Helion >= 1.5 re-specializes bound kernels late: replays are built for Helion 1.4's bound
+kernels only (whose host function changes only through ``set_config``, which invalidates the
+entries).
 """
 from __future__ import annotations
 
@@ -28,12 +33,30 @@ import torch
 _OPTIONS = ("num_warps", "num_stages")
 
 
-class _Recorded(Exception):
-    """Raised by the recording launcher after the first launch it sees."""
+class Replay:
+    """A recorded launch. ``fn(*call_args)`` replays it on ``inner`` (the fastdispatch Triton
+    wrapper) with the recorded static ``grid`` and returns the call's argument
+    ``result_index`` (None: returns None). ``launch``: per launch argument ``("arg", i)`` (the
+    call's argument i, a tensor) or ``("const", value)``; ``tail``: one value per launch option
+    of ``inner`` (``inner.option_names``)."""
+
+    __slots__ = ("fn", "inner", "grid", "launch", "tail", "result_index")
+
+    def __init__(self, fn, inner, grid, launch, tail, result_index):
+        self.fn, self.inner, self.grid = fn, inner, grid
+        self.launch, self.tail, self.result_index = tuple(launch), tuple(tail), result_index
+
+    def inner_args(self, args: tuple) -> tuple:
+        """The inner wrapper's bound call (parameters, then launch options) for ``args``."""
+        return tuple(args[v] if kind == "arg" else v for kind, v in self.launch) + self.tail
+
+    def index_map(self) -> dict:
+        """Inner argument index -> the call's argument index, for the call's tensors."""
+        return {j: v for j, (kind, v) in enumerate(self.launch) if kind == "arg"}
 
 
 def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role: int):
-    """A function of the call's arguments that replays ``run``'s launch, or None."""
+    """The :class:`Replay` of ``run``'s launch for the call's arguments, or None."""
     if any(role == scalar_class_role and not isinstance(a, torch.Tensor) and a is not None
            for a, role in zip(args, roles)):
         return None   # a scalar keyed by class: its value may flow into the launch
@@ -88,9 +111,9 @@ def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role:
             def replay(*a):
                 launch(*a[:n], *consts)
                 return a[result_index]
-        return replay
+        return Replay(replay, inner, grid, plan, tail, result_index)
 
     def replay(*a):
         launch(*[a[v] if kind == "arg" else v for kind, v in plan], *tail)
         return None if result_index is None else a[result_index]
-    return replay
+    return Replay(replay, inner, grid, plan, tail, result_index)
