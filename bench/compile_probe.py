@@ -51,12 +51,19 @@ def _guard_manager(fn):
     return entries[0].guard_manager if entries else None
 
 
-def _interleaved(paths: dict, rounds=9, iterations=2000) -> dict:
+def _interleaved(paths: dict, rounds=31, iterations=500) -> dict:
+    """{name: [us per call per round]}: every path once per round, many short rounds, so the
+    host's drift (the H200 host's wall times move +-10% within a minute) spreads evenly."""
     samples = {name: [] for name in paths}
     for _ in range(rounds):
         for name, fn in paths.items():
             samples[name].append(_per_call_us(fn, iterations, 1))
-    return {name: statistics.median(v) for name, v in samples.items()}
+    return samples
+
+
+PAIRS = (("compiled: fastdispatch Triton wrapper", "compiled: native Triton kernel"),
+         ("compiled: fastdispatch wrapper, wrap-time grid of the arguments", "compiled: native Triton kernel"),
+         ("compiled: fastdispatch.scaled_mm 16x4096x4096", "compiled: torch._scaled_mm 16x4096x4096"))
 
 
 def _functional_scaled_mm_op():
@@ -96,22 +103,6 @@ def compile_paths(out_dir: str) -> None:
         axpy[(triton.cdiv(n, BLOCK),)](x, y, out, 2.0, n, BLOCK=BLOCK)
         return out
 
-    def native_positional(x, y, out):
-        n = x.numel()
-        axpy[(triton.cdiv(n, BLOCK),)](x, y, out, 2.0, n, BLOCK)
-        return out
-
-    def wrapper_attribute(x, y, out):
-        n = x.numel()
-        fast.kernel[(triton.cdiv(n, BLOCK),)](x, y, out, 2.0, n, BLOCK=BLOCK)
-        return out
-
-    unset = (None,) * len(fast.option_names)
-
-    def wrapper_unbound(x, y, out):
-        n = x.numel()
-        return fast._compiled_call((x, y, out, 2.0, n, BLOCK) + unset, (triton.cdiv(n, BLOCK),))
-
     by_args = fastdispatch.triton_kernel(axpy, grid=lambda x, y, out, a, n: (triton.cdiv(n, BLOCK),),
                                          constexprs={"BLOCK": BLOCK})
 
@@ -121,10 +112,7 @@ def compile_paths(out_dir: str) -> None:
 
     compiled = {"fastdispatch Triton wrapper": (with_fd, (x, y, out)),
                 "fastdispatch wrapper, wrap-time grid of the arguments": (wrapper_call, (x, y, out)),
-                "native Triton kernel": (with_triton, (x, y, out)),
-                "native Triton kernel, BLOCK positional": (native_positional, (x, y, out)),
-                "wrapper's .kernel[grid]": (wrapper_attribute, (x, y, out)),
-                "wrapper's _compiled_call (no bind)": (wrapper_unbound, (x, y, out))}
+                "native Triton kernel": (with_triton, (x, y, out))}
     from fastdispatch.kernels.scaled_mm.api import variant_for
     if variant_for(torch.cuda.get_device_capability()) == "sm90":
         m, n, k = 16, 4096, 4096
@@ -175,14 +163,21 @@ def compile_paths(out_dir: str) -> None:
                 local.update(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__)))
             guards[f"guard check only: {name}"] = lambda gm=gm, local=local: gm.check(local)
             text = str(gm)
-            with open(os.path.join(out_dir, f"guards_{fn.__name__}.txt"), "w") as f:
-                f.write(text)
+            with open(os.path.join(out_dir, "guards.txt"), "a") as f:
+                f.write(f"== {name}\n{text}\n")
             print(f"{name}: guard tree {len(text.splitlines())} lines, check -> {gm.check(local)}")
-    results = _interleaved({**paths, **eager})
-    results.update(_interleaved(guards, iterations=20000))
-    print("\n== torch.compile and the op boundary (us per call, medians of 9 interleaved rounds)")
-    for name, v in results.items():
-        print(f"  {name:<60} {v:8.2f}")
+    samples = _interleaved({**paths, **eager})
+    samples.update(_interleaved(guards, rounds=9, iterations=20000))
+    print("\n== torch.compile and the op boundary (us per call: median, [min, max] of the rounds)")
+    for name, v in samples.items():
+        print(f"  {name:<66} {statistics.median(v):8.2f}  [{min(v):.2f}, {max(v):.2f}]")
+    print("\n== paired ratios (each round's ratio, then their median and quartiles)")
+    for ours, theirs in PAIRS:
+        if ours in samples and theirs in samples:
+            ratios = sorted(a / b for a, b in zip(samples[ours], samples[theirs]))
+            q = statistics.quantiles(ratios, n=4)
+            print(f"  {ours.split(': ', 1)[1]} / {theirs.split(': ', 1)[1]}: {statistics.median(ratios):.3f} "
+                  f"[{q[0]:.3f}, {q[2]:.3f}]")
 
 
 def hot_path_steps() -> None:

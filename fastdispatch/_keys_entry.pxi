@@ -175,6 +175,7 @@ cdef class Entry:
                 return self._slow(args, grid)   # profilers' launch hooks need Triton's launcher
             if _api != NULL:
                 if _api.current_work_stream(K_DLCUDA, device_id, <void**>&stream) != 0:
+                    PyErr_Clear()   # its error is set; the slow path finds the stream its own way
                     return self._slow(args, grid)
             else:
                 stream = <fd_CUstream><uint64_t>_raw_stream(device_id)
