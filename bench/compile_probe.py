@@ -51,6 +51,25 @@ def _guard_manager(fn):
     return entries[0].guard_manager if entries else None
 
 
+def _compiled_graph(fn):
+    """The ``__compiled_fn_*`` Dynamo's transformed bytecode of ``fn`` calls (its first cache
+    entry), written with the bytecode into the guard file for reading; None if not found."""
+    import dis
+    import io
+
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list, innermost_fn
+    entries = _debug_get_cache_entry_list(innermost_fn(fn).__code__)
+    if not entries:
+        return None
+    code = entries[0].code
+    text = io.StringIO()
+    dis.dis(code, file=text)
+    with open(os.path.join(os.environ.get("OUT", "/tmp"), "guards.txt"), "a") as f:
+        f.write(f"== bytecode of {fn.__name__} ({len(entries)} cache entries)\n{text.getvalue()}\n")
+    names = [n for n in code.co_names if n.startswith("__compiled_fn")]
+    return fn.__globals__.get(names[0]) if names else None
+
+
 def _interleaved(paths: dict, rounds=31, iterations=500) -> dict:
     """{name: [us per call per round]}: every path once per round, many short rounds, so the
     host's drift (the H200 host's wall times move +-10% within a minute) spreads evenly."""
@@ -162,6 +181,14 @@ def compile_paths(out_dir: str) -> None:
             if fn.__closure__:   # free variables are frame locals to the guards (3.12)
                 local.update(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__)))
             guards[f"guard check only: {name}"] = lambda gm=gm, local=local: gm.check(local)
+        graph = _compiled_graph(fn)
+        try:
+            graph(*args) if graph is not None else None
+        except Exception as exc:  # noqa: BLE001  (its inputs are not the function's arguments)
+            print(f"{name}: graph not callable on the arguments ({type(exc).__name__}: {exc})")
+            graph = None
+        if graph is not None:   # Dynamo's graph callable alone: AOT wrappers + Inductor's call
+            paths[f"graph only: {name}"] = lambda graph=graph, args=args: graph(*args)
             text = str(gm)
             with open(os.path.join(out_dir, "guards.txt"), "a") as f:
                 f.write(f"== {name}\n{text}\n")
