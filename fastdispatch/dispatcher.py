@@ -139,12 +139,12 @@ class Dispatcher(keys.FastKernel):
     # boundary (~6-10 us, pytorch#177109). The op's schema is generic (arguments packed by
     # type, with a static layout list), so it is registered once, eagerly, at construction.
     # Every attribute the trace reads becomes a guard that the compiled function checks on
-    # each call (~25 ns per guard line on the H200 host, ``bench/compile_probe.py``), so the
-    # traced path reads as little as it can: ``_is_compiling`` bound here (one code guard, not
-    # torch -> compiler -> is_compiling), and a backend's ``_traced_call`` / ``_traced_getitem``.
+    # each call (~25 ns per guard line on the H200 host, ``bench/compile_probe.py``), hence
+    # ``_is_compiling`` bound at module level (one code guard, not torch -> compiler ->
+    # is_compiling). The Triton backend overrides both methods with Triton's own call.
     def __call__(self, *args, **kwargs):
         if _is_compiling():
-            return self._traced_call(args, kwargs)
+            return self._compiled_call(self.bind(args, kwargs), None)
         # Eager calls reach this only with the pure-Python key builder: its table call counts
         # hits per entry (as the C one does) and comes back to _handle_miss on a miss.
         return keys.FastKernel.__call__(self, *args, **kwargs)
@@ -152,16 +152,8 @@ class Dispatcher(keys.FastKernel):
     def __getitem__(self, grid):
         # As __call__: eager ``k[grid]`` runs C (mp_subscript); TorchDynamo traces this.
         if _is_compiling():
-            return self._traced_getitem(grid)
+            return lambda *args, **kwargs: self._compiled_call(self.bind(args, kwargs), grid)
         return keys.FastKernel.__getitem__(self, grid)
-
-    def _traced_call(self, args: tuple, kwargs: dict):
-        """What torch.compile traces for ``k(*args, **kwargs)``."""
-        return self._compiled_call(self.bind(args, kwargs), None)
-
-    def _traced_getitem(self, grid):
-        """What torch.compile traces for ``k[grid]``: a callable of the call's arguments."""
-        return lambda *args, **kwargs: self._compiled_call(self.bind(args, kwargs), grid)
 
     def _compiled_call(self, args: tuple, grid):
         """What torch.compile records for a call: this dispatcher's custom op (a backend may

@@ -227,10 +227,29 @@ def test_traced_direct_form_positional_limit(form):
     obj = _wrap_forms()[form]
     k = fastdispatch.triton_kernel(obj)
     limit = {"jit": 5, "heuristics": 4}.get(form, 3)   # x, out, n | BLOCK | EVEN
-    assert (k._traced_fixed, k._traced_max_positional) == ({}, limit)
+    assert k._traced[1:3] == ({}, limit)
     if form == "jit":
         k = fastdispatch.triton_kernel(obj, constexprs={"BLOCK": 64})
-        assert (k._traced_fixed, k._traced_max_positional) == ({"BLOCK": 64}, 3)
+        assert k._traced[1:3] == ({"BLOCK": 64}, 3)
+
+
+def test_eager_triton_calls_bypass_the_traced_methods(monkeypatch):
+    """Eager ``k[grid]`` and ``k(...)`` run the C slots, not the Python methods torch.compile
+    traces (OffHotPath.__getitem__ / __call__)."""
+    from fastdispatch import keys
+    from fastdispatch.backends.triton.offpath import OffHotPath
+    if keys.IMPLEMENTATION != "cython":
+        pytest.skip("the pure-Python key builder has no C slots")
+
+    def fail(self, *args, **kwargs):
+        raise AssertionError("an eager call went through a traced method")
+
+    monkeypatch.setattr(OffHotPath, "__getitem__", fail)
+    monkeypatch.setattr(OffHotPath, "__call__", fail)
+    k = fastdispatch.triton_kernel(_copy)   # a new instance re-installs the C slots on its type
+    assert type(k[(1,)]).__name__ == "BoundLaunch"
+    with pytest.raises(TypeError, match="missing argument"):   # C binder -> miss -> bind's error
+        k(torch.zeros(4))
 
 
 def test_plain_function_rejected():

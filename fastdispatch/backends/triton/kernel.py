@@ -112,10 +112,8 @@ class TritonKernel(OffHotPath, Dispatcher):
         held = [i for i, p in enumerate(self.params) if p.name in fixed or p.name in self.layers.provided]
         # Omitted defaults are passed too: Dynamo's META for a grid holds only what the call
         # passes (a grid reading an omitted BLOCK default would fail under torch.compile).
-        self._traced_fixed = dict(fixed)
-        self._traced_max_positional = held[0] if held else len(self.params)
-        self._traced_defaults = tuple((i, p.name, p.default) for i, p in enumerate(self.call_params)
-                                      if p.has_default)
+        self._traced = (kernel, dict(fixed), held[0] if held else len(self.params),
+                        tuple((i, p.name, p.default) for i, p in enumerate(self.call_params) if p.has_default))
         self._call_defaults = tuple(p.default if p.has_default else _NO_DEFAULT for p in self.call_params)
         self._broken_reason = None     # set once priming fails: every later entry is slow
         self._opaque = None            # set once a heuristic reads what no key can hold
