@@ -77,15 +77,18 @@ def _compiled_graph(fn):
 
 def _interleaved(paths: dict, rounds=31, iterations=500) -> dict:
     """{name: [us per call per round]}: every path once per round, many short rounds, so the
-    host's drift (the H200 host's wall times move +-10% within a minute) spreads evenly."""
+    host's drift (the H200 host's wall times move +-10% within a minute) spreads evenly; the
+    order rotates by one each round, so no path always runs first (or right after another)."""
     samples = {name: [] for name in paths}
-    for _ in range(rounds):
-        for name, fn in paths.items():
-            samples[name].append(_per_call_us(fn, iterations, 1))
+    names = list(paths)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            samples[name].append(_per_call_us(paths[name], iterations, 1))
     return samples
 
 
-PAIRS = (("compiled: fastdispatch Triton wrapper", "compiled: native Triton kernel"),
+PAIRS = (("compiled: native Triton kernel, a second copy", "compiled: native Triton kernel"),   # the null pair
+         ("compiled: fastdispatch Triton wrapper", "compiled: native Triton kernel"),
          ("compiled: fastdispatch wrapper, wrap-time grid of the arguments", "compiled: native Triton kernel"),
          ("compiled: fastdispatch.scaled_mm 16x4096x4096", "compiled: torch._scaled_mm 16x4096x4096"))
 
@@ -130,13 +133,19 @@ def compile_paths(out_dir: str) -> None:
         axpy[(triton.cdiv(n, BLOCK),)](x, y, out, 2.0, n, BLOCK=BLOCK)
         return out
 
+    def with_triton_copy(x, y, out):   # the same function again: what "no difference" measures
+        n = x.numel()
+        axpy[(triton.cdiv(n, BLOCK),)](x, y, out, 2.0, n, BLOCK=BLOCK)
+        return out
+
     def wrapper_call(x, y, out):
         BY_ARGS(x, y, out, 2.0, x.numel())
         return out
 
     compiled = {"fastdispatch Triton wrapper": (with_fd, (x, y, out)),
                 "fastdispatch wrapper, wrap-time grid of the arguments": (wrapper_call, (x, y, out)),
-                "native Triton kernel": (with_triton, (x, y, out))}
+                "native Triton kernel": (with_triton, (x, y, out)),
+                "native Triton kernel, a second copy": (with_triton_copy, (x, y, out))}
     from fastdispatch.kernels.scaled_mm.api import variant_for
     if variant_for(torch.cuda.get_device_capability()) == "sm90":
         m, n, k = 16, 4096, 4096
