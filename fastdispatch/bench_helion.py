@@ -20,6 +20,9 @@ HELION = "Helion's own call"
 FASTDISPATCH = "fastdispatch.helion_kernel"
 HELION_ALLOC = "Helion's own call, allocating out"
 FASTDISPATCH_ALLOC = "fastdispatch.helion_kernel, allocating out"
+RMS_SHAPE = (64, 1024)
+HELION_RMS = "Helion's own call, rms_norm 64x1024 bf16 (every column)"
+FASTDISPATCH_RMS = "fastdispatch.helion_kernel, rms_norm 64x1024 bf16"
 
 
 def _check(name, got, expected, reference):
@@ -79,6 +82,35 @@ def helion_paths(n: int) -> dict:
 
     return {HELION: helion, FASTDISPATCH: fd, HELION_ALLOC: helion_alloc,
             FASTDISPATCH_ALLOC: fd_alloc}
+
+
+def rms_norm_paths(device: str = "cuda") -> dict:
+    """``{path name: fn(iterations)}`` for the reduction kernel (``helion_kernels.rms_norm``,
+    allocating its output): Helion's own call and ``fastdispatch.helion_kernel``, checked first
+    (bit-identical to Helion's call, poisoned outputs; against torch within bf16's 2e-2)."""
+    import fastdispatch
+    from fastdispatch.kernels import helion_kernels as hk
+
+    wrapped = fastdispatch.helion_kernel(hk.rms_norm)
+    x = torch.randn(*RMS_SHAPE, device=device, dtype=torch.bfloat16)
+    w = torch.randn(RMS_SHAPE[1], device=device, dtype=torch.bfloat16)
+    expected = hk.rms_norm(x, w).clone()
+    torch.testing.assert_close(expected.float(), hk.rms_norm_reference(x, w).float(), rtol=2e-2, atol=2e-2)
+    for _ in range(2):   # the miss, then a hit
+        torch.full(RMS_SHAPE, float("nan"), device=device, dtype=torch.bfloat16)   # poisons the block reused next
+        got = wrapped(x, w)
+        if not torch.equal(got, expected):
+            raise RuntimeError("bench helion: fastdispatch rms_norm differs from Helion's own call")
+
+    def helion(k):
+        for _ in range(k):
+            hk.rms_norm(x, w)
+
+    def fd(k):
+        for _ in range(k):
+            wrapped(x, w)
+
+    return {HELION_RMS: helion, FASTDISPATCH_RMS: fd}
 
 
 def _null_launcher(*args, **kwargs):

@@ -144,6 +144,18 @@ def test_reduction_kernel_rms_norm():
     assert torch.equal(other, cpu_rms_norm(x, w, 1e-2)) and wrapped.num_entries == 1
 
 
+@interpreted
+def test_bench_rms_norm_paths_check_and_run():
+    """bench launch's reduction rows (the shipped rms_norm): built and checked (bit-identical to
+    Helion's call, close to torch) before timing; each path runs."""
+    from fastdispatch.bench_helion import FASTDISPATCH_RMS, HELION_RMS, rms_norm_paths
+
+    paths = rms_norm_paths("cpu")
+    assert set(paths) == {HELION_RMS, FASTDISPATCH_RMS}
+    for fn in paths.values():
+        fn(2)
+
+
 # -- guards: what Helion re-binds on reaches Helion's bind -----------------------------------------
 @interpreted
 def test_new_dtype_and_shape_reach_helions_bind():
