@@ -115,8 +115,9 @@ def _functional_scaled_mm_op():
 
 def compile_paths(out_dir: str) -> None:
     global FAST, BY_ARGS
-    # Module globals, as a user's wrapper made at import (and as ``axpy`` is): a closure
-    # variable costs the compiled frame its cell handling (~1 us on the H200 host).
+    # Module globals, as a user's wrapper made at import (and as ``axpy`` is), so both sides
+    # read their kernel object the same way (a closure cell, measured before the traced
+    # methods were trimmed, gave the same ratio within its quartiles).
     FAST = fastdispatch.triton_kernel(axpy)
     BY_ARGS = fastdispatch.triton_kernel(axpy, grid=lambda x, y, out, a, n: (triton.cdiv(n, BLOCK),),
                                          constexprs={"BLOCK": BLOCK})
