@@ -216,11 +216,14 @@ def run_launch_bench(iterations: int = 20000, repeats: int = 7) -> dict:
         for fn in paths.values():   # warm every path once
             fn(100)
     # Every repeat runs every (arity, path) cell once: drift of the host's or the GPU's clocks
-    # over the run spreads over all cells instead of biasing the arity measured first.
-    for _ in range(repeats):
+    # over the run spreads over all cells instead of biasing the arity measured first; the
+    # order of the paths rotates by one each repeat, so no path always follows the same one
+    # (a slow Triton row leaves the GPU idle for the row after it).
+    for r in range(repeats):
         for n, (paths, graph_time, _) in setups.items():
-            for name, fn in paths.items():
-                samples[n][name].append(_time_per_call(fn, iterations))
+            names = list(paths)
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                samples[n][name].append(_time_per_call(paths[name], iterations))
             samples[n][graph].append(graph_time(iterations))
     results = {}
     for n, (_, _, (static, call_args, expected, out)) in setups.items():
