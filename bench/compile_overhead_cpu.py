@@ -1,0 +1,103 @@
+"""What a user-defined object on the traced path costs a torch.compile'd call (CPU, no GPU).
+
+Issue 13's Triton path under torch.compile compiles to the same graph as the native call, yet
+each call is ~4% slower on the H200 host (``bench/compile_probe.py``). This reproduces that on
+the CPU with a stand-in op (``out.add_(x)``) instead of a Triton kernel, one process, rounds in
+rotating order, medians of paired per-round ratios against the native call:
+
+- ``fastdispatch-shaped``: a ``keys.FastKernel`` subclass whose traced ``__getitem__`` reads one
+  attribute and returns a closure calling the op (the shape of ``TritonKernel``'s traced path);
+- ``plain object``: the same on a plain Python object; ``attribute only``: ``Q._traced[0](...)``;
+- ``native copy``: a second compiled copy of the native function (the null pair).
+
+Measured on the CI CPU (torch 2.14.1): 1.026-1.044 / 1.017 / 1.012 / 0.998-1.003, while the
+guard check alone differs by only 0.1-0.4 us; ``perf diff`` puts the rest in guard evaluation
+in situ (GuardManager::check_nopybind, generic getattr on the object) and diffuse allocation/GC.
+Usage: ``python bench/compile_overhead_cpu.py``.
+"""
+import statistics
+import time
+
+import torch
+
+from fastdispatch import keys
+
+_is_compiling = torch.compiler.is_compiling
+
+
+def op(x, out):
+    out.add_(x)
+
+
+class FastShaped(keys.FastKernel):
+    def __getitem__(self, grid):
+        if not _is_compiling():
+            return keys.FastKernel.__getitem__(self, grid)
+        kernel = self._traced[0]
+
+        def traced(*args, **kwargs):
+            return kernel(*args, **kwargs)
+        return traced
+
+
+class Plain:
+    def __getitem__(self, grid):
+        kernel = self._traced[0]
+
+        def traced(*args, **kwargs):
+            return kernel(*args, **kwargs)
+        return traced
+
+
+W = FastShaped(bytes([keys.ROLE_CLASS] * 2), lambda *a: None)
+P, Q = Plain(), Plain()
+W._traced = P._traced = Q._traced = (op,)
+
+
+def fastdispatch_shaped(x, out):
+    W[(1,)](x, out)
+    return out
+
+
+def plain_object(x, out):
+    P[(1,)](x, out)
+    return out
+
+
+def attribute_only(x, out):
+    Q._traced[0](x, out)
+    return out
+
+
+def native(x, out):
+    op(x, out)
+    return out
+
+
+def native_copy(x, out):
+    op(x, out)
+    return out
+
+
+def main(rounds: int = 31, calls: int = 2000):
+    x, out = torch.randn(16), torch.zeros(16)
+    fns = {f.__name__: torch.compile(f, fullgraph=True)
+           for f in (fastdispatch_shaped, plain_object, attribute_only, native, native_copy)}
+    for f in fns.values():
+        f(x, out)
+        f(x, out)
+    samples = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fns[name](x, out)
+            samples[name].append((time.perf_counter() - t0) / calls * 1e6)
+    for name, values in samples.items():
+        ratio = statistics.median(a / b for a, b in zip(values, samples["native"]))
+        print(f"{name:<22} {statistics.median(values):7.2f} us   {ratio:.3f}x native")
+
+
+if __name__ == "__main__":
+    main()
