@@ -26,15 +26,17 @@ cdef class Entry:
     cdef tuple globals_guard        # ((globals_dict, name, value), ...)
     cdef bint watch_hooks
     cdef readonly object info       # free-form, for stats and debugging
-    cdef readonly int result_index  # MODE_DRIVER returns args[result_index]; -1: None
+    cdef readonly int result_index  # MODE_DRIVER returns (args + allocated)[result_index]; -1: None
+    cdef readonly tuple allocs      # ((make, arg index or -1), ...): tensors each launch allocates
     cdef readonly unsigned long long hits
     cdef unsigned long long clock_mark   # hits when the CLOCK hand last passed
     cdef _set_plan(self, dict plan, grid)
     cdef int _grid(self, tuple args, const uint64_t* slots, const ArgView* views, bint have_views,
                    object grid, unsigned int* g) except -1
     cdef int _sizes(self, object result, unsigned int* g) except -1
-    cdef object run(self, tuple args, const uint64_t* slots, const ArgView* views, bint have_views,
+    cdef object run(self, tuple args, uint64_t* slots, const ArgView* views, bint have_views,
                     int device_id, object knobs_runtime, object grid)
+    cdef tuple _allocate(self, tuple args, uint64_t* slots)
     cdef object _slow(self, tuple args, object grid)
     cdef object _slow_python(self, FastKernel kernel, tuple args, object grid)
 

@@ -1,6 +1,19 @@
 # Included by _keys.pyx (one Cython module: the classes share its C-level state).
 # Entry: one published specialization and how it launches (per call: run, _grid).
 
+cdef tuple _checked_allocs(allocs):
+    """``Entry(allocs=...)`` as a tuple of ``(make, index)`` pairs, or None for none."""
+    if allocs is None or len(allocs) == 0:
+        return None
+    checked = []
+    for j, spec in enumerate(allocs):
+        if not (isinstance(spec, tuple) and len(spec) == 2 and callable(spec[0])
+                and type(spec[1]) is int and -1 <= spec[1] < MAX_ARGS):
+            raise ValueError(f"allocs[{j}] must be (callable, argument index or -1), got {spec!r}")
+        checked.append(spec)
+    return tuple(checked)
+
+
 cdef class Entry:
     """One published specialization (see the pxd). Built by the dispatcher on a miss.
 
@@ -10,8 +23,13 @@ cdef class Entry:
     whose program this entry does not know yet; it may add one with :meth:`set_grid_program`.
     ``pre_call(args)``: run in Python before every launch (Triton config ``pre_hook``s).
     ``result_index``: a MODE_DRIVER launch returns the call's argument at this index (a kernel
-    that writes and returns one of its arguments, e.g. Helion's ``out``); -1, the default,
-    returns None. ``slow`` must return the same (its result is returned on the slow branches).
+    that writes and returns one of its arguments, e.g. Helion's ``out``), or, past the call's
+    arguments, the tensor it allocated (``allocs``); -1, the default, returns None. ``slow``
+    must return the same (its result is returned on the slow branches).
+    ``allocs``: tensors a MODE_DRIVER launch allocates before it launches, ``((make, index),
+    ...)``: ``make(args[index])`` (``torch.empty_like``), or ``make()`` for index -1; the j-th
+    one's data pointer is argument slot ``len(args) + j`` of the plan (Helion's host function
+    allocating its output: ``helion_direct``). A Python call each: ~1 us per tensor.
     """
 
     def __cinit__(self):
@@ -23,7 +41,7 @@ cdef class Entry:
 
     def __init__(self, words, int mode, *, plan=None, grid=None, grid_fn=None, grid_slow=None,
                  fn=None, slow=None, globals_guard=(), watch_hooks=False, pre_call=None, info=None,
-                 int result_index=-1):
+                 int result_index=-1, allocs=None):
         cdef Py_ssize_t i
         self.n_words = len(words)
         self.words = <uint64_t*>malloc(max(self.n_words, 1) * sizeof(uint64_t))
@@ -37,6 +55,7 @@ cdef class Entry:
         self.pre_call = pre_call
         self.info = info
         self.result_index = result_index
+        self.allocs = _checked_allocs(allocs)
         self.grid_prog = None
         self.grid_call = None
         self.grid_fn = grid_fn
@@ -160,11 +179,12 @@ cdef class Entry:
             g[i] = <unsigned int>value
         return 0
 
-    cdef object run(self, tuple args, const uint64_t* slots, const ArgView* views, bint have_views,
+    cdef object run(self, tuple args, uint64_t* slots, const ArgView* views, bint have_views,
                     int device_id, object knobs_runtime, object grid):
         cdef fd_CUstream stream = NULL
         cdef int rc
         cdef unsigned int g[3]
+        cdef tuple made = None
         self.hits += 1
         if self.pre_call is not None:
             self.pre_call(args)
@@ -179,6 +199,10 @@ cdef class Entry:
                     return self._slow(args, grid)
             else:
                 stream = <fd_CUstream><uint64_t>_raw_stream(device_id)
+            if self.allocs is not None:
+                made = self._allocate(args, slots)   # before the grid: it may read their slots
+                if made is None:
+                    return self._slow(args, grid)
             self._grid(args, slots, views, have_views, grid, g)
             if _release_gil:
                 with nogil:
@@ -188,16 +212,47 @@ cdef class Entry:
             if rc != 0:
                 raise RuntimeError(f"fastdispatch: cuLaunchKernelEx failed: {error_string(rc)}")
             if self.result_index >= 0:   # one int compare for entries that return None
-                if self.result_index >= PyTuple_GET_SIZE(args):
-                    raise IndexError(f"fastdispatch: result_index {self.result_index} of a call "
-                                     f"with {PyTuple_GET_SIZE(args)} arguments")
-                return <object>PyTuple_GET_ITEM(args, self.result_index)
+                if self.result_index < PyTuple_GET_SIZE(args):
+                    return <object>PyTuple_GET_ITEM(args, self.result_index)
+                if made is not None and self.result_index - PyTuple_GET_SIZE(args) < PyTuple_GET_SIZE(made):
+                    return made[self.result_index - PyTuple_GET_SIZE(args)]
+                raise IndexError(f"fastdispatch: result_index {self.result_index} of a call "
+                                 f"with {PyTuple_GET_SIZE(args)} arguments")
             return None
         if self.mode == MODE_CALL:
             return self.fn(*args)
         if self.mode == MODE_SLOW:
             return self._slow(args, grid)
         return None  # MODE_NULL: key + lookup only (CPU tests, `bench keys`)
+
+    cdef tuple _allocate(self, tuple args, uint64_t* slots):
+        """The ``allocs`` tensors for this call, their data pointers in the slots after the
+        call's arguments; None when they do not fit the slot buffer (the slow path)."""
+        cdef Py_ssize_t nargs = PyTuple_GET_SIZE(args), n = PyTuple_GET_SIZE(self.allocs), j
+        cdef fd_DLTensor dl
+        cdef tuple made, spec
+        cdef int index
+        if nargs + n > MAX_ARGS:
+            return None
+        made = PyTuple_New(n)
+        for j in range(n):
+            spec = <tuple>PyTuple_GET_ITEM(self.allocs, j)
+            index = spec[1]
+            if index >= nargs:
+                raise IndexError(f"fastdispatch: allocs[{j}] reads argument {index} of a call with "
+                                 f"{nargs} arguments")
+            tensor = spec[0](<object>PyTuple_GET_ITEM(args, index)) if index >= 0 else spec[0]()
+            if Py_TYPE(tensor) != _tensor_type:
+                raise TypeError(f"fastdispatch: allocs[{j}] made {type(tensor).__name__}, not a tensor")
+            if _api != NULL:
+                if _api.dltensor_from_py_object_no_sync(<void*>tensor, &dl) != 0:
+                    raise RuntimeError("fastdispatch: cannot read an allocated tensor")
+                slots[nargs + j] = <uint64_t>dl.data + dl.byte_offset
+            else:
+                slots[nargs + j] = <uint64_t>tensor.data_ptr()
+            Py_INCREF(tensor)    # PyTuple_SET_ITEM steals a reference
+            PyTuple_SET_ITEM(made, j, tensor)
+        return made
 
     cdef inline object _slow(self, tuple args, object grid):
         return self.slow(args) if grid is None else self.slow(args, grid)
@@ -239,8 +294,8 @@ cdef class Entry:
         cdef fd_CUstream stream = NULL
         cdef long i
         cdef int rc = 0
-        if self.mode != MODE_DRIVER:
-            raise ValueError("floor_loop needs a direct-launch entry")
+        if self.mode != MODE_DRIVER or self.allocs is not None:
+            raise ValueError("floor_loop needs a direct-launch entry that allocates nothing")
         if kernel._build(args, words, slots, views, &device_id) < 0:
             raise ValueError("floor_loop: arguments not readable in C")
         self._grid(args, slots, views, True, None, g)

@@ -255,11 +255,12 @@ class Entry:
     """One published specialization (the twin of ``_keys.Entry``)."""
 
     __slots__ = ("key_words", "mode", "fn", "slow", "info", "hits", "grid", "grid_fn",
-                 "grid_slow", "grid_programs", "pre_call", "result_index", "__weakref__")
+                 "grid_slow", "grid_programs", "pre_call", "result_index", "allocs",
+                 "__weakref__")
 
     def __init__(self, words, mode, *, plan=None, grid=None, grid_fn=None, grid_slow=None,
                  fn=None, slow=None, globals_guard=(), watch_hooks=False, pre_call=None, info=None,
-                 result_index=-1):
+                 result_index=-1, allocs=None):
         if mode == MODE_CALL and fn is None:
             raise ValueError("MODE_CALL entry needs fn")
         if mode != MODE_NULL and slow is None:
@@ -269,6 +270,7 @@ class Entry:
         self.grid, self.grid_fn, self.grid_slow, self.pre_call = grid, grid_fn, grid_slow, pre_call
         self.grid_programs: dict = {}
         self.result_index = int(result_index)   # C's direct launch returns args[i]; slow the same
+        self.allocs = tuple(allocs) if allocs else None   # C allocates them; slow does its own
         self.hits = 0
 
     @property

@@ -561,8 +561,8 @@ def test_gpu_bench_paths_smoke():
                     reason="replays are built for Helion 1.4's bound kernels only (helion_replay.py)")
 def test_host_launch_replayed_when_it_only_launches_the_call_tensors():
     """add2/8/16 (out given) replay their one launch: correct, the call's own out returned, one
-    hit, and the host function is not run on a hit; an allocating kernel keeps the host
-    function (its output is a new tensor every call)."""
+    hit, and the host function is not run on a hit; an allocating kernel replays its allocation
+    too (``torch.empty_like``): a new tensor every call, the host function not run."""
     from fastdispatch.kernels import helion_kernels as hk
 
     for n, kern in hk.ADD_KERNELS.items():
@@ -585,8 +585,18 @@ def test_host_launch_replayed_when_it_only_launches_the_call_tensors():
     alloc = fastdispatch.helion_kernel(hk.add2_alloc)
     x, y = torch.randn(1000), torch.randn(1000)
     alloc(x, y)
-    assert alloc.entries()[0].info["replay"] is False
-    assert torch.equal(alloc(x, y), x + y)
+    entry = alloc.entries()[0]
+    assert entry.info["replay"] is True
+    bound = hk.add2_alloc.bind((x, y))
+    saved, runs = bound._run, []
+    bound._run = lambda *a, **kw: runs.append(1) or saved(*a, **kw)
+    try:
+        first, second = alloc(x, y), alloc(x, y)
+    finally:
+        bound._run = saved
+    assert runs == [] and entry.hits == 2
+    assert first is not second and first.data_ptr() != second.data_ptr()
+    assert torch.equal(first, x + y) and torch.equal(second, x + y)
 
 
 @interpreted

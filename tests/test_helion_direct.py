@@ -241,6 +241,174 @@ def test_direct_recipe_refuses_before_touching_the_inner_wrapper():
     assert first_cuda_device((x, 3, None)) is None
 
 
+# -- allocations: Entry(allocs=...) and the host functions whose allocation replays ---------------
+@needs_ext
+def test_driver_entry_allocates_and_returns_the_allocation():
+    """allocs: a new tensor per call (empty_like of the named argument, or make()), returned
+    when result_index points past the call's arguments; the miss's own launch the same."""
+    k = _keys_c.FastKernel(bytes([keys.ROLE_EXACT] * 2), lambda *a: "miss")
+    x, y = torch.zeros(4, 3), torch.zeros(4, 3)
+    words = k.key_of(x, y)
+    made = []
+
+    def like(t):
+        made.append(torch.empty_like(t))
+        return made[-1]
+    plan = _plan([PTR, PTR, PTR, PTR, NULL], [0, 1, 2, 3, 0])
+    entry = _keys_c.Entry(words, keys.MODE_DRIVER, plan=plan, grid=(0,), slow=lambda a: "slow",
+                          allocs=((like, 1), (lambda: torch.empty(2), -1)), result_index=2)
+    assert entry.allocs[0] == (like, 1) and entry.allocs[1][1] == -1
+    k.publish(entry)
+    with _NoExchangeApi():
+        first = k(x, y)
+        second = k(x, y)
+        assert first is made[0] and second is made[1]          # the first allocation, per call
+        assert first is not x and first.shape == (4, 3) and entry.hits == 2
+        assert entry.launch(k, (x, y)) is made[2] and entry.hits == 2
+        scratch = _keys_c.Entry(words, keys.MODE_DRIVER, plan=plan, grid=(0,), slow=lambda a: None,
+                                allocs=((like, 0), (like, 0)), result_index=3)
+        assert scratch.launch(k, (x, y)) is made[-1]
+        with pytest.raises(ValueError, match="allocates nothing"):
+            entry.floor_loop(k, (x, y), 1)
+        bad_index = _keys_c.Entry(words, keys.MODE_DRIVER, plan=plan, grid=(0,), slow=lambda a: None,
+                                  allocs=((like, 5),))
+        with pytest.raises(IndexError, match="allocs\\[0\\] reads argument 5"):
+            bad_index.launch(k, (x, y))
+        not_tensor = _keys_c.Entry(words, keys.MODE_DRIVER, plan=plan, grid=(0,), slow=lambda a: None,
+                                   allocs=((lambda: 3, -1),))
+        with pytest.raises(TypeError, match="made int, not a tensor"):
+            not_tensor.launch(k, (x, y))
+    for bad in [((like,),), ((3, 0),), ((like, "0"),), ((like, -2),), (like,)]:
+        with pytest.raises(ValueError, match="allocs"):
+            _keys_c.Entry(words, keys.MODE_DRIVER, plan=plan, grid=(0,), slow=lambda a: None, allocs=bad)
+    assert _keys_c.Entry(words, keys.MODE_DRIVER, plan=plan, grid=(0,), slow=lambda a: None,
+                         allocs=()).allocs is None
+    twin = _keys_py.Entry(words, keys.MODE_DRIVER, slow=lambda a: "slow", allocs=((like, 0),))
+    assert twin.allocs == ((like, 0),) and twin.run((x, y)) == "slow"
+
+
+# Host functions shaped like Helion's generated code (their source is read: module level).
+def _host_alloc(t0, t1, *, _launcher=None):
+    """doc"""
+    m, n = t0.size()
+    assert t1.size(0) == m, f"{t1.size(0)} rows for {m}"
+    out = torch.empty_like(t0)
+    tmp = torch.empty([m], dtype=torch.float32, device=t0.device)
+    _BLOCK = 1024
+    _launcher(_host_alloc, (m,), t0, t1, out, tmp, _BLOCK, num_warps=4, num_stages=1)
+    return out
+
+
+def _host_zeros(t0, t1, *, _launcher=None):
+    out = torch.zeros_like(t0)
+    _launcher(_host_zeros, (1,), t0, t1, out, num_warps=4)
+    return out
+
+
+def _host_fill(t0, t1, *, _launcher=None):
+    out = torch.empty_like(t0)
+    out.fill_(0)
+    _launcher(_host_fill, (1,), t0, t1, out, num_warps=4)
+    return out
+
+
+def _host_copy(t0, t1, *, _launcher=None):
+    out = t0.clone()
+    _launcher(_host_copy, (1,), t0, t1, out, num_warps=4)
+    return out
+
+
+def _host_branch(t0, t1, *, _launcher=None):
+    out = torch.empty_like(t0)
+    if t0.size(0) > 2:
+        pass
+    _launcher(_host_branch, (1,), t0, t1, out, num_warps=4)
+    return out
+
+
+def _host_twice(t0, t1, *, _launcher=None):
+    out = torch.empty_like(t0)
+    _launcher(_host_twice, (1,), t0, t1, out, num_warps=4)
+    _launcher(_host_twice, (1,), t0, out, out, num_warps=4)
+    return out
+
+
+def _host_view(t0, t1, *, _launcher=None):
+    out = torch.empty([2 * t0.size(0), t0.size(1)], dtype=t0.dtype, device=t0.device)[: t0.size(0)]
+    _launcher(_host_view, (1,), t0, t1, out, num_warps=4)
+    return out
+
+
+def _host_transposed(t0, t1, *, _launcher=None):
+    out = torch.empty_strided([t0.size(0), t0.size(1)], [1, t0.size(0)], dtype=t0.dtype, device=t0.device)
+    _launcher(_host_transposed, (1,), t0, t1, out, num_warps=4)
+    return out
+
+
+def test_allocation_only_reason_reads_the_host_source():
+    from fastdispatch.backends.helion_replay import allocation_only_reason
+
+    assert allocation_only_reason(_host_alloc) is None
+    assert allocation_only_reason(_host_transposed) is None
+    assert "zeros_like" in allocation_only_reason(_host_zeros)
+    assert "fill_" in allocation_only_reason(_host_fill)
+    assert "clone" in allocation_only_reason(_host_copy)
+    assert "If statement" in allocation_only_reason(_host_branch)
+    assert "2 times" in allocation_only_reason(_host_twice)
+    assert "no source" in allocation_only_reason(eval("lambda *a, _launcher=None: None"))
+    fake = type(_host_alloc)(_host_alloc.__code__, {"torch": object()})
+    assert "not the modules" in allocation_only_reason(fake)
+
+
+class _FakeInner:
+    """The inner fastdispatch wrapper a replay launches: records its calls."""
+
+    def __init__(self, names):
+        self.param_names, self.option_names, self.calls = names, ("num_warps", "num_stages"), []
+
+    def __getitem__(self, grid):
+        return lambda *a: self.calls.append((grid, a))
+
+
+def _build(run, args, names):
+    from fastdispatch.backends.helion_replay import build_replay
+
+    inner = _FakeInner(names)
+    return build_replay(run, args, bytes([keys.ROLE_EXACT] * len(args)), lambda fn: inner,
+                        keys.ROLE_RUNTIME), inner
+
+
+def test_build_replay_replays_the_allocations():
+    x, y = torch.randn(3, 5), torch.randn(3, 5)
+    replay, inner = _build(_host_alloc, (x, y), ("t0", "t1", "out", "tmp", "BLOCK"))
+    assert replay is not None
+    assert replay.launch == (("arg", 0), ("arg", 1), ("arg", 2), ("arg", 3), ("const", 1024))
+    assert replay.allocs[0] == (torch.empty_like, 0)          # out: empty_like(t0)
+    make, index = replay.allocs[1]                             # tmp: empty_strided, recorded
+    assert index == -1 and make().shape == (3,) and make().dtype == torch.float32
+    assert replay.result_index == 2 and replay.index_map()[2] == 2
+    assert replay.alloc_devices == (x.device, x.device)
+    got = replay.fn(x, y)
+    (grid, launched), = inner.calls
+    assert grid == (3,) and launched[0] is x and launched[1] is y and launched[2] is got
+    assert got.shape == x.shape and got.stride() == x.stride() and got is not x
+    assert launched[3].shape == (3,) and launched[4:] == (1024, 4, 1)
+    assert replay.fn(x, y) is not got                          # a new tensor per call
+    ext = replay.extended((x, y))
+    assert len(ext) == 4 and ext[2].shape == x.shape
+    transposed, _ = _build(_host_transposed, (x, y), ("t0", "t1", "out"))
+    make, index = transposed.allocs[0]                         # not what empty_like(t0) gives
+    assert index == -1 and make().stride() == (1, 3)
+
+
+@pytest.mark.parametrize("host", [_host_zeros, _host_fill, _host_copy, _host_branch, _host_twice,
+                                  _host_view])
+def test_build_replay_keeps_the_host_function(host):
+    x, y = torch.randn(3, 5), torch.randn(3, 5)
+    replay, _ = _build(host, (x, y), ("t0", "t1", "out"))
+    assert replay is None
+
+
 # -- GPU: the direct entry end to end (Helion 1.4) ---------------------------------------------------
 def _helion_14() -> bool:
     if helion is None:
@@ -291,6 +459,8 @@ def _direct_cases():
             return (*[torch.randn(size, device="cuda", generator=g) for _ in range(n)],
                     torch.full((size,), float("nan"), device="cuda"))
         cases[f"add{n}"] = (kern, make, n)
+        cases[f"add{n}_alloc"] = (hk.ADD_ALLOC_KERNELS[n], lambda size, seed, make=make: make(size, seed)[:-1],
+                                  NEW)
     scale_rows, scale_ = _local_kernels()
 
     def make_rows(size, seed):
@@ -306,6 +476,17 @@ def _direct_cases():
     return cases
 
 
+#: ``result_at`` of a kernel returning a tensor its host function allocated.
+NEW = "new"
+
+
+def _poison_allocator(like: torch.Tensor) -> None:
+    """Leave a NaN-filled block of ``like``'s size in the caching allocator, so the next
+    allocation of that size (the kernel's output) starts as NaN, not as zeros or old results."""
+    torch.full_like(like, float("nan"))
+    torch.cuda.synchronize()
+
+
 def _copies(args):
     return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
 
@@ -315,11 +496,18 @@ def _check_call(wrapped, kern, make, result_at, size, seed):
     args = make(size, seed)
     theirs = _copies(args)
     expected = kern(*theirs)
+    if result_at == NEW:
+        _poison_allocator(expected)
     result = wrapped(*args)
     torch.cuda.synchronize()
     if result_at is None:
         assert result is None and expected is None
         got, want = args[0], theirs[0]
+    elif result_at == NEW:                                # allocated per call, like Helion's
+        assert all(result is not a and result.data_ptr() != a.data_ptr()
+                   for a in args if isinstance(a, torch.Tensor))
+        assert result.shape == expected.shape and result.stride() == expected.stride()
+        got, want = result, expected
     else:
         assert result is args[result_at]                  # the call's own out, not a copy
         got, want = result, expected
@@ -328,7 +516,8 @@ def _check_call(wrapped, kern, make, result_at, size, seed):
 
 @pytest.mark.gpu
 @needs_helion_14
-@pytest.mark.parametrize("name", ["add2", "add8", "add16", "scale_rows", "scale_"])
+@pytest.mark.parametrize("name", ["add2", "add8", "add16", "scale_rows", "scale_", "add2_alloc",
+                                  "add8_alloc", "add16_alloc"])
 def test_gpu_direct_entry_is_bit_identical_to_helion(name):
     """After the miss the entry is the direct launch; each hit on fresh random data (outputs
     NaN-poisoned) equals Helion's own call bit for bit and returns the call's own ``out``; a
@@ -341,7 +530,9 @@ def test_gpu_direct_entry_is_bit_identical_to_helion(name):
     (entry,) = wrapped.entries()
     assert entry.mode == keys.MODE_DRIVER, entry.info.get("direct")
     assert entry.info["direct"] is True and entry.info["replay"] is True
-    assert entry.result_index == (-1 if result_at is None else result_at)
+    n_args = len(make(64, 0))
+    assert entry.result_index == {None: -1, NEW: n_args}.get(result_at, result_at)
+    assert (entry.allocs is not None) == (result_at == NEW)
     for seed in (1, 2, 3):
         _check_call(wrapped, kern, make, result_at, 4096, seed)   # hits: the direct launch
     assert entry.hits == 3
@@ -386,6 +577,34 @@ def test_gpu_direct_entry_under_cuda_graph_capture():
     with pytest.raises(RuntimeError, match="(?i)warm up first"):
         with torch.cuda.graph(torch.cuda.CUDAGraph()):
             k(z, z.clone(), torch.empty_like(z))
+
+
+@pytest.mark.gpu
+@needs_helion_14
+def test_gpu_allocating_direct_entry_under_cuda_graph_capture():
+    """An allocating direct entry captured after warm-up: its allocation comes from the graph's
+    pool, and each replay rewrites that tensor with the graph's inputs."""
+    import fastdispatch
+    from fastdispatch.kernels import helion_kernels as hk
+
+    k = fastdispatch.helion_kernel(hk.add2_alloc)
+    x, y = torch.randn(4096, device="cuda"), torch.randn(4096, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        k(x, y)                                       # the miss, outside capture
+        k(x, y)
+    torch.cuda.current_stream().wait_stream(side)
+    (entry,) = k.entries()
+    assert entry.mode == keys.MODE_DRIVER and entry.allocs is not None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = k(x, y)
+    captured.fill_(float("nan"))
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured, hk.add2_alloc(x, y))
 
 
 _CFG = helion.Config(block_sizes=[256], num_warps=4, num_stages=1) if helion else None

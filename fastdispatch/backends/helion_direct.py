@@ -6,8 +6,10 @@ fastdispatch Triton hit of the same kernel body (2/8/16 inputs, measured on the 
 Instead, the outer entry is a MODE_DRIVER entry that launches the inner wrapper's own entry for
 the recorded launch: its launch plan with each parameter's argument index moved from the inner
 call to the outer one (:func:`remap_plan`), the recorded grid, the inner entry's guards, and
-``result_index`` returning the call's ``out``. A hit is the outer key in C, a table find and
-``cuLaunchKernelEx``, with no Python frame.
+``result_index`` returning the call's ``out`` -- or the tensor the host function allocated,
+which the entry allocates per call (``Entry(allocs=...)``: ``torch.empty_like`` called from C,
+its data pointer in the argument slot after the call's). A hit is the outer key in C, a table
+find, the allocations and ``cuLaunchKernelEx``, with no Python frame of ours.
 
 Why it is the same launch (each point is checked in :func:`direct_recipe`; anything else keeps
 the replay, and the reason is in the entry's ``info["direct"]``):
@@ -16,7 +18,8 @@ the replay, and the reason is in the entry's ``info["direct"]``):
   launch, under the inner wrapper's own lock and double check): MODE_DRIVER, made from its
   recipe, no ``pre_call`` (config pre-hooks), no autotune / heuristics layers;
 - every kernel parameter reads an inner argument that is one of the call's tensors (a replay
-  names each by identity, and refuses aliased calls): a tensor's slot is its data pointer plus
+  names each by identity, and refuses aliased calls) or one of its allocations (on the launch
+  device; ``helion_replay`` says when an allocation replays): a tensor's slot is its data pointer plus
   byte offset under every role, in both key builders (``_keys_table.pxi`` ``_build``,
   ``_keys_py.arg_words``), so the remapped parameter reads the same value. Constants and
   launch options are constexprs of the binary, read by no parameter; a runtime scalar among
@@ -105,7 +108,8 @@ def direct_recipe(replay, args: tuple, info: dict, *, name: str, knobs_keyed: bo
     inner = replay.inner
     if not isinstance(inner, TritonKernel) or inner.layers.layers:
         return None, "the inner wrapper has autotune or heuristics layers"
-    if not all(type(args[i]) in (torch.Tensor, torch.nn.Parameter) for i in replay.index_map().values()):
+    if not all(type(args[i]) in (torch.Tensor, torch.nn.Parameter)
+               for i in replay.index_map().values() if i < len(args)):   # past them: allocations
         return None, "a launch argument is not a plain tensor"
     try:
         entry, recipe = inner_entry(inner, replay.inner_args(args))
@@ -137,6 +141,8 @@ def direct_keywords(replay, device, entry, recipe, info: dict, name: str):
         return None, "a kernel parameter reads a constant (a runtime scalar)"
     if device is None or device != recipe["info"].get("device"):
         return None, "the call's launch device is not the inner entry's"
+    if not all(d.type == "cuda" and d.index == device for d in replay.alloc_devices):
+        return None, "the host function allocates on another device than the launch's"
     grid = replay.grid
     if not 1 <= len(grid) <= 3 or not all(type(g) is int and 0 <= g < 2 ** 32 for g in grid):
         return None, f"grid {grid!r} out of range"
@@ -152,5 +158,6 @@ def direct_keywords(replay, device, entry, recipe, info: dict, name: str):
         grid=tuple(grid), grid_slow=_no_grid(name), slow=slow,
         globals_guard=recipe["globals_guard"], watch_hooks=recipe["watch_hooks"],
         result_index=-1 if replay.result_index is None else replay.result_index,
+        allocs=replay.allocs or None,
         info={**info, "direct": True, "inner": recipe["info"], "recipe": recipe})
     return keywords, None

@@ -1,32 +1,49 @@
 """Replaying a Helion host function's one launch, so a hit skips the host function too.
 
 Lifetime: per key (a miss builds the replay; a hit runs it). Helion's generated host function
-is Python: for a kernel that allocates nothing and launches once it only computes the grid and
-the launch arguments, all fixed by our key (exact shapes, constexprs) and the bound config.
-At a miss the host function runs once with a *recording* launcher (nothing is launched: no
-second execution of the kernel). The launch replays when what it recorded is expressible:
+is Python: for a kernel that launches once it only allocates outputs, computes the grid and
+passes the launch arguments, all fixed by our key (exact shapes, dtypes, constexprs) and the
+bound config. At a miss the host function runs once with a *recording* launcher (nothing is
+launched: no second execution of the kernel). The launch replays when what it recorded is
+expressible:
 
 - exactly one launch, with launch options among ``num_warps`` / ``num_stages``, a grid of ints;
-- every tensor argument is one of the call's own tensors (the same object; views, allocations
-  and copies are not), every other argument a constant that our key fixes: an int, float or
-  bool, and the call has no scalar argument keyed by class only (whose value could reach it);
+- every tensor argument is one of the call's own tensors (the same object; views and copies
+  are not) or a tensor the host function allocated (below), every other argument a constant
+  that our key fixes: an int, float or bool, and the call has no scalar argument keyed by class
+  only (whose value could reach it);
 - no tensor is passed twice in the call (aliased arguments: identity could not tell which
   argument a launch argument stands for, and the next call with the same key may not alias);
-- the host function returns one of the call's arguments (or None).
+- the host function returns one of the call's arguments, a tensor it allocated, or None.
 
-A replay is ``inner[grid](*call_tensors_and_constants, num_warps, num_stages, ...)`` on the
-cached fastdispatch Triton wrapper, with the options positional and the ``BoundLaunch`` made
-once, so the inner call binds nothing. Anything else keeps the host function (Helion's
-generated code with fastdispatch's launcher). :func:`build_replay` returns a :class:`Replay`,
-which also describes the launch (inner wrapper, grid, which call argument or constant each
-launch argument is, the result): ``helion_direct`` turns it into an entry that launches the
-inner binary from C, with the replay as that entry's slow path.
+**Allocations.** A launch tensor that is none of the call's is replayed as an allocation when
+the host function's source (:func:`allocation_only_reason`) does nothing but bind names to
+pure expressions of sizes, dtypes and devices, assert on them, allocate with ``torch.empty`` /
+``empty_like`` / ``empty_strided`` / ``Tensor.new_empty`` (uninitialized memory: no
+``zeros``, no copies, no in-place ops), launch once and return; and the tensor is fresh (its
+own storage, no view). It is replayed as ``torch.empty_like(call_arg)`` when that gives the
+same shape, strides, dtype and device (checked at the miss; the key fixes all four of the call
+argument's), else as ``torch.empty_strided`` with the recorded ones. The contents are
+undefined either way, as in the host function.
+
+A replay is ``inner[grid](*call_tensors_allocations_and_constants, num_warps, num_stages,
+...)`` on the cached fastdispatch Triton wrapper, with the options positional and the
+``BoundLaunch`` made once, so the inner call binds nothing. Anything else keeps the host
+function (Helion's generated code with fastdispatch's launcher). :func:`build_replay` returns
+a :class:`Replay`, which also describes the launch (inner wrapper, grid, which call argument,
+allocation or constant each launch argument is, the result): ``helion_direct`` turns it into
+an entry that launches the inner binary from C (allocating in C too), with the replay as that
+entry's slow path.
 
 Helion >= 1.5 re-specializes bound kernels late: replays are built for Helion 1.4's bound
 kernels only (whose host function changes only through ``set_config``, which invalidates the
 entries).
 """
 from __future__ import annotations
+
+import ast
+import functools
+import inspect
 
 import torch
 
@@ -35,24 +52,133 @@ _OPTIONS = ("num_warps", "num_stages")
 
 class Replay:
     """A recorded launch. ``fn(*call_args)`` replays it on ``inner`` (the fastdispatch Triton
-    wrapper) with the recorded static ``grid`` and returns the call's argument
-    ``result_index`` (None: returns None). ``launch``: per launch argument ``("arg", i)`` (the
-    call's argument i, a tensor) or ``("const", value)``; ``tail``: one value per launch option
-    of ``inner`` (``inner.option_names``)."""
+    wrapper) with the recorded static ``grid`` and returns ``result_index`` of the call's
+    arguments followed by its allocations (None: returns None). ``launch``: per launch argument
+    ``("arg", i)`` (index i of the call's arguments followed by its allocations, a tensor) or
+    ``("const", value)``; ``tail``: one value per launch option of ``inner``
+    (``inner.option_names``); ``allocs``: ``((make, index), ...)``, each allocation
+    ``make(call_args[index])``, or ``make()`` for index -1 (``Entry(allocs=...)``'s form);
+    ``alloc_devices``: the device of each, as recorded."""
 
-    __slots__ = ("fn", "inner", "grid", "launch", "tail", "result_index")
+    __slots__ = ("fn", "inner", "grid", "launch", "tail", "result_index", "allocs",
+                 "alloc_devices")
 
-    def __init__(self, fn, inner, grid, launch, tail, result_index):
+    def __init__(self, fn, inner, grid, launch, tail, result_index, allocs=(), alloc_devices=()):
         self.fn, self.inner, self.grid = fn, inner, grid
         self.launch, self.tail, self.result_index = tuple(launch), tuple(tail), result_index
+        self.allocs, self.alloc_devices = tuple(allocs), tuple(alloc_devices)
+
+    def extended(self, args: tuple) -> tuple:
+        """``args`` followed by fresh allocations (what ``launch`` indices name)."""
+        if not self.allocs:
+            return args
+        return args + tuple(make(args[i]) if i >= 0 else make() for make, i in self.allocs)
 
     def inner_args(self, args: tuple) -> tuple:
         """The inner wrapper's bound call (parameters, then launch options) for ``args``."""
-        return tuple(args[v] if kind == "arg" else v for kind, v in self.launch) + self.tail
+        ext = self.extended(args)
+        return tuple(ext[v] if kind == "arg" else v for kind, v in self.launch) + self.tail
 
     def index_map(self) -> dict:
-        """Inner argument index -> the call's argument index, for the call's tensors."""
+        """Inner argument index -> index of the call's arguments followed by its allocations."""
         return {j: v for j, (kind, v) in enumerate(self.launch) if kind == "arg"}
+
+
+# -- what the host function may do for its allocations to be replayed ---------------------------
+_ALLOCATORS = {("torch", "empty"), ("torch", "empty_like"), ("torch", "empty_strided")}
+_PURE_CALLS = {("torch", "promote_types"), ("triton", "cdiv"), ("triton", "next_power_of_2")}
+_PURE_METHODS = frozenset({"size", "stride", "numel", "dim", "new_empty"})   # new_empty allocates
+_PURE_ATTRS = frozenset({"dtype", "device", "shape", "ndim", "layout"})
+_PURE_BUILTINS = frozenset({"len", "min", "max", "int"})
+_PURE_NODES = (ast.Constant, ast.Name, ast.Tuple, ast.List, ast.BinOp, ast.UnaryOp, ast.BoolOp,
+               ast.Compare, ast.IfExp, ast.Subscript, ast.Slice, ast.JoinedStr,
+               ast.FormattedValue, ast.keyword, ast.Load, ast.Store, ast.operator, ast.unaryop,
+               ast.boolop, ast.cmpop, ast.expr_context)
+
+
+def _impure_node(expr: ast.AST) -> str | None:
+    """Why ``expr`` may do more than read sizes/dtypes/devices and allocate, or None."""
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) \
+                    and (f.value.id, f.attr) in _ALLOCATORS | _PURE_CALLS:
+                continue
+            if isinstance(f, ast.Attribute) and f.attr in _PURE_METHODS:
+                continue
+            if isinstance(f, ast.Name) and f.id in _PURE_BUILTINS:
+                continue
+            return f"calls {ast.unparse(f)}"
+        if isinstance(node, ast.Attribute):
+            if node.attr in _PURE_ATTRS or node.attr in _PURE_METHODS:
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("torch", "triton"):
+                continue   # a module attribute (torch.float32, or a call checked above)
+            return f"reads .{node.attr}"
+        if not isinstance(node, _PURE_NODES):
+            return f"has a {type(node).__name__}"
+    return None
+
+
+def allocation_only_reason(run) -> str | None:
+    """None when Helion's generated host function ``run`` only binds names to pure expressions
+    (sizes, dtypes, devices, block sizes), asserts on them, allocates uninitialized tensors,
+    calls ``_launcher`` once and returns names; else why not (the module docstring)."""
+    g = getattr(run, "__globals__", {})
+    if g.get("torch") is not torch or ("triton" in g and g["triton"].__name__ != "triton"):
+        return "the host function's torch/triton are not the modules"
+    try:
+        tree = ast.parse(inspect.getsource(run))
+    except (OSError, TypeError, SyntaxError) as exc:
+        return f"no source for the host function ({type(exc).__name__})"
+    fn = tree.body[0] if len(tree.body) == 1 else None
+    if not isinstance(fn, ast.FunctionDef) or fn.decorator_list:
+        return "the host function's source is not one plain function"
+    launches = 0
+    for i, stmt in enumerate(fn.body):
+        if i == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+            continue   # docstring
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) \
+                and isinstance(stmt.value.func, ast.Name) and stmt.value.func.id == "_launcher":
+            launches += 1
+            why = _impure_node(ast.Tuple(elts=[*stmt.value.args, *[k.value for k in stmt.value.keywords]]))
+        elif isinstance(stmt, ast.Assign) and all(
+                isinstance(t, ast.Name) or (isinstance(t, ast.Tuple) and all(isinstance(e, ast.Name) for e in t.elts))
+                for t in stmt.targets):
+            why = _impure_node(stmt.value)
+        elif isinstance(stmt, ast.Assert):
+            why = _impure_node(stmt.test) or (stmt.msg is not None and _impure_node(stmt.msg)) or None
+        elif isinstance(stmt, ast.Return) and (stmt.value is None or isinstance(stmt.value, ast.Name)):
+            why = None
+        elif isinstance(stmt, ast.Pass):
+            why = None
+        else:
+            why = f"has a {type(stmt).__name__} statement `{ast.unparse(stmt).splitlines()[0][:60]}`"
+        if why:
+            return f"the host function {why} (line {stmt.lineno} of its source)"
+    return None if launches == 1 else f"the host function calls _launcher {launches} times"
+
+
+def _fresh(t: torch.Tensor, call_tensors: list) -> bool:
+    """Whether ``t`` owns its storage (an allocation, not a view of anything)."""
+    if t._base is not None or t.storage_offset() != 0 or t.layout is not torch.strided \
+            or t.requires_grad or type(t) is not torch.Tensor:
+        return False
+    storage = t.untyped_storage().data_ptr()
+    return all(c.untyped_storage().data_ptr() != storage for c in call_tensors) or t.numel() == 0
+
+
+def _allocator_for(t: torch.Tensor, args: tuple):
+    """``(make, index)`` making a tensor with ``t``'s shape, strides, dtype and device for
+    every call with this key (``Entry(allocs=...)``'s form)."""
+    for i, a in enumerate(args):
+        if isinstance(a, torch.Tensor) and a.shape == t.shape and a.dtype == t.dtype \
+                and a.device == t.device:
+            like = torch.empty_like(a)
+            if like.stride() == t.stride() and like.layout is t.layout:
+                return (torch.empty_like, i)
+    return (functools.partial(torch.empty_strided, tuple(t.shape), tuple(t.stride()),
+                              dtype=t.dtype, device=t.device), -1)
 
 
 def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role: int):
@@ -60,8 +186,9 @@ def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role:
     if any(role == scalar_class_role and not isinstance(a, torch.Tensor) and a is not None
            for a, role in zip(args, roles)):
         return None   # a scalar keyed by class: its value may flow into the launch
+    call_tensors = [a for a in args if isinstance(a, torch.Tensor)]
     by_identity = {id(a): i for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
-    if len(by_identity) != sum(isinstance(a, torch.Tensor) for a in args):
+    if len(by_identity) != len(call_tensors):
         return None   # a tensor passed twice: which argument a launch argument is is unknown
     launches = []
 
@@ -77,29 +204,38 @@ def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role:
     jit_fn, grid, largs, options = launches[0]
     if set(options) - set(_OPTIONS) or not isinstance(grid, tuple) or not all(type(g) is int for g in grid):
         return None
+    allocated = {}    # id(tensor) -> (index after the call's arguments, tensor)
     plan = []   # ("arg", index) or ("const", value), in the launch's argument order
+    for value in [*largs, returned]:
+        if isinstance(value, torch.Tensor) and id(value) not in by_identity and id(value) not in allocated:
+            if not _fresh(value, call_tensors):
+                return None   # a view or a copy of something: not an allocation
+            allocated[id(value)] = (len(args) + len(allocated), value)
+    if allocated and allocation_only_reason(run) is not None:
+        return None   # the host function may initialize, copy or view what it allocated
     for value in largs:
         if isinstance(value, torch.Tensor):
-            if id(value) not in by_identity:
-                return None   # allocated, viewed or copied by the host function
-            plan.append(("arg", by_identity[id(value)]))
+            plan.append(("arg", by_identity[id(value)] if id(value) in by_identity
+                         else allocated[id(value)][0]))
         elif type(value) in (int, float, bool) or value is None:
             plan.append(("const", value))
         else:
             return None
     if returned is None:
         result_index = None
-    elif isinstance(returned, torch.Tensor) and id(returned) in by_identity:
-        result_index = by_identity[id(returned)]
+    elif isinstance(returned, torch.Tensor):
+        result_index = by_identity.get(id(returned), allocated.get(id(returned), (None,))[0])
     else:
         return None
+    fresh = [t for _, t in sorted(allocated.values(), key=lambda item: item[0])]
+    allocs = tuple(_allocator_for(t, args) for t in fresh)
     inner = wrapper_for(jit_fn)
     if len(plan) != len(inner.param_names):
         return None
     tail = tuple(options.get(name) for name in inner.option_names)
     launch = inner[grid]
     arg_indices = [i for kind, i in plan if kind == "arg"]
-    if [kind for kind, _ in plan] == ["arg"] * len(arg_indices) + ["const"] * (len(plan) - len(arg_indices)) \
+    if not allocs and [kind for kind, _ in plan] == ["arg"] * len(arg_indices) + ["const"] * (len(plan) - len(arg_indices)) \
             and arg_indices == list(range(len(arg_indices))):
         # The common shape: the call's tensors in order, then constants (block sizes).
         consts = tuple(v for kind, v in plan if kind == "const") + tail
@@ -113,7 +249,13 @@ def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role:
                 return a[result_index]
         return Replay(replay, inner, grid, plan, tail, result_index)
 
+    described = Replay(None, inner, grid, plan, tail, result_index, allocs,
+                       tuple(t.device for t in fresh))
+    extended = described.extended
+
     def replay(*a):
-        launch(*[a[v] if kind == "arg" else v for kind, v in plan], *tail)
-        return None if result_index is None else a[result_index]
-    return Replay(replay, inner, grid, plan, tail, result_index)
+        ext = extended(a)
+        launch(*[ext[v] if kind == "arg" else v for kind, v in plan], *tail)
+        return None if result_index is None else ext[result_index]
+    described.fn = replay
+    return described
