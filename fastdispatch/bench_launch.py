@@ -1,19 +1,22 @@
 """``bench launch``: the DESIGN §1 table, measured side by side in one process.
 
 For each arity (2, 8, 16 fp32 inputs of 4096 elements) and each launch path, wall time per call
-over ``iterations`` back-to-back calls (synchronized before and after), repeated ``repeats``
-times with every (arity, path) cell interleaved; the table shows medians and ratios to the
-driver floor. Paths: the floor (a C loop of cuLaunchKernelEx on the same binary, arguments
-packed once), fastdispatch, Triton's ``CompiledKernel.run`` with its arguments replayed,
-Triton's ``kernel[grid]``, torch eager ``torch.add(a, b, out=c)``, one kernel inside a
-replayed CUDA graph of 100; the same add as Triton users write it (``fast[grid]`` with a META
-grid, a keyword call, a 4-config ``@triton.autotune`` keyed on ``n`` and a ``@triton.heuristics``
-kernel, each beside Triton's ``kernel[grid]`` on the same object), and Helion's add through
-Helion and through ``fastdispatch.helion_kernel`` when Helion is installed. Results are checked
-against torch before timing.
+over ``iterations`` back-to-back calls (synchronized before and after), in ``repeats`` short
+rounds with every (arity, path) cell interleaved (``bench_rounds``); the table shows medians and
+ratios to the driver floor, and the drop-in and Helion targets are decided on paired
+differences (each round's "ours minus the plain hit", both timed in that round). Paths: the
+floor (a C loop of cuLaunchKernelEx on the same binary, arguments packed once), fastdispatch,
+Triton's ``CompiledKernel.run`` with its arguments replayed, Triton's ``kernel[grid]``, torch
+eager ``torch.add(a, b, out=c)``, one kernel inside a replayed CUDA graph of 100; the same add
+as Triton users write it (``fast[grid]`` with a META grid, a keyword call, a 4-config
+``@triton.autotune`` keyed on ``n`` and a ``@triton.heuristics`` kernel, each beside Triton's
+``kernel[grid]`` on the same object), and Helion's add through Helion and through
+``fastdispatch.helion_kernel`` when Helion is installed. Results are checked against torch
+before timing.
 """
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -21,10 +24,31 @@ import torch
 import triton
 import triton.knobs as triton_knobs
 
+from fastdispatch import bench_rounds
 from fastdispatch.kernels.add import ADD_KERNELS, BLOCK, add_grid
 
 NUMEL = 4096
 GRAPH_KERNELS = 100
+FLOOR = "floor: C loop of cuLaunchKernelEx"
+FD = "fastdispatch"
+AUTOTUNE_PLAIN = "fastdispatch plain hit, the autotuner's config"
+GRAPH = "CUDA graph replay (per kernel, 100/graph)"
+# The targets decided on paired differences: (label, our row, the plain row it must be within
+# budget us of, the row it must beat by ratio x on the medians, that row's owner). For the
+# drop-in rows the plain row launches the same binary on the same tensors (the autotuner's
+# config; the heuristic picks the plain row's BLOCK at this size), so a round's difference is
+# the dispatch's own cost; Helion's add is held against the plain Triton hit of the same add.
+TARGETS = (
+    ("autotune (4 configs, key n)", "fastdispatch fast[grid], autotune (4 configs, key n)",
+     AUTOTUNE_PLAIN, 0.3, "Triton kernel[grid], autotune (4 configs, key n)", 3.0, "Triton"),
+    ("heuristics", "fastdispatch fast[grid], heuristics",
+     FD, 0.3, "Triton kernel[grid], heuristics", 3.0, "Triton"),
+    ("Helion add, fastdispatch.helion_kernel", "fastdispatch.helion_kernel",
+     FD, 1.5, "Helion's own call", 2.5, "Helion"),
+)
+# Two rows doing identical work when the autotuner picks BLOCK (the plain row's): their paired
+# difference is the noise floor the targets' differences are read against.
+NULL_PAIR = (FD, AUTOTUNE_PLAIN)
 
 
 def _time_per_call(fn, iterations: int) -> float:
@@ -105,15 +129,16 @@ def _paths(n: int):
         return _time_per_call(graph_replay, replays * GRAPH_KERNELS)
 
     paths = {
-        "floor: C loop of cuLaunchKernelEx": floor,
-        "fastdispatch": fd,
+        FLOOR: floor,
+        FD: fd,
         "Triton CompiledKernel.run (args replayed)": triton_run,
         "Triton kernel[grid]": triton_jit,
         "torch.add(a, b, out=c) (2 inputs)": torch_add,
     }
-    paths.update(_drop_in_paths(jit_fn, inputs, out, expected))
+    drop_in, autotuned_block = _drop_in_paths(jit_fn, inputs, out, expected)
+    paths.update(drop_in)
     paths.update(_helion_paths(n))
-    return paths, graph_time, (static, call_args, expected, out)
+    return paths, graph_time, (static, call_args, expected, out), autotuned_block
 
 
 def _check(out, expected, what):
@@ -121,9 +146,10 @@ def _check(out, expected, what):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5, msg=f"bench launch: {what}")
 
 
-def _drop_in_paths(jit_fn, inputs, out, expected) -> dict:
+def _drop_in_paths(jit_fn, inputs, out, expected) -> tuple[dict, int]:
     """The add as Triton users write it: META grid, keywords, autotune, heuristics; fastdispatch
-    (``fast[grid]``, the one-line change) beside Triton's ``kernel[grid]`` on the same object."""
+    (``fast[grid]``, the one-line change) beside Triton's ``kernel[grid]`` on the same object.
+    Returns those rows and the BLOCK the autotuner picked."""
     import fastdispatch
 
     autotuned = triton.autotune(configs=[triton.Config({"BLOCK": b}) for b in (256, 512, 1024, 2048)],
@@ -164,7 +190,7 @@ def _drop_in_paths(jit_fn, inputs, out, expected) -> dict:
         rows[f"fastdispatch fast[grid], {label}"] = run_fd
         rows[f"Triton kernel[grid], {label}"] = run_triton
         if label.startswith("autotune"):
-            rows["fastdispatch plain hit, the autotuner's config"] = _plain_of(fast, jit_fn, args)
+            rows[AUTOTUNE_PLAIN], autotuned_block = _plain_of(fast, jit_fn, args)
     fast = fastdispatch.triton_kernel(jit_fn)
 
     def run_kw(k):
@@ -175,12 +201,13 @@ def _drop_in_paths(jit_fn, inputs, out, expected) -> dict:
     run_kw(2)
     _check(out, expected, "keyword call")
     rows["fastdispatch fast[grid], every argument by keyword"] = run_kw
-    return rows
+    return rows, autotuned_block
 
 
 def _plain_of(fast, jit_fn, args):
     """The plain hit (static grid, constexprs fixed at wrap time) of the binary ``fast``'s entry
-    launches: what a layered kernel's dispatch is compared with, on the same GPU work."""
+    launches: what a layered kernel's dispatch is compared with, on the same GPU work. Returns
+    its ``fn(iterations)`` and the entry's BLOCK."""
     import fastdispatch
     from fastdispatch.backends.triton.kernel import LAUNCH_OPTIONS
 
@@ -195,7 +222,7 @@ def _plain_of(fast, jit_fn, args):
     def run_plain(k):
         for _ in range(k):
             plain(*args)
-    return run_plain
+    return run_plain, constexprs["BLOCK"]
 
 
 def _helion_paths(n: int) -> dict:
@@ -207,82 +234,112 @@ def _helion_paths(n: int) -> dict:
     return {**helion_paths(n), **rms_norm_paths()}
 
 
-def run_launch_bench(iterations: int = 20000, repeats: int = 7) -> dict:
-    """Measure, print the table, and return {arity: {path: median_us}}."""
-    graph = "CUDA graph replay (per kernel, 100/graph)"
+def run_launch_bench(iterations: int = 2000, repeats: int = 41) -> dict:
+    """Measure ``repeats`` interleaved rounds of ``iterations`` calls per (arity, path), print the
+    table and the targets, and return ``{arity: {path: median_us}}`` (arities "2", "8", "16")
+    plus ``"paired": {arity: {"<ours> - <plain>": {"median_us", "q1_us", "q3_us", "rounds_us"}}}``,
+    the per-round differences the targets are decided on (the null pair's also says whether its
+    two rows did identical work)."""
     setups = {n: _paths(n) for n in (2, 8, 16)}
-    samples = {n: {name: [] for name in [*paths, graph]} for n, (paths, _, _) in setups.items()}
-    for paths, _, _ in setups.values():
+    for paths, _, _, _ in setups.values():
         for fn in paths.values():   # warm every path once
             fn(100)
-    # Every repeat runs every (arity, path) cell once: drift of the host's or the GPU's clocks
-    # over the run spreads over all cells instead of biasing the arity measured first; the
-    # order of the paths rotates by one each repeat, so no path always follows the same one
-    # (a slow Triton row leaves the GPU idle for the row after it).
-    for r in range(repeats):
-        for n, (paths, graph_time, _) in setups.items():
-            names = list(paths)
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                samples[n][name].append(_time_per_call(paths[name], iterations))
-            samples[n][graph].append(graph_time(iterations))
-    results = {}
-    for n, (_, _, (static, call_args, expected, out)) in setups.items():
+    # Every round runs every (arity, path) cell once: drift of the host's or the GPU's clocks
+    # over the run spreads over all cells instead of biasing the arity measured first. Rounds
+    # are short and many, and each target compares its two rows within a round: rows doing
+    # identical work differed by up to 0.4 us between long repeats on the H200 host, more than
+    # the 0.3 us target; drift slower than a round is shared by both rows of a pair and cancels
+    # in their difference (the null pair's quartiles show what is left). The order
+    # of the paths rotates by one each round, so each runs first once every len(paths) rounds
+    # instead of always after the same row (a slow Triton row leaves the GPU idle for the next).
+    measures = {n: {**{name: functools.partial(_time_per_call, fn, iterations) for name, fn in paths.items()},
+                    GRAPH: functools.partial(graph_time, iterations)}
+                for n, (paths, graph_time, _, _) in setups.items()}
+    samples = bench_rounds.interleaved_groups(measures, repeats)
+    results, paired = {}, {}
+    for n, (_, _, (static, call_args, expected, out), autotuned_block) in setups.items():
         out.fill_(float("nan"))
         static(*call_args)
         torch.cuda.synchronize()
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
         results[n] = {name: statistics.median(v) for name, v in samples[n].items()}
-    _print_table(results)
-    return {str(n): row for n, row in results.items()}
+        paired[n] = _paired(samples[n], autotuned_block)
+    _print_table(results, paired, repeats, iterations)
+    return {**{str(n): row for n, row in results.items()},
+            "paired": {str(n): rows for n, rows in paired.items()}}
 
 
-def _print_table(results: dict) -> None:
+def _pair_of(ours: str, plain: str, samples: dict) -> tuple | None:
+    """(our row, the plain row) of a target in one arity's samples, None where ours is absent."""
+    if ours not in samples:
+        return None
+    return ours, (plain if plain in samples else FD)
+
+
+def _paired(samples: dict, autotuned_block) -> dict:
+    """``{"<ours> - <plain>": {median_us, q1_us, q3_us, rounds_us}}`` of one arity's samples: each
+    target's pair and the null pair, ours minus plain within each round, in us."""
+    pairs = [_pair_of(ours, plain, samples) for _, ours, plain, *_ in TARGETS]
+    rows = {}
+    for pair in [*filter(None, pairs), NULL_PAIR]:
+        if all(name in samples for name in pair):
+            p = bench_rounds.paired(samples[pair[0]], samples[pair[1]])
+            rows[" - ".join(pair)] = {"median_us": p.median, "q1_us": p.q1, "q3_us": p.q3,
+                                      "rounds_us": list(p.values)}
+    null = rows.get(" - ".join(NULL_PAIR))
+    if null is not None:
+        null.update(identical_work=autotuned_block == BLOCK, autotuned_block=autotuned_block)
+    return rows
+
+
+def _fmt_paired(p: dict) -> str:
+    return f"{p['median_us']:+.2f} [{p['q1_us']:+.2f}, {p['q3_us']:+.2f}] us"
+
+
+def _print_table(results: dict, paired: dict, rounds: int, iterations: int) -> None:
     import fastdispatch
 
     facts = fastdispatch.info()
     gpu = facts["gpus"][0]["name"] if facts["gpus"] else "?"
-    print(f"\nlaunch latency, us per call (median of interleaved repeats); {gpu}, torch "
-          f"{facts['torch']}, triton {facts['triton']}, key builder {facts['key_builder']}, "
-          f"exchange API {facts['dlpack_exchange_api']}")
+    print(f"\nlaunch latency, us per call (median of {rounds} interleaved rounds of {iterations} calls); "
+          f"{gpu}, torch {facts['torch']}, triton {facts['triton']}, key builder "
+          f"{facts['key_builder']}, exchange API {facts['dlpack_exchange_api']}")
     names = list(next(iter(results.values())).keys())
     arities = list(results)
     print(f"{'path':<62}" + "".join(f"{f'{n} inputs':>18}" for n in arities))
     for name in names:
         cells = []
         for n in arities:
-            floor = results[n]["floor: C loop of cuLaunchKernelEx"]
+            floor = results[n][FLOOR]
             value = results[n].get(name, float("nan"))
             cells.append(f"{value:8.2f} ({value / floor:4.2f}x)")
         print(f"{name:<62}" + "".join(f"{c:>18}" for c in cells))
     print("budget: fastdispatch <= floor + 0.5 us + 0.1 us per tensor argument")
     for n in arities:
-        floor = results[n]["floor: C loop of cuLaunchKernelEx"]
+        floor = results[n][FLOOR]
         budget = floor + 0.5 + 0.1 * (n + 1)
-        got = results[n]["fastdispatch"]
+        got = results[n][FD]
         print(f"  {n:>2} inputs: fastdispatch {got:.2f} us, budget {budget:.2f} us -> "
               f"{'MET' if got <= budget else 'MISSED'}")
-    print("drop-in targets: autotune/heuristics hit <= plain hit + 0.3 us and >= 3x faster than "
-          "Triton's kernel[grid] on the same object")
+    print("drop-in targets: autotune/heuristics hit <= plain hit + 0.3 us, Helion <= plain hit + 1.5 us "
+          "(the median of per-round paired differences, ours minus plain, [quartiles]); and >= 3x "
+          "faster than Triton's kernel[grid] on the same object, >= 2.5x than Helion (medians)")
     for n in arities:
-        row = results[n]
-        for label in ("autotune (4 configs, key n)", "heuristics"):
-            got = row.get(f"fastdispatch fast[grid], {label}")
-            theirs = row.get(f"Triton kernel[grid], {label}")
-            if got is None:
+        row, pairs = results[n], paired[n]
+        null = pairs.get(" - ".join(NULL_PAIR))
+        if null is not None:
+            what = (f"identical work, both BLOCK {BLOCK}" if null["identical_work"] else
+                    f"noise reference, not identical work: the autotuner picked BLOCK "
+                    f"{null['autotuned_block']}")
+            print(f"  {n:>2} inputs, null pair ({' - '.join(NULL_PAIR)}; {what}): {_fmt_paired(null)}")
+        for label, ours, plain, budget, theirs, ratio, owner in TARGETS:
+            pair = _pair_of(ours, plain, row)
+            if pair is None or theirs not in row:
                 continue
-            # The plain hit of the same binary (the autotuner's config; the heuristic picks
-            # the plain row's BLOCK at this size), so the GPU work behind both is the same.
-            plain = row.get("fastdispatch plain hit, the autotuner's config", row["fastdispatch"]) \
-                if label.startswith("autotune") else row["fastdispatch"]
-            ok = got <= plain + 0.3 and theirs / got >= 3
-            print(f"  {n:>2} inputs, {label}: {got:.2f} us (plain {plain:.2f}, +{got - plain:.2f}); "
-                  f"Triton {theirs:.2f} us ({theirs / got:.1f}x) -> {'MET' if ok else 'MISSED'}")
-        helion, ours = row.get("Helion's own call"), row.get("fastdispatch.helion_kernel")
-        plain = row["fastdispatch"]
-        if helion is not None and ours is not None:
-            ok = ours <= plain + 1.5 and helion / ours >= 2.5
-            print(f"  {n:>2} inputs, Helion: fastdispatch {ours:.2f} us (plain Triton hit {plain:.2f}, "
-                  f"+{ours - plain:.2f}); Helion {helion:.2f} us ({helion / ours:.1f}x) -> "
+            got, base, p = row[ours], row[pair[1]], pairs[" - ".join(pair)]
+            ok = p["median_us"] <= budget and row[theirs] / got >= ratio
+            print(f"  {n:>2} inputs, {label}: {got:.2f} us, plain {base:.2f} us, paired "
+                  f"{_fmt_paired(p)}; {owner} {row[theirs]:.2f} us ({row[theirs] / got:.1f}x) -> "
                   f"{'MET' if ok else 'MISSED'}")
     rms = [(row[ours], row[theirs]) for row in results.values()
            for ours, theirs in [("fastdispatch.helion_kernel, rms_norm 64x1024 bf16",

@@ -1,6 +1,7 @@
 """bench_rounds on the CPU: rotation, one sample per path per round, pairing within a round, the
 quartiles. Stand-in measures return numbers from a fake host (no wall time is read)."""
 import operator
+import statistics
 
 import pytest
 
@@ -82,3 +83,30 @@ def test_paired_edge_cases():
         bench_rounds.paired([1.0, 2.0], [1.0])
     with pytest.raises(ValueError):
         bench_rounds.summary([])
+
+
+def test_bench_launch_decides_the_drop_in_target_on_the_paired_median(capsys):
+    """bench launch's target lines from fake samples (no GPU): ours is 0.1 us above plain in
+    two rounds of three and 0.9 us in one, so the medians differ by 0.9 us (MISSED on them) and
+    the paired median is 0.1 us (MET); the null pair is labelled by the autotuner's BLOCK."""
+    pytest.importorskip("triton")
+    from fastdispatch import bench_launch as bl
+
+    autotune = "fastdispatch fast[grid], autotune (4 configs, key n)"
+    triton_row = "Triton kernel[grid], autotune (4 configs, key n)"
+    samples = {bl.FLOOR: [3.0, 3.0, 3.0], bl.FD: [4.0, 6.0, 5.0], bl.AUTOTUNE_PLAIN: [4.0, 6.0, 5.0],
+               autotune: [4.1, 6.1, 5.9], triton_row: [40.0, 40.0, 40.0]}
+    results = {2: {name: statistics.median(v) for name, v in samples.items()}}
+    assert results[2][autotune] - results[2][bl.AUTOTUNE_PLAIN] == pytest.approx(0.9)
+    for block, label in ((1024, "identical work"), (512, "not identical work: the autotuner picked BLOCK 512")):
+        paired = {2: bl._paired(samples, block)}
+        rows = paired[2]
+        assert set(rows) == {f"{autotune} - {bl.AUTOTUNE_PLAIN}", f"{bl.FD} - {bl.AUTOTUNE_PLAIN}"}
+        assert rows[f"{autotune} - {bl.AUTOTUNE_PLAIN}"]["median_us"] == pytest.approx(0.1)
+        assert rows[f"{autotune} - {bl.AUTOTUNE_PLAIN}"]["rounds_us"] == pytest.approx([0.1, 0.1, 0.9])
+        bl._print_table(results, paired, rounds=3, iterations=10)
+        out = capsys.readouterr().out
+        target = next(line for line in out.splitlines() if "autotune (4 configs, key n):" in line)
+        assert "paired +0.10 [+0.10, +0.90] us" in target and target.endswith("-> MET"), target
+        null = next(line for line in out.splitlines() if "null pair" in line)
+        assert label in null and null.endswith("+0.00 [+0.00, +0.00] us"), null
