@@ -1,7 +1,8 @@
 """``python -m fastdispatch``: info, benchmarks (keys, launch) and kernel inspection.
 
 Benchmarks measure every path side by side in one process, interleaved, and report medians of
-the repeats; they never assert a time.
+the repeats (``bench launch``: of many short rounds, its targets on per-round paired
+differences); they never assert a time.
 """
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ def cmd_demo(args) -> int:
         print("\n== skipped: bench launch and the scaled_mm benchmark need a CUDA GPU (none here)")
         return 0
     print("\n== bench launch")
-    cmd_bench_launch(argparse.Namespace(repeats=5, iterations=20000, json=None))
+    cmd_bench_launch(argparse.Namespace(repeats=21, iterations=2000, json=None))
     print("\n== scaled_mm vs torch._scaled_mm")
     from fastdispatch.kernels.scaled_mm.bench import main as scaled_mm_bench
     scaled_mm_bench(quick=True)
@@ -164,8 +165,10 @@ def main(argv=None) -> int:
     keys_p.add_argument("--iterations", type=int, default=20000)
     keys_p.set_defaults(func=cmd_bench_keys)
     launch_p = bench.add_parser("launch", help="launch paths side by side (GPU)")
-    launch_p.add_argument("--repeats", type=int, default=7)
-    launch_p.add_argument("--iterations", type=int, default=20000)
+    # Many short rounds: the drop-in targets are decided on per-round paired differences.
+    launch_p.add_argument("--repeats", type=int, default=41, help="interleaved rounds (default 41)")
+    launch_p.add_argument("--iterations", type=int, default=2000,
+                          help="calls per (arity, path) cell in each round (default 2000)")
     launch_p.add_argument("--json", metavar="PATH")
     launch_p.set_defaults(func=cmd_bench_launch)
     server_p = bench.add_parser("server", help="new shapes, known-binary misses, torch.compile, "
