@@ -14,6 +14,8 @@ Diagnostics for issues 13 and 14, printed as tables (one process, interleaved me
 from __future__ import annotations
 
 import argparse
+import functools
+import operator
 import os
 import statistics
 import time
@@ -22,6 +24,7 @@ import torch
 import triton
 
 import fastdispatch
+from fastdispatch import bench_rounds
 from fastdispatch.bench_server import BLOCK, axpy   # the kernel `bench server` times
 
 
@@ -69,13 +72,9 @@ def _compiled_graph(fn):
 def _interleaved(paths: dict, rounds=31, iterations=500) -> dict:
     """{name: [us per call per round]}: every path once per round, many short rounds, so the
     host's drift (the H200 host's wall times move +-10% within a minute) spreads evenly; the
-    order rotates by one each round, so no path always runs first (or right after another)."""
-    samples = {name: [] for name in paths}
-    names = list(paths)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            samples[name].append(_per_call_us(paths[name], iterations, 1))
-    return samples
+    order rotates by one each round, so no path always runs first (``bench_rounds``)."""
+    return bench_rounds.interleaved(
+        {name: functools.partial(_per_call_us, fn, iterations, 1) for name, fn in paths.items()}, rounds)
 
 
 PAIRS = (("compiled: native Triton kernel, a second copy", "compiled: native Triton kernel"),   # the null pair
@@ -207,10 +206,9 @@ def compile_paths(out_dir: str) -> None:
     print("\n== paired ratios (each round's ratio, then their median and quartiles)")
     for ours, theirs in PAIRS:
         if ours in samples and theirs in samples:
-            ratios = sorted(a / b for a, b in zip(samples[ours], samples[theirs]))
-            q = statistics.quantiles(ratios, n=4)
-            print(f"  {ours.split(': ', 1)[1]} / {theirs.split(': ', 1)[1]}: {statistics.median(ratios):.3f} "
-                  f"[{q[0]:.3f}, {q[2]:.3f}]")
+            p = bench_rounds.paired(samples[ours], samples[theirs], operator.truediv)
+            print(f"  {ours.split(': ', 1)[1]} / {theirs.split(': ', 1)[1]}: {p.median:.3f} "
+                  f"[{p.q1:.3f}, {p.q3:.3f}]")
 
 
 def hot_path_steps() -> None:
