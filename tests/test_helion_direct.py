@@ -345,6 +345,26 @@ def _host_transposed(t0, t1, *, _launcher=None):
     return out
 
 
+def _host_eps(x, w, eps, *, _launcher=None):
+    m, n = x.size()
+    out = torch.empty_like(x)
+    _RDIM = 1024
+    _launcher(_host_eps, (m,), x, w, out, eps, _RDIM, num_warps=4, num_stages=1)
+    return out
+
+
+def _host_eps_scaled(x, w, eps, *, _launcher=None):
+    out = torch.empty_like(x)
+    _launcher(_host_eps_scaled, (1,), x, w, out, eps * 2, num_warps=4, num_stages=1)
+    return out
+
+
+def _host_eps_grid(x, w, eps, *, _launcher=None):
+    out = torch.empty_like(x)
+    _launcher(_host_eps_grid, (int(eps * 100) + 1,), x, w, out, eps, num_warps=4, num_stages=1)
+    return out
+
+
 def test_allocation_only_reason_reads_the_host_source():
     from fastdispatch.backends.helion_replay import allocation_only_reason
 
@@ -399,6 +419,30 @@ def test_build_replay_replays_the_allocations():
     transposed, _ = _build(_host_transposed, (x, y), ("t0", "t1", "out"))
     make, index = transposed.allocs[0]                         # not what empty_like(t0) gives
     assert index == -1 and make().stride() == (1, 3)
+
+
+def test_build_replay_passes_a_runtime_float_through():
+    """A class-keyed float (Helion's runtime ``eps``) that reaches the launch as itself reads the
+    call's argument; one that changes a constant or the grid keeps the host function."""
+    from fastdispatch.backends.helion_replay import build_replay
+
+    x, w, eps = torch.randn(4, 8), torch.randn(8), 1e-5
+    roles = bytes([keys.ROLE_EXACT, keys.ROLE_EXACT, keys.ROLE_RUNTIME])
+    inner = _FakeInner(("x", "w", "out", "eps", "RDIM"))
+    replay = build_replay(_host_eps, (x, w, eps), roles, lambda fn: inner, keys.ROLE_RUNTIME)
+    assert replay is not None
+    assert replay.launch == (("arg", 0), ("arg", 1), ("arg", 3), ("arg", 2), ("const", 1024))
+    assert replay.index_map() == {0: 0, 1: 1, 2: 3, 3: 2} and replay.result_index == 3
+    got = replay.fn(x, w, 0.5)
+    (grid, launched), = inner.calls
+    assert launched[3] == 0.5 and launched[2] is got and grid == (4,)
+    for host in (_host_eps_scaled, _host_eps_grid):
+        assert build_replay(host, (x, w, eps), roles, lambda fn: _FakeInner(("x", "w", "out", "eps")),
+                            keys.ROLE_RUNTIME) is None
+    assert build_replay(_host_eps, (x, w, float("nan")), roles, lambda fn: inner,
+                        keys.ROLE_RUNTIME) is None           # no second value to record with
+    assert build_replay(_host_eps, (x, w, 3), roles, lambda fn: inner,
+                        keys.ROLE_RUNTIME) is None           # an int keyed by class
 
 
 @pytest.mark.parametrize("host", [_host_zeros, _host_fill, _host_copy, _host_branch, _host_twice,
@@ -461,6 +505,11 @@ def _direct_cases():
         cases[f"add{n}"] = (kern, make, n)
         cases[f"add{n}_alloc"] = (hk.ADD_ALLOC_KERNELS[n], lambda size, seed, make=make: make(size, seed)[:-1],
                                   NEW)
+    def make_rms(size, seed):   # bf16 rows of 256, a runtime eps that differs per call
+        g = gen(seed)
+        return (torch.randn(size // 256, 256, device="cuda", generator=g).to(torch.bfloat16),
+                torch.randn(256, device="cuda", generator=g).to(torch.bfloat16), 1e-5 * (seed + 1))
+    cases["rms_norm"] = (hk.rms_norm, make_rms, NEW)
     scale_rows, scale_ = _local_kernels()
 
     def make_rows(size, seed):
@@ -517,7 +566,7 @@ def _check_call(wrapped, kern, make, result_at, size, seed):
 @pytest.mark.gpu
 @needs_helion_14
 @pytest.mark.parametrize("name", ["add2", "add8", "add16", "scale_rows", "scale_", "add2_alloc",
-                                  "add8_alloc", "add16_alloc"])
+                                  "add8_alloc", "add16_alloc", "rms_norm"])
 def test_gpu_direct_entry_is_bit_identical_to_helion(name):
     """After the miss the entry is the direct launch; each hit on fresh random data (outputs
     NaN-poisoned) equals Helion's own call bit for bit and returns the call's own ``out``; a

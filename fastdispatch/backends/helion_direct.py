@@ -21,7 +21,9 @@ the replay, and the reason is in the entry's ``info["direct"]``):
   names each by identity, and refuses aliased calls) or one of its allocations (on the launch
   device; ``helion_replay`` says when an allocation replays): a tensor's slot is its data pointer plus
   byte offset under every role, in both key builders (``_keys_table.pxi`` ``_build``,
-  ``_keys_py.arg_words``), so the remapped parameter reads the same value. Constants and
+  ``_keys_py.arg_words``), so the remapped parameter reads the same value; a float keyed by
+  class (Helion's runtime scalar, e.g. ``eps``) has its value's double bits in its slot under
+  both keys, which the fp32 parameter converts alike. Constants and
   launch options are constexprs of the binary, read by no parameter; a runtime scalar among
   them (one the plan reads) refuses: the outer call has no slot holding it;
 - the outer key fixes the inner key: per tensor the outer ROLE_EXACT words hold dtype, rank,
@@ -108,9 +110,9 @@ def direct_recipe(replay, args: tuple, info: dict, *, name: str, knobs_keyed: bo
     inner = replay.inner
     if not isinstance(inner, TritonKernel) or inner.layers.layers:
         return None, "the inner wrapper has autotune or heuristics layers"
-    if not all(type(args[i]) in (torch.Tensor, torch.nn.Parameter)
+    if not all(type(args[i]) in (torch.Tensor, torch.nn.Parameter, float)
                for i in replay.index_map().values() if i < len(args)):   # past them: allocations
-        return None, "a launch argument is not a plain tensor"
+        return None, "a launch argument is not a plain tensor or a float"
     try:
         entry, recipe = inner_entry(inner, replay.inner_args(args))
     except Exception as exc:  # noqa: BLE001  (the replay's first call meets it again, as today)

@@ -10,8 +10,10 @@ expressible:
 - exactly one launch, with launch options among ``num_warps`` / ``num_stages``, a grid of ints;
 - every tensor argument is one of the call's own tensors (the same object; views and copies
   are not) or a tensor the host function allocated (below), every other argument a constant
-  that our key fixes: an int, float or bool, and the call has no scalar argument keyed by class
-  only (whose value could reach it);
+  that our key fixes (an int, float or bool) or one of the call's floats keyed by class only
+  (a runtime scalar such as ``eps``, passed through unchanged: checked by recording twice,
+  :func:`build_replay`); the call has no int or bool keyed by class only (whose value could
+  decide shapes or the grid);
 - no tensor is passed twice in the call (aliased arguments: identity could not tell which
   argument a launch argument stands for, and the next call with the same key may not alias);
 - the host function returns one of the call's arguments, a tensor it allocated, or None.
@@ -181,15 +183,10 @@ def _allocator_for(t: torch.Tensor, args: tuple):
                               dtype=t.dtype, device=t.device), -1)
 
 
-def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role: int):
-    """The :class:`Replay` of ``run``'s launch for the call's arguments, or None."""
-    if any(role == scalar_class_role and not isinstance(a, torch.Tensor) and a is not None
-           for a, role in zip(args, roles)):
-        return None   # a scalar keyed by class: its value may flow into the launch
-    call_tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    by_identity = {id(a): i for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
-    if len(by_identity) != len(call_tensors):
-        return None   # a tensor passed twice: which argument a launch argument is is unknown
+def _record(run, args: tuple):
+    """``run``'s one launch for ``args`` with a recording launcher (nothing launched):
+    ``(jit_fn, grid, launch args, options, returned)``, or None (it raised, or launched other
+    than once)."""
     launches = []
 
     def record(triton_kernel, grid, *largs, **options):
@@ -199,24 +196,31 @@ def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role:
         returned = run(*args, _launcher=record)
     except Exception:  # noqa: BLE001  (the host function did something a replay cannot)
         return None
-    if len(launches) != 1:
-        return None
-    jit_fn, grid, largs, options = launches[0]
+    return (*launches[0], returned) if len(launches) == 1 else None
+
+
+def _describe(recorded, args: tuple, floats: frozenset):
+    """What each launch argument is: ``(plan, result_index, fresh tensors, what to compare)``
+    (the module docstring's conditions), or None. ``floats``: the indices of the call's
+    class-keyed float arguments; a launch argument that is one of them (the same object) reads
+    that argument."""
+    jit_fn, grid, largs, options, returned = recorded
     if set(options) - set(_OPTIONS) or not isinstance(grid, tuple) or not all(type(g) is int for g in grid):
         return None
+    call_tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    by_identity = {id(a): i for i, a in enumerate(args) if isinstance(a, torch.Tensor) or i in floats}
     allocated = {}    # id(tensor) -> (index after the call's arguments, tensor)
-    plan = []   # ("arg", index) or ("const", value), in the launch's argument order
     for value in [*largs, returned]:
         if isinstance(value, torch.Tensor) and id(value) not in by_identity and id(value) not in allocated:
             if not _fresh(value, call_tensors):
                 return None   # a view or a copy of something: not an allocation
             allocated[id(value)] = (len(args) + len(allocated), value)
-    if allocated and allocation_only_reason(run) is not None:
-        return None   # the host function may initialize, copy or view what it allocated
+    plan = []   # ("arg", index) or ("const", value), in the launch's argument order
     for value in largs:
-        if isinstance(value, torch.Tensor):
-            plan.append(("arg", by_identity[id(value)] if id(value) in by_identity
-                         else allocated[id(value)][0]))
+        if id(value) in by_identity:
+            plan.append(("arg", by_identity[id(value)]))
+        elif isinstance(value, torch.Tensor):
+            plan.append(("arg", allocated[id(value)][0]))
         elif type(value) in (int, float, bool) or value is None:
             plan.append(("const", value))
         else:
@@ -228,6 +232,51 @@ def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role:
     else:
         return None
     fresh = [t for _, t in sorted(allocated.values(), key=lambda item: item[0])]
+    compared = (jit_fn, grid, tuple(sorted(options.items())), tuple(plan), result_index,
+                tuple((tuple(t.shape), t.stride(), t.dtype, t.device) for t in fresh))
+    return plan, result_index, fresh, compared
+
+
+def _other_float(value: float) -> float | None:
+    """A float unequal to ``value`` (for the second recording), or None for nan/inf."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return None
+    return value * 0.5 + 0.375 if value != 0.75 else 0.125
+
+
+def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role: int):
+    """The :class:`Replay` of ``run``'s launch for the call's arguments, or None.
+
+    A float keyed by class only (its value is not in the key: Helion passes it to the kernel as
+    a runtime scalar, e.g. ``eps``) may reach the launch only as itself: the host function is
+    recorded a second time with each such float changed, and the two launches must differ in
+    exactly those arguments (the same objects as the call's). Any other scalar keyed by class
+    keeps the host function."""
+    floats = frozenset(i for i, (a, role) in enumerate(zip(args, roles))
+                       if role == scalar_class_role and type(a) is float)
+    if any(role == scalar_class_role and not isinstance(a, torch.Tensor) and a is not None
+           and i not in floats for i, (a, role) in enumerate(zip(args, roles))):
+        return None   # an int or bool keyed by class: its value may decide shapes or the grid
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if len({id(a) for a in tensors}) != len(tensors):
+        return None   # a tensor passed twice: which argument a launch argument is is unknown
+    recorded = _record(run, args)
+    described = recorded and _describe(recorded, args, floats)
+    if not described:
+        return None
+    plan, result_index, fresh, compared = described
+    if floats:
+        changed = [_other_float(a) if i in floats else a for i, a in enumerate(args)]
+        if None in (changed[i] for i in floats):
+            return None
+        changed = tuple(changed)
+        again = _record(run, changed)
+        again = again and _describe(again, changed, floats)
+        if not again or again[3] != compared:
+            return None   # the float changes more than the launch argument it is
+    if fresh and allocation_only_reason(run) is not None:
+        return None   # the host function may initialize, copy or view what it allocated
+    jit_fn, grid, _, options, _ = recorded
     allocs = tuple(_allocator_for(t, args) for t in fresh)
     inner = wrapper_for(jit_fn)
     if len(plan) != len(inner.param_names):
