@@ -127,6 +127,9 @@ def rms_norm_paths(device: str = "cuda") -> dict:
         got = wrapped(x, w)
         if not torch.equal(got, expected):
             raise RuntimeError("bench helion: fastdispatch rms_norm differs from Helion's own call")
+    direct = wrapped.entries()[0].info.get("direct")
+    if direct is not True:
+        print(f"bench helion: rms_norm runs its host function (direct: {direct!r})")
 
     def helion(k):
         for _ in range(k):
