@@ -12,7 +12,8 @@ for step in $steps; do
   case $step in
     info) python3 -m fastdispatch info ;;
     keys) python3 -m fastdispatch bench keys ;;
-    launch) python3 -m fastdispatch bench launch --json "$OUT/launch.json" --iterations 20000 --repeats 5 ;;
+    launch) timeout ${LAUNCH_TIMEOUT:-300} python3 -m fastdispatch bench launch --json "$OUT/launch.json" 2>&1 | tee "$OUT/launch.log" ;;
+    helion) timeout ${HELION_TIMEOUT:-240} python3 -m pytest tests/test_helion.py tests/test_helion_direct.py -q -p no:cacheprovider -rs 2>&1 | tee "$OUT/helion.log" | tail -30 ;;
     launchall) python3 bench/launch_all.py --json "$OUT/launch_all.json" ;;
     probe) python3 bench/probe_hot_path.py ;;
     coldstart) python3 -m fastdispatch bench coldstart ;;
@@ -25,7 +26,7 @@ for step in $steps; do
     profile) python3 bench/profile_kernels.py ;;
     power) for shape in 4096,4096,4096 8192,8192,8192 16384,8192,8192; do
              python3 bench/power_probe.py --shape $shape --seconds 3 | grep -E "POWER|SUSTAINED|H100"; done ;;
-    gputests) python3 -m pytest tests -q -p no:cacheprovider -m "gpu" -x --timeout 600 2>&1 | tee "$OUT/gputests.log" | tail -40 ;;
+    gputests) timeout ${GPUTESTS_TIMEOUT:-300} python3 -m pytest tests -q -p no:cacheprovider -m "gpu" -rs 2>&1 | tee "$OUT/gputests.log" | tail -40 ;;
     tests) python3 -m pytest tests -q -x -p no:cacheprovider -m "gpu" 2>&1 | tail -30 ;;
     alltests) python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tail -40 ;;
     bench) python3 -m pytest bench -q -p no:cacheprovider -p fastdispatch.pytest_plugin --benchmark-only --benchmark-json "$OUT/bench.json" 2>&1 | tail -60 ;;
