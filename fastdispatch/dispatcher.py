@@ -149,8 +149,12 @@ class Dispatcher(keys.FastKernel):
         # hits per entry (as the C one does) and comes back to _handle_miss on a miss.
         return keys.FastKernel.__call__(self, *args, **kwargs)
 
-    def __getitem__(self, grid):
-        # As __call__: eager ``k[grid]`` runs C (mp_subscript); TorchDynamo traces this.
+    def __getitem__(self, grid, *_not_specialized):
+        # As __call__: eager ``k[grid]`` runs C (mp_subscript); TorchDynamo traces this. The
+        # unused ``*_`` keeps CPython (3.11+) from specializing ``k[grid]`` to a direct call of
+        # this Python function (BINARY_SUBSCR_GETITEM takes only plain two-argument functions),
+        # which would bypass the C slot: +0.5 us per subscript on the CI host, +0.8 us per
+        # ``fast[grid](...)`` call on the lent H200 (bench/probe_dropin.py).
         if _is_compiling():
             return lambda *args, **kwargs: self._compiled_call(self.bind(args, kwargs), grid)
         return keys.FastKernel.__getitem__(self, grid)

@@ -252,6 +252,36 @@ def test_eager_triton_calls_bypass_the_traced_methods(monkeypatch):
         k(torch.zeros(4))
 
 
+def test_subscript_stays_in_c_after_specialization(monkeypatch):
+    """``k[grid]`` repeated (past CPython's warm-up, where it specializes BINARY_SUBSCR to a
+    direct call of a Python ``__getitem__``) still runs the C slot, and so do calls: the traced
+    methods' one global read, ``_is_compiling``, counts any call that reaches them."""
+    from fastdispatch import dispatcher, keys
+    from fastdispatch.backends.triton import offpath
+    if keys.IMPLEMENTATION != "cython":
+        pytest.skip("the pure-Python key builder has no C slots")
+    reached = []
+
+    def counting():
+        reached.append(1)
+        return False
+    monkeypatch.setattr(offpath, "_is_compiling", counting)
+    monkeypatch.setattr(dispatcher, "_is_compiling", counting)
+    grid = (1,)
+
+    def subscripts(kernel):
+        for _ in range(500):
+            kernel[grid]
+    for k in (fastdispatch.triton_kernel(_copy), reference_kernel(lambda x: None, ["x"])):
+        subscripts(k)
+        subscripts(k)
+        assert reached == [], type(k).__name__
+    k, x = reference_kernel(lambda x: None, ["x"]), torch.zeros(2)
+    for _ in range(1000):    # calls too: tp_call, whatever CPython specializes CALL to
+        k(x)
+    assert reached == [] and k.entries()[0].hits == 999
+
+
 def test_plain_function_rejected():
     """A plain function is refused with a TypeError naming @triton.jit."""
     def plain(x, out, n):

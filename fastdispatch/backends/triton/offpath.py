@@ -137,7 +137,7 @@ class OffHotPath:
     # ``_traced`` = (kernel object, fixed constexprs, positional limit, omitted defaults), and
     # call Triton's own ``kernel[grid]`` with the call's arguments. Binding in Python (``bind``,
     # ~100 more guard lines, +2.5 us per call) is left to calls Triton's binder would misread.
-    def __getitem__(self, grid):
+    def __getitem__(self, grid, *_not_specialized):   # *_: see Dispatcher.__getitem__
         if not _is_compiling():
             return keys.FastKernel.__getitem__(self, grid)   # eager, pure-Python key builder
         kernel, fixed, limit, defaults = self._traced
