@@ -16,6 +16,7 @@ for step in $steps; do
     helion) timeout ${HELION_TIMEOUT:-240} python3 -m pytest tests/test_helion.py tests/test_helion_direct.py -q -p no:cacheprovider -rs 2>&1 | tee "$OUT/helion.log" | tail -30 ;;
     launchall) python3 bench/launch_all.py --json "$OUT/launch_all.json" ;;
     probe) python3 bench/probe_hot_path.py ;;
+    dropin) python3 bench/probe_dropin.py 2>&1 | tee "$OUT/probe_dropin.txt" ;;
     coldstart) python3 -m fastdispatch bench coldstart ;;
     server) python3 -m fastdispatch bench server --json "$OUT/server.json" ;;
     newtests) python3 -m pytest tests/test_gpu_drop_in.py tests/test_helion.py tests/test_gpu_launch.py tests/test_embedding.py -q -p no:cacheprovider -m gpu -rs 2>&1 | tee "$OUT/newtests.log" | tail -40 ;;
