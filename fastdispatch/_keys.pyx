@@ -317,8 +317,22 @@ cdef inline object _grid_key(object grid):
 
 
 cdef bint _globals_changed(tuple guard) except -1:
+    # Triton's own check is ``globals_dict.get(name) != value``. The value is almost always the
+    # very object the binary was built with, so identity answers first: ``!=`` on a
+    # ``tl.constexpr`` global (Helion's block sizes) is a Python method that builds another
+    # constexpr, ~1.1 us per global on the CI host. (A value unequal to itself, a NaN float, is
+    # "unchanged" here; Triton would report it changed on every call.)
+    cdef PyObject* found
     for globals_dict, name, value in guard:
-        if globals_dict.get(name, _MISSING) != value:
+        if type(globals_dict) is dict:
+            found = PyDict_GetItem(globals_dict, name)
+            if found == NULL:
+                return True
+            if <object>found is value:
+                continue
+            if <object>found != value:
+                return True
+        elif globals_dict.get(name, _MISSING) != value:
             return True
     return False
 

@@ -81,6 +81,35 @@ def test_driver_entry_slow_branches_return_what_slow_returns():
     assert k(x, out) is out and entry.hits == 1
 
 
+@needs_ext
+def test_globals_guard_identity_then_equality():
+    """The globals guard (Triton's "global changed" check, e.g. Helion's ``_BLOCK_SIZE_0 =
+    tl.constexpr(1024)``): the same object or an equal one launches; another value, a
+    removed name or a non-dict scope that changed takes the slow launch."""
+    import triton.language as tl
+
+    k = _keys_c.FastKernel(bytes([keys.ROLE_EXACT] * 2), lambda *a: "miss")
+    x, out = torch.zeros(4), torch.zeros(4)
+    block = tl.constexpr(1024)
+
+    class Scope:   # not a dict: read with .get, as Triton does
+        def __init__(self, **values):
+            self.values = values
+
+        def get(self, name, default=None):
+            return self.values.get(name, default)
+
+    cases = [({"B": block}, True), ({"B": tl.constexpr(1024)}, True), ({"B": tl.constexpr(512)}, False),
+             ({}, False), ({"B": 1024}, True), (Scope(B=block), True), (Scope(B=7), False)]
+    for scope, launches in cases:
+        entry = _keys_c.Entry(k.key_of(x, out), keys.MODE_DRIVER, plan=_plan([PTR, PTR], [0, 1]),
+                              grid=(0,), slow=lambda a: "slow", globals_guard=((scope, "B", block),))
+        k.clear()
+        k.publish(entry)
+        with _NoExchangeApi():
+            assert k(x, out) == (None if launches else "slow"), scope
+
+
 def test_python_twin_entry_has_result_index():
     entry = _keys_py.Entry((1, 2), keys.MODE_DRIVER, slow=lambda a: a[0], result_index=0)
     assert entry.result_index == 0
