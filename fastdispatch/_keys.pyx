@@ -317,11 +317,12 @@ cdef inline object _grid_key(object grid):
 
 
 cdef bint _globals_changed(tuple guard) except -1:
-    # Triton's own check is ``globals_dict.get(name) != value``. The value is almost always the
-    # very object the binary was built with, so identity answers first: ``!=`` on a
-    # ``tl.constexpr`` global (Helion's block sizes) is a Python method that builds another
-    # constexpr, ~1.1 us per global on the CI host. (A value unequal to itself, a NaN float, is
-    # "unchanged" here; Triton would report it changed on every call.)
+    # Triton's own check is ``globals_dict.get(name) != value``. For a ``tl.constexpr`` global
+    # (Helion's block sizes) the guard holds the live object (backends/triton/kernel.py
+    # ``_guard_value``), so identity answers first: ``!=`` on a constexpr is a Python method
+    # that builds another constexpr, ~1.1 us per global on the CI host, 1-2 us on the lent
+    # H200. (A value unequal to itself, a NaN float, is "unchanged" here; Triton would report
+    # it changed on every call.)
     cdef PyObject* found
     for globals_dict, name, value in guard:
         if type(globals_dict) is dict:

@@ -297,3 +297,22 @@ def test_interpreter_numerics_add2_add8_add16(tmp_path):
         assert row["errors"] == [None, None], (n, row["errors"])
         assert row["entries"] == 1 and row["hits"] == 1
         assert row["mode"] == fastdispatch.keys.MODE_SLOW and row["fallback"] == "TRITON_INTERPRET=1"
+
+
+def test_globals_guard_holds_the_live_constexpr():
+    """Triton deep-copies each global a kernel reads; the guard keeps the live object for an
+    equal ``tl.constexpr`` (so the hot path's identity check answers) and Triton's copy
+    otherwise (a mutable value, a changed one, a missing name)."""
+    import copy
+
+    import triton.language as tl
+    from fastdispatch.backends.triton.kernel import _guard_value
+
+    live = tl.constexpr(1024)
+    scope = {"B": live, "L": [1, 2], "C": tl.constexpr(8)}
+    assert _guard_value(scope, "B", copy.deepcopy(live)) is live
+    copied = copy.deepcopy(scope["L"])
+    assert _guard_value(scope, "L", copied) is copied            # mutable: Triton's copy
+    stale = tl.constexpr(4)
+    assert _guard_value(scope, "C", stale) is stale              # changed since the compile
+    assert _guard_value(scope, "missing", stale) is stale

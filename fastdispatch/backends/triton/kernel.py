@@ -52,6 +52,21 @@ def _is_interpreted(fn) -> bool:
     return interpreter is not None and isinstance(fn, interpreter.InterpretedFunction)
 
 
+def _guard_value(globals_dict, name: str, value):
+    """The value the hot path's globals guard compares ``globals_dict[name]`` with. Triton
+    keeps a deep copy of each global a kernel reads and compares with ``!=``; for a
+    ``tl.constexpr`` (immutable; Helion's block sizes are such globals) that ``!=`` is a
+    Python method building another constexpr (1-2 us per call on the lent H200), so the guard
+    holds the live object while it still equals the copy, and the guard's identity check
+    answers. Mutable values keep Triton's copy: an in-place change must still fire."""
+    from triton.language import constexpr
+
+    live = globals_dict.get(name, _NO_DEFAULT)
+    if type(value) is constexpr and type(live) is constexpr and bool(live == value):
+        return live
+    return value
+
+
 def _params_of(fn) -> list:
     """The KernelParams of a JITFunction, or built the same way for an InterpretedFunction."""
     params = getattr(fn, "params", None)
@@ -272,7 +287,8 @@ class TritonKernel(OffHotPath, Dispatcher):
         options = {**self.options, **self._options_in(values)}
         built = self._binary_for(full, options, target, device)
         kernel, src, key_text = built["kernel"], built["src"], built["key"]
-        guard = tuple((gdict, name, value) for (name, _), (value, gdict) in self.fn.used_global_vals.items())
+        guard = tuple((gdict, name, _guard_value(gdict, name, value))
+                      for (name, _), (value, gdict) in self.fn.used_global_vals.items())
         slow = functools.partial(self._slow_launch, kernel, device, guard, values)
         info = {"key": key_text, "device": device, "name": kernel.name, "values": values}
         reason = self._broken_reason
