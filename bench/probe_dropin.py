@@ -17,9 +17,10 @@ import torch
 import triton
 
 import fastdispatch
-from fastdispatch import _keys, bench_rounds
+from fastdispatch import bench_rounds
 from fastdispatch.bench_launch import NUMEL, _time_per_call
 from fastdispatch.kernels.add import ADD_KERNELS, BLOCK
+from probe_hot_path import step_costs   # bench/ is the script's directory: on sys.path
 
 
 def variants(n: int) -> tuple[dict, dict]:
@@ -87,10 +88,7 @@ def main() -> None:
             print(f"  {name:<48} {bench_rounds.summary(values).median:6.2f}  "
                   f"{p.median:+.2f} [{p.q1:+.2f}, {p.q3:+.2f}]")
         for label, (kernel, args, grid) in setups[n][1].items():
-            torch.cuda.synchronize()
-            costs = _keys.probe_costs(kernel, args, 20000, grid)
-            torch.cuda.synchronize()
-            print(f"  C steps, {label}: " + ", ".join(f"{k} {v:.0f}" for k, v in costs.items()))
+            print(f"  C steps, {label}: " + step_costs(kernel, args, grid))
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ import functools
 import torch
 
 import fastdispatch
-from fastdispatch import _keys, bench_rounds
+from fastdispatch import bench_rounds
 from fastdispatch.bench_launch import NUMEL, _time_per_call
 from fastdispatch.kernels import add as plain_add
 from fastdispatch.kernels import helion_kernels as hk
+from probe_hot_path import step_costs   # bench/ is the script's directory: on sys.path
 
 
 def main() -> None:
@@ -58,10 +59,7 @@ def main() -> None:
             p = bench_rounds.paired(values, rows["plain hit"])
             print(f"  {name:<20} {bench_rounds.summary(values).median:6.2f}  {p.median:+.2f} [{p.q1:+.2f}, {p.q3:+.2f}]")
         for label, (k, a) in zip(("plain", "helion"), entries[n]):
-            torch.cuda.synchronize()
-            costs = _keys.probe_costs(k, a, 20000)
-            torch.cuda.synchronize()
-            print(f"  C steps, {label}: " + ", ".join(f"{s} {v:.0f}" for s, v in costs.items()))
+            print(f"  C steps, {label}: " + step_costs(k, a))
 
 
 if __name__ == "__main__":
