@@ -29,7 +29,8 @@ cdef class Entry:
     ``allocs``: tensors a MODE_DRIVER launch allocates before it launches, ``((make, index),
     ...)``: ``make(args[index])`` (``torch.empty_like``), or ``make()`` for index -1; the j-th
     one's data pointer is argument slot ``len(args) + j`` of the plan (Helion's host function
-    allocating its output: ``helion_direct``). A Python call each: ~1 us per tensor.
+    allocating its output: ``helion_direct``). A Python call each, costing what the same
+    ``torch.empty_like`` costs from Python (1.9-3.4 us on the lent H200's hosts).
     """
 
     def __cinit__(self):
@@ -200,7 +201,7 @@ cdef class Entry:
             else:
                 stream = <fd_CUstream><uint64_t>_raw_stream(device_id)
             if self.allocs is not None:
-                made = self._allocate(args, slots)   # before the grid: it may read their slots
+                made = self._allocate(args, slots)   # the plan reads them from the slots past args
                 if made is None:
                     return self._slow(args, grid)
             self._grid(args, slots, views, have_views, grid, g)
