@@ -394,19 +394,31 @@ def _host_eps_grid(x, w, eps, *, _launcher=None):
     return out
 
 
-def test_allocation_only_reason_reads_the_host_source():
-    from fastdispatch.backends.helion_replay import allocation_only_reason
+def _host_in_place(x, *, _launcher=None):   # an in-place kernel: returns None explicitly
+    _launcher(_host_in_place, (1,), x, num_warps=4)
+    return None
 
-    assert allocation_only_reason(_host_alloc) is None
-    assert allocation_only_reason(_host_transposed) is None
-    assert "zeros_like" in allocation_only_reason(_host_zeros)
-    assert "fill_" in allocation_only_reason(_host_fill)
-    assert "clone" in allocation_only_reason(_host_copy)
-    assert "If statement" in allocation_only_reason(_host_branch)
-    assert "2 times" in allocation_only_reason(_host_twice)
-    assert "no source" in allocation_only_reason(eval("lambda *a, _launcher=None: None"))
+
+def _host_returns_call(x, *, _launcher=None):
+    _launcher(_host_returns_call, (1,), x, num_warps=4)
+    return x.sum()
+
+
+def test_host_source_reason_reads_the_host_source():
+    from fastdispatch.backends.helion_replay import host_source_reason
+
+    assert host_source_reason(_host_alloc) is None
+    assert host_source_reason(_host_in_place) is None
+    assert "Return statement" in host_source_reason(_host_returns_call)
+    assert host_source_reason(_host_transposed) is None
+    assert "zeros_like" in host_source_reason(_host_zeros)
+    assert "fill_" in host_source_reason(_host_fill)
+    assert "clone" in host_source_reason(_host_copy)
+    assert "If statement" in host_source_reason(_host_branch)
+    assert "2 times" in host_source_reason(_host_twice)
+    assert "no source" in host_source_reason(eval("lambda *a, _launcher=None: None"))
     fake = type(_host_alloc)(_host_alloc.__code__, {"torch": object()})
-    assert "not the modules" in allocation_only_reason(fake)
+    assert "not the modules" in host_source_reason(fake)
 
 
 class _FakeInner:
@@ -472,6 +484,21 @@ def test_build_replay_passes_a_runtime_float_through():
                         keys.ROLE_RUNTIME) is None           # no second value to record with
     assert build_replay(_host_eps, (x, w, 3), roles, lambda fn: inner,
                         keys.ROLE_RUNTIME) is None           # an int keyed by class
+
+
+def _host_zero_then_accumulate(x, out, *, _launcher=None):   # out given, zeroed by the host
+    out.zero_()
+    _launcher(_host_zero_then_accumulate, (1,), x, out, num_warps=4)
+    return out
+
+
+def test_build_replay_refuses_in_place_host_work_before_running_it():
+    """``out.zero_()`` before an atomic-add kernel: a replay would skip it, and a recording
+    run would zero the miss's result in the call's own ``out``; refused from the source."""
+    x, out = torch.randn(8), torch.full((8,), 3.0)
+    replay, _ = _build(_host_zero_then_accumulate, (x, out), ("x", "out"))
+    assert replay is None
+    assert torch.equal(out, torch.full((8,), 3.0))            # the host function did not run
 
 
 @pytest.mark.parametrize("host", [_host_zeros, _host_fill, _host_copy, _host_branch, _host_twice,

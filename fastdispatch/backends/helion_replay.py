@@ -7,6 +7,13 @@ bound config. At a miss the host function runs once with a *recording* launcher 
 launched: no second execution of the kernel). The launch replays when what it recorded is
 expressible:
 
+- the host function's source (:func:`host_source_reason`, read with ``ast`` before it is run
+  for the recording) does nothing but bind names to pure expressions of sizes, dtypes and
+  devices, assert on them, allocate uninitialized memory (``torch.empty`` / ``empty_like`` /
+  ``empty_strided`` / ``Tensor.new_empty``), launch once and return: no in-place op on an
+  argument (``out.zero_()`` before an atomic-add kernel), no copy, no ``zeros``, no branch --
+  which a replay would skip, and which a recording run would apply to the call's tensors a
+  second time;
 - exactly one launch, with launch options among ``num_warps`` / ``num_stages``, a grid of ints;
 - every tensor argument is one of the call's own tensors (the same object; views and copies
   are not) or a tensor the host function allocated (below), every other argument a constant
@@ -18,12 +25,9 @@ expressible:
   argument a launch argument stands for, and the next call with the same key may not alias);
 - the host function returns one of the call's arguments, a tensor it allocated, or None.
 
-**Allocations.** A launch tensor that is none of the call's is replayed as an allocation when
-the host function's source (:func:`allocation_only_reason`) does nothing but bind names to
-pure expressions of sizes, dtypes and devices, assert on them, allocate with ``torch.empty`` /
-``empty_like`` / ``empty_strided`` / ``Tensor.new_empty`` (uninitialized memory: no
-``zeros``, no copies, no in-place ops), launch once and return; and the tensor is fresh (its
-own storage, no view). It is replayed as ``torch.empty_like(call_arg)`` when that gives the
+**Allocations.** A launch tensor that is none of the call's is replayed as an allocation
+when it is fresh (its own storage, no view): by the source check above it came from one of
+the uninitialized allocators. It is replayed as ``torch.empty_like(call_arg)`` when that gives the
 same shape, strides, dtype and device (checked at the miss; the key fixes all four of the call
 argument's), else as ``torch.empty_strided`` with the recorded ones. The contents are
 undefined either way, as in the host function.
@@ -122,7 +126,16 @@ def _impure_node(expr: ast.AST) -> str | None:
     return None
 
 
-def allocation_only_reason(run) -> str | None:
+def _returns_names(value) -> bool:
+    """``return``, ``return None``, ``return name`` or ``return (name, ...)``."""
+    if value is None or isinstance(value, ast.Name):
+        return True
+    if isinstance(value, ast.Constant):
+        return value.value is None
+    return isinstance(value, ast.Tuple) and all(isinstance(e, ast.Name) for e in value.elts)
+
+
+def host_source_reason(run) -> str | None:
     """None when Helion's generated host function ``run`` only binds names to pure expressions
     (sizes, dtypes, devices, block sizes), asserts on them, allocates uninitialized tensors,
     calls ``_launcher`` once and returns names; else why not (the module docstring)."""
@@ -150,7 +163,7 @@ def allocation_only_reason(run) -> str | None:
             why = _impure_node(stmt.value)
         elif isinstance(stmt, ast.Assert):
             why = _impure_node(stmt.test) or (stmt.msg is not None and _impure_node(stmt.msg)) or None
-        elif isinstance(stmt, ast.Return) and (stmt.value is None or isinstance(stmt.value, ast.Name)):
+        elif isinstance(stmt, ast.Return) and _returns_names(stmt.value):
             why = None
         elif isinstance(stmt, ast.Pass):
             why = None
@@ -260,6 +273,8 @@ def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role:
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     if len({id(a) for a in tensors}) != len(tensors):
         return None   # a tensor passed twice: which argument a launch argument is is unknown
+    if host_source_reason(run) is not None:
+        return None   # it does work a replay would skip (and recording would repeat)
     recorded = _record(run, args)
     described = recorded and _describe(recorded, args, floats)
     if not described:
@@ -274,8 +289,6 @@ def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role:
         again = again and _describe(again, changed, floats)
         if not again or again[3] != compared:
             return None   # the float changes more than the launch argument it is
-    if fresh and allocation_only_reason(run) is not None:
-        return None   # the host function may initialize, copy or view what it allocated
     jit_fn, grid, _, options, _ = recorded
     allocs = tuple(_allocator_for(t, args) for t in fresh)
     inner = wrapper_for(jit_fn)
