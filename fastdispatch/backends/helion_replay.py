@@ -90,7 +90,7 @@ class Replay:
         return {j: v for j, (kind, v) in enumerate(self.launch) if kind == "arg"}
 
 
-# -- what the host function may do for its allocations to be replayed ---------------------------
+# -- what a host function may do to be replayed (its source, read at the miss) ---------------------
 _ALLOCATORS = {("torch", "empty"), ("torch", "empty_like"), ("torch", "empty_strided")}
 _PURE_CALLS = {("torch", "promote_types"), ("triton", "cdiv"), ("triton", "next_power_of_2")}
 _PURE_METHODS = frozenset({"size", "stride", "numel", "dim", "new_empty"})   # new_empty allocates
