@@ -126,6 +126,12 @@ def _impure_node(expr: ast.AST) -> str | None:
     return None
 
 
+def _names_only(target) -> bool:
+    """An assignment target that binds names: ``a`` or ``a, b``."""
+    return isinstance(target, ast.Name) or (
+        isinstance(target, ast.Tuple) and all(isinstance(e, ast.Name) for e in target.elts))
+
+
 def _returns_names(value) -> bool:
     """``return``, ``return None``, ``return name`` or ``return (name, ...)``."""
     if value is None or isinstance(value, ast.Name):
@@ -156,13 +162,12 @@ def host_source_reason(run) -> str | None:
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) \
                 and isinstance(stmt.value.func, ast.Name) and stmt.value.func.id == "_launcher":
             launches += 1
-            why = _impure_node(ast.Tuple(elts=[*stmt.value.args, *[k.value for k in stmt.value.keywords]]))
-        elif isinstance(stmt, ast.Assign) and all(
-                isinstance(t, ast.Name) or (isinstance(t, ast.Tuple) and all(isinstance(e, ast.Name) for e in t.elts))
-                for t in stmt.targets):
+            call = stmt.value
+            why = _impure_node(ast.Tuple(elts=[*call.args, *[k.value for k in call.keywords]]))
+        elif isinstance(stmt, ast.Assign) and all(_names_only(t) for t in stmt.targets):
             why = _impure_node(stmt.value)
         elif isinstance(stmt, ast.Assert):
-            why = _impure_node(stmt.test) or (stmt.msg is not None and _impure_node(stmt.msg)) or None
+            why = _impure_node(stmt.test) or (stmt.msg is not None and _impure_node(stmt.msg))
         elif isinstance(stmt, ast.Return) and _returns_names(stmt.value):
             why = None
         elif isinstance(stmt, ast.Pass):
