@@ -37,6 +37,14 @@ def _check(name, got, expected, reference):
     torch.testing.assert_close(got, reference, rtol=1e-5, atol=1e-5)
 
 
+def _say_if_not_direct(name: str, wrapped) -> None:
+    """Print when ``wrapped``'s entry keeps Helion's host function (Helion >= 1.5, or a host
+    function that does more than a replay may: ``helion_replay``), so its row is read as such."""
+    direct = wrapped.entries()[0].info.get("direct")
+    if direct is not True:
+        print(f"bench helion: {name} runs its host function (direct: {direct!r})")
+
+
 def helion_paths(n: int) -> dict:
     """``{path name: fn(iterations)}`` for the ``n``-input Helion add (n in 2, 8, 16)."""
     import fastdispatch
@@ -69,9 +77,7 @@ def helion_paths(n: int) -> dict:
         torch.full((NUMEL,), float("nan"), device="cuda")  # poisons the block the call gets
         _check(name, fn(*inputs), expected_alloc, reference)
     torch.cuda.synchronize()
-    direct = wrapped_alloc.entries()[0].info.get("direct")
-    if direct is not True:   # Helion >= 1.5, or a host function that does more than allocate
-        print(f"bench helion: add{n}_alloc runs its host function (direct: {direct!r})")
+    _say_if_not_direct(f"add{n}_alloc", wrapped_alloc)
 
     def helion(k):
         for _ in range(k):
@@ -127,9 +133,7 @@ def rms_norm_paths(device: str = "cuda") -> dict:
         got = wrapped(x, w)
         if not torch.equal(got, expected):
             raise RuntimeError("bench helion: fastdispatch rms_norm differs from Helion's own call")
-    direct = wrapped.entries()[0].info.get("direct")
-    if direct is not True:
-        print(f"bench helion: rms_norm runs its host function (direct: {direct!r})")
+    _say_if_not_direct("rms_norm", wrapped)
 
     def helion(k):
         for _ in range(k):

@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.knobs as triton_knobs
 
+from fastdispatch import bench_helion as bh   # its row names (it imports Helion only when run)
 from fastdispatch import bench_rounds
 from fastdispatch.kernels.add import ADD_KERNELS, BLOCK, add_grid
 
@@ -43,15 +44,12 @@ TARGETS = (
      AUTOTUNE_PLAIN, 0.3, "Triton kernel[grid], autotune (4 configs, key n)", 3.0, "Triton"),
     ("heuristics", "fastdispatch fast[grid], heuristics",
      FD, 0.3, "Triton kernel[grid], heuristics", 3.0, "Triton"),
-    ("Helion add, fastdispatch.helion_kernel", "fastdispatch.helion_kernel",
-     FD, 1.5, "Helion's own call", 2.5, "Helion"),
+    ("Helion add, fastdispatch.helion_kernel", bh.FASTDISPATCH, FD, 1.5, bh.HELION, 2.5, "Helion"),
     # The allocating add (the host function's torch.empty_like included) against the plain
     # hit, and against the plain hit with the caller allocating the same way.
-    ("Helion add allocating its out", "fastdispatch.helion_kernel, allocating out",
-     FD, 1.5, "Helion's own call, allocating out", 2.5, "Helion"),
-    ("Helion add allocating its out, vs plain + empty_like", "fastdispatch.helion_kernel, allocating out",
-     "plain fastdispatch hit + torch.empty_like by the caller", 1.5,
-     "Helion's own call, allocating out", 2.5, "Helion"),
+    ("Helion add allocating its out", bh.FASTDISPATCH_ALLOC, FD, 1.5, bh.HELION_ALLOC, 2.5, "Helion"),
+    ("Helion add allocating its out, vs plain + empty_like", bh.FASTDISPATCH_ALLOC, bh.PLAIN_ALLOC,
+     1.5, bh.HELION_ALLOC, 2.5, "Helion"),
 )
 # Two rows doing identical work when the autotuner picks BLOCK (the plain row's): their paired
 # difference is the noise floor the targets' differences are read against.
@@ -349,8 +347,7 @@ def _print_table(results: dict, paired: dict, rounds: int, iterations: int) -> N
                   f"{_fmt_paired(p)}; {owner} {row[theirs]:.2f} us ({row[theirs] / got:.1f}x) -> "
                   f"{'MET' if ok else 'MISSED'}")
     rms = [(row[ours], row[theirs]) for row in results.values()
-           for ours, theirs in [("fastdispatch.helion_kernel, rms_norm 64x1024 bf16",
-                                 "Helion's own call, rms_norm 64x1024 bf16 (every column)")] if ours in row]
+           for ours, theirs in [(bh.FASTDISPATCH_RMS, bh.HELION_RMS)] if ours in row]
     if rms:   # the reduction kernel, measured in every column: its median over them
         ours, theirs = statistics.median(r[0] for r in rms), statistics.median(r[1] for r in rms)
         print(f"  rms_norm (allocating): fastdispatch {ours:.2f} us, Helion "

@@ -134,11 +134,9 @@ def _names_only(target) -> bool:
 
 def _returns_names(value) -> bool:
     """``return``, ``return None``, ``return name`` or ``return (name, ...)``."""
-    if value is None or isinstance(value, ast.Name):
+    if value is None or (isinstance(value, ast.Constant) and value.value is None):
         return True
-    if isinstance(value, ast.Constant):
-        return value.value is None
-    return isinstance(value, ast.Tuple) and all(isinstance(e, ast.Name) for e in value.elts)
+    return _names_only(value)
 
 
 def host_source_reason(run) -> str | None:
@@ -316,13 +314,13 @@ def build_replay(run, args: tuple, roles: bytes, wrapper_for, scalar_class_role:
                 return a[result_index]
         return Replay(replay, inner, grid, plan, tail, result_index)
 
-    described = Replay(None, inner, grid, plan, tail, result_index, allocs,
-                       tuple(t.device for t in fresh))
-    extended = described.extended
+    recorded_replay = Replay(None, inner, grid, plan, tail, result_index, allocs,
+                             tuple(t.device for t in fresh))
+    extended = recorded_replay.extended
 
     def replay(*a):
         ext = extended(a)
         launch(*[ext[v] if kind == "arg" else v for kind, v in plan], *tail)
         return None if result_index is None else ext[result_index]
-    described.fn = replay
-    return described
+    recorded_replay.fn = replay
+    return recorded_replay

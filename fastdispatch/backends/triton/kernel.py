@@ -61,7 +61,7 @@ def _guard_value(globals_dict, name: str, value):
     answers. Mutable values keep Triton's copy: an in-place change must still fire."""
     from triton.language import constexpr
 
-    live = globals_dict.get(name, _NO_DEFAULT)
+    live = globals_dict.get(name)
     if type(value) is constexpr and type(live) is constexpr and bool(live == value):
         return live
     return value
