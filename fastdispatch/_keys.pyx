@@ -340,6 +340,17 @@ cdef object _fastkernel_mp_subscript(object self, object grid):
     return bound
 
 
+def adopt_class(FastKernel kernel, type cls):
+    """Move ``kernel`` to ``cls``, a subclass of its type that adds no state (the Triton backend's
+    per-kernel class of traced methods), with the C slots above installed on ``cls`` first:
+    a class made by ``type()`` derives its slots from the Python methods in its dict."""
+    if not issubclass(cls, type(kernel)) or cls.__basicsize__ != type(kernel).__basicsize__:
+        raise TypeError(f"adopt_class: {cls.__name__} is not a stateless subclass of {type(kernel).__name__}")
+    fd_ensure_tp_call(cls, <void*>_fastkernel_tp_call)
+    fd_ensure_mp_subscript(cls, <void*>_fastkernel_mp_subscript)
+    kernel.__class__ = cls
+
+
 cdef object _boundlaunch_tp_call(object self, object args, PyObject* kwds):
     cdef BoundLaunch bound = <BoundLaunch>self
     return bound.kernel._call_kw(<tuple>args, kwds, bound.grid)

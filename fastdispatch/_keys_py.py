@@ -251,6 +251,14 @@ def hash_words(words) -> int:
     return h
 
 
+def adopt_class(kernel, cls) -> None:
+    """Move ``kernel`` to ``cls``, a subclass of its type that adds no state (the C twin also
+    installs its slots on ``cls``)."""
+    if not issubclass(cls, type(kernel)) or cls.__basicsize__ != type(kernel).__basicsize__:
+        raise TypeError(f"adopt_class: {cls.__name__} is not a stateless subclass of {type(kernel).__name__}")
+    kernel.__class__ = cls
+
+
 class Entry:
     """One published specialization (the twin of ``_keys.Entry``)."""
 

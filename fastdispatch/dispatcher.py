@@ -108,6 +108,10 @@ class Dispatcher(keys.FastKernel):
         [2.0, 2.0, 2.0]
     """
 
+    # State in slots, not a __dict__: under torch.compile Dynamo guards an instance dict on
+    # every call (backends/triton/traced.py). Subclasses without __slots__ get a dict as usual.
+    __slots__ = ("name", "param_names", "option_names", "defaults", "_flight", "_role_list", "_op", "_op_def")
+
     def __init__(self, name: str, param_names, roles: bytes | None = None, defaults: dict | None = None,
                  knobs=None, *, options=(), max_entries: int | None = None):
         param_names = tuple(param_names)

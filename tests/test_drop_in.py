@@ -254,8 +254,9 @@ def test_eager_triton_calls_bypass_the_traced_methods(monkeypatch):
 
 def test_subscript_stays_in_c_after_specialization(monkeypatch):
     """``k[grid]`` repeated (past CPython's warm-up, where it specializes BINARY_SUBSCR to a
-    direct call of a Python ``__getitem__``) still runs the C slot, and so do calls: the traced
-    methods' one global read, ``_is_compiling``, counts any call that reaches them."""
+    direct call of a Python ``__getitem__``) still runs the C slot, and so do calls: the general
+    traced methods' one global read, ``_is_compiling``, counts any call that reaches them, and
+    the Triton kernel's own generated methods (``traced.py``) are wrapped to count."""
     from fastdispatch import dispatcher, keys
     from fastdispatch.backends.triton import offpath
     if keys.IMPLEMENTATION != "cython":
@@ -268,11 +269,19 @@ def test_subscript_stays_in_c_after_specialization(monkeypatch):
     monkeypatch.setattr(offpath, "_is_compiling", counting)
     monkeypatch.setattr(dispatcher, "_is_compiling", counting)
     grid = (1,)
+    generated = fastdispatch.triton_kernel(_copy)
+    cls = type(generated)
+    for name in ("__getitem__", "__call__"):
+        def counted(*args, _original=cls.__dict__[name], **kwargs):
+            reached.append(1)
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(cls, name, counted)
+    keys.impl.adopt_class(generated, cls)   # setting them re-derived the slots from Python
 
     def subscripts(kernel):
         for _ in range(500):
             kernel[grid]
-    for k in (fastdispatch.triton_kernel(_copy), reference_kernel(lambda x: None, ["x"])):
+    for k in (generated, reference_kernel(lambda x: None, ["x"])):
         subscripts(k)
         subscripts(k)
         assert reached == [], type(k).__name__

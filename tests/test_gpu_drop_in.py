@@ -222,6 +222,48 @@ def test_torch_compile_direct_forms(form, monkeypatch):
     assert "axpy_kernel" in code and ".clone(" not in code and "copy_(" not in code, code[-3000:]
 
 
+def _guard_lines(compiled) -> list:
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list, innermost_fn
+    entries = _debug_get_cache_entry_list(innermost_fn(compiled).__code__)
+    assert len(entries) == 1
+    return str(entries[0].guard_manager).splitlines()
+
+
+def test_torch_compile_guards_read_only_the_kernel_object():
+    """Under torch.compile the wrapper costs the guards of its own object and Triton's kernel
+    object, nothing else: no ``_traced`` tuple, no ``_is_compiling``, no instance ``__dict__``
+    (the per-kernel traced class, ``traced.py``); a fixed constexpr adds no guard either (it is a
+    literal in the generated code). Each compiled call checks every guard line."""
+    torch._dynamo.reset()
+    x, y = torch.randn(4096, device="cuda"), torch.randn(4096, device="cuda")
+    out = torch.full_like(x, float("nan"))
+    plain = fastdispatch.triton_kernel(rk.axpy_kernel)
+    fixed = fastdispatch.triton_kernel(rk.axpy_kernel, constexprs={"BLOCK": 1024})
+
+    def native(x, y, out):
+        rk.axpy_kernel[(4,)](x, y, out, 2.0, x.numel(), BLOCK=1024)
+        return out
+
+    def ours(x, y, out):
+        plain[(4,)](x, y, out, 2.0, x.numel(), BLOCK=1024)
+        return out
+
+    def ours_fixed(x, y, out):
+        fixed[(4,)](x, y, out, 2.0, x.numel())
+        return out
+    lines = {}
+    for fn in (native, ours, ours_fixed):
+        compiled = torch.compile(fn, fullgraph=True)
+        out.fill_(float("nan"))
+        torch.testing.assert_close(compiled(x, y, out), 2.0 * x + y)
+        lines[fn.__name__] = _guard_lines(compiled)
+    for name in ("ours", "ours_fixed"):
+        text = "\n".join(lines[name])
+        assert "_traced" not in text and "_is_compiling" not in text and "__dict__" not in text, text
+        # the wrapper's TYPE_MATCH and its ``kernel`` slot's accessor, beside the native global
+        assert len(lines[name]) <= len(lines["native"]) + 3, (len(lines[name]), len(lines["native"]), text)
+
+
 def test_torch_compile_keyword_call_binds_in_python():
     """A wrap-time grid of the call's arguments with a keyword call still traces (bound in
     Python, the general form) and is correct."""

@@ -25,7 +25,7 @@ import triton.knobs as triton_knobs
 from triton.runtime.jit import JITFunction, KernelParam
 
 from fastdispatch import _stats as stats, keys
-from fastdispatch.backends.triton import binaries, decisions, grids
+from fastdispatch.backends.triton import binaries, decisions, grids, traced
 from fastdispatch.backends.triton.layers import Layers, tuning_key_of
 from fastdispatch.backends.triton.offpath import _NO_DEFAULT, OffHotPath
 from fastdispatch.backends.triton.plan import NoFastPath
@@ -87,6 +87,11 @@ def _tensor_descriptor_type():
 class TritonKernel(OffHotPath, Dispatcher):
     """A Triton kernel object behind the fastdispatch hot path (see :func:`triton_kernel`)."""
 
+    __slots__ = ("layers", "interpret", "kernel", "fn", "params", "_param_name_set", "fixed_constexprs",
+                 "options", "call_params", "call_names", "grid_style", "grid", "_value_names",
+                 "_constexpr_positions", "_tensor_descriptor", "_traced", "_call_defaults",
+                 "_broken_reason", "_opaque", "_builds", "_programs", "_recipes")
+
     def __init__(self, kernel, *, grid=None, constexprs=None, name=None, max_entries=None,
                  **options):
         self.layers = Layers(kernel)
@@ -135,6 +140,20 @@ class TritonKernel(OffHotPath, Dispatcher):
         self._builds: dict = {}        # specialization -> built launch pieces (known binaries)
         self._programs: dict = {}      # (grid key, resolved values, arg kinds) -> GridProgram
         self._recipes: dict = {}       # key words -> what a direct-launch Entry is built from
+        self._adopt_traced_class(name or fn.__name__)
+
+    def _adopt_traced_class(self, name: str):
+        """Move this kernel to its own subclass whose torch.compile methods hold its constants
+        as literals (``traced.py``: fewer guards per compiled call). Only with the C key
+        builder (the pure-Python one runs the traced methods for eager calls too) and only for
+        TritonKernel itself (a user's subclass keeps its own methods)."""
+        if type(self) is not TritonKernel or keys.IMPLEMENTATION != "cython":
+            return
+        _, fixed, limit, defaults = self._traced
+        cls = traced.traced_class(TritonKernel, name, fixed, limit, len(self.params), defaults, self.grid_style, self.grid,
+                                  self._call_defaults, _NO_DEFAULT)
+        if cls is not None:
+            keys.impl.adopt_class(self, cls)
 
     def _register_op(self):
         """No generic custom op: under torch.compile Dynamo sees the Triton kernel itself."""

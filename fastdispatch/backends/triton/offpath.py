@@ -22,6 +22,8 @@ _NO_DEFAULT = object()   # a call parameter without a default (TritonKernel._cal
 class OffHotPath:
     """TritonKernel's grids, slow launches, torch.compile path and ahead-of-time compiles."""
 
+    __slots__ = ()   # the state is TritonKernel's
+
     # -- Triton's own path -----------------------------------------------------------------------
     def _triton_grid(self, call_args, grid):
         if grid is not None:
@@ -137,6 +139,9 @@ class OffHotPath:
     # ``_traced`` = (kernel object, fixed constexprs, positional limit, omitted defaults), and
     # call Triton's own ``kernel[grid]`` with the call's arguments. Binding in Python (``bind``,
     # ~100 more guard lines, +2.5 us per call) is left to calls Triton's binder would misread.
+    # These are the general methods: a TritonKernel whose constants have literal forms gets
+    # its own class with the same methods written for it (``traced.py``), which read only
+    # ``self.kernel``; these serve the rest and the pure-Python key builder.
     def __getitem__(self, grid, *_not_specialized):   # *_: see Dispatcher.__getitem__
         if not _is_compiling():
             return keys.FastKernel.__getitem__(self, grid)   # eager, pure-Python key builder
