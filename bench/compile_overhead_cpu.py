@@ -5,8 +5,10 @@ each call is ~4% slower on the H200 host (``bench/compile_probe.py``). This repr
 the CPU with a stand-in op (``out.add_(x)``) instead of a Triton kernel, one process, rounds in
 rotating order, medians of paired per-round ratios against the native call:
 
-- ``fastdispatch-shaped``: a ``keys.FastKernel`` subclass whose traced ``__getitem__`` reads one
-  attribute and returns a closure calling the op (the shape of ``TritonKernel``'s traced path);
+- ``fastdispatch-shaped (before)``: a ``keys.FastKernel`` subclass whose traced ``__getitem__``
+  reads a 4-tuple attribute and returns a closure calling the op (``OffHotPath``'s general path);
+- ``fastdispatch (now)``: what ``traced.py`` generates for a kernel with nothing to add: a
+  per-kernel class with ``__slots__`` (no instance dict) whose ``__getitem__`` returns one slot;
 - ``plain object``: the same on a plain Python object; ``attribute only``: ``Q._traced[0](...)``;
 - ``native copy``: a second compiled copy of the native function (the null pair).
 
@@ -33,11 +35,18 @@ class FastShaped(keys.FastKernel):
     def __getitem__(self, grid):
         if not _is_compiling():
             return keys.FastKernel.__getitem__(self, grid)
-        kernel = self._traced[0]
+        kernel, fixed, limit, defaults = self._traced
 
         def traced(*args, **kwargs):
-            return kernel(*args, **kwargs)
+            return kernel(*args, **kwargs, **fixed)
         return traced
+
+
+class Now(keys.FastKernel):
+    __slots__ = ("kernel",)
+
+    def __getitem__(self, grid, *_not_specialized):
+        return self.kernel
 
 
 class Plain:
@@ -51,11 +60,19 @@ class Plain:
 
 W = FastShaped(bytes([keys.ROLE_CLASS] * 2), lambda *a: None)
 P, Q = Plain(), Plain()
-W._traced = P._traced = Q._traced = (op,)
+P._traced = Q._traced = (op,)
+W._traced = (op, {}, 2, ())
+N = Now(bytes([keys.ROLE_CLASS] * 2), lambda *a: None)
+N.kernel = op
 
 
 def fastdispatch_shaped(x, out):
     W[(1,)](x, out)
+    return out
+
+
+def fastdispatch_now(x, out):
+    N[(1,)](x, out)
     return out
 
 
@@ -82,7 +99,7 @@ def native_copy(x, out):
 def main(rounds: int = 31, calls: int = 2000):
     x, out = torch.randn(16), torch.zeros(16)
     fns = {f.__name__: torch.compile(f, fullgraph=True)
-           for f in (fastdispatch_shaped, plain_object, attribute_only, native, native_copy)}
+           for f in (fastdispatch_shaped, fastdispatch_now, plain_object, attribute_only, native, native_copy)}
     for f in fns.values():
         f(x, out)
         f(x, out)

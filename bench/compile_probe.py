@@ -28,7 +28,7 @@ from fastdispatch import bench_rounds
 from fastdispatch.bench_server import BLOCK, axpy   # the kernel `bench server` times
 
 
-FAST = BY_ARGS = None   # compile_paths' wrappers (module globals, see there)
+FAST = BY_ARGS = TUNED = TUNED_FAST = None   # compile_paths' kernels (module globals, see there)
 
 
 def _per_call_us(fn, iterations=2000, repeats=5):
@@ -80,6 +80,7 @@ def _interleaved(paths: dict, rounds=31, iterations=500) -> dict:
 PAIRS = (("compiled: native Triton kernel, a second copy", "compiled: native Triton kernel"),   # the null pair
          ("compiled: fastdispatch Triton wrapper", "compiled: native Triton kernel"),
          ("compiled: fastdispatch wrapper, wrap-time grid of the arguments", "compiled: native Triton kernel"),
+         ("compiled: fastdispatch autotuned wrapper, META grid", "compiled: native autotuned Triton kernel, META grid"),
          ("compiled: fastdispatch.scaled_mm 16x4096x4096", "compiled: torch._scaled_mm 16x4096x4096"))
 
 
@@ -104,13 +105,16 @@ def _functional_scaled_mm_op():
 
 
 def compile_paths(out_dir: str) -> None:
-    global FAST, BY_ARGS
+    global FAST, BY_ARGS, TUNED, TUNED_FAST
     # Module globals, as a user's wrapper made at import (and as ``axpy`` is), so both sides
     # read their kernel object the same way (a closure cell, measured before the traced
     # methods were trimmed, gave the same ratio within its quartiles).
     FAST = fastdispatch.triton_kernel(axpy)
     BY_ARGS = fastdispatch.triton_kernel(axpy, grid=lambda x, y, out, a, n: (triton.cdiv(n, BLOCK),),
                                          constexprs={"BLOCK": BLOCK})
+    TUNED = triton.autotune(configs=[triton.Config({"BLOCK": 512}), triton.Config({"BLOCK": 1024})],
+                            key=["n"])(axpy)
+    TUNED_FAST = fastdispatch.triton_kernel(TUNED)
     x, y = torch.randn(4096, device="cuda"), torch.randn(4096, device="cuda")
     out = torch.empty_like(x)
 
@@ -129,6 +133,16 @@ def compile_paths(out_dir: str) -> None:
         axpy[(triton.cdiv(n, BLOCK),)](x, y, out, 2.0, n, BLOCK=BLOCK)
         return out
 
+    def with_fd_tuned(x, y, out):
+        n = x.numel()
+        TUNED_FAST[lambda META: (triton.cdiv(n, META["BLOCK"]),)](x, y, out, 2.0, n)
+        return out
+
+    def with_triton_tuned(x, y, out):
+        n = x.numel()
+        TUNED[lambda META: (triton.cdiv(n, META["BLOCK"]),)](x, y, out, 2.0, n)
+        return out
+
     def wrapper_call(x, y, out):
         BY_ARGS(x, y, out, 2.0, x.numel())
         return out
@@ -136,7 +150,9 @@ def compile_paths(out_dir: str) -> None:
     compiled = {"fastdispatch Triton wrapper": (with_fd, (x, y, out)),
                 "fastdispatch wrapper, wrap-time grid of the arguments": (wrapper_call, (x, y, out)),
                 "native Triton kernel": (with_triton, (x, y, out)),
-                "native Triton kernel, a second copy": (with_triton_copy, (x, y, out))}
+                "native Triton kernel, a second copy": (with_triton_copy, (x, y, out)),
+                "fastdispatch autotuned wrapper, META grid": (with_fd_tuned, (x, y, out)),
+                "native autotuned Triton kernel, META grid": (with_triton_tuned, (x, y, out))}
     from fastdispatch.kernels.scaled_mm.api import variant_for
     if variant_for(torch.cuda.get_device_capability()) == "sm90":
         m, n, k = 16, 4096, 4096
