@@ -78,6 +78,8 @@ def _interleaved(paths: dict, rounds=31, iterations=500) -> dict:
 
 
 PAIRS = (("compiled: native Triton kernel, a second copy", "compiled: native Triton kernel"),   # the null pair
+         # the same generated code called directly: what the measurement resolves without guards
+         ("graph only: fastdispatch Triton wrapper", "graph only: native Triton kernel"),
          ("compiled: fastdispatch Triton wrapper", "compiled: native Triton kernel"),
          ("compiled: fastdispatch wrapper, wrap-time grid of the arguments", "compiled: native Triton kernel"),
          ("compiled: fastdispatch autotuned wrapper, META grid", "compiled: native autotuned Triton kernel, META grid"),
@@ -104,7 +106,7 @@ def _functional_scaled_mm_op():
     return torch.ops.fdprobe.scaled_mm.default
 
 
-def compile_paths(out_dir: str) -> None:
+def compile_paths(out_dir: str, rounds: int = 31, with_scaled_mm: bool = True) -> None:
     global FAST, BY_ARGS, TUNED, TUNED_FAST
     # Module globals, as a user's wrapper made at import (and as ``axpy`` is), so both sides
     # read their kernel object the same way (a closure cell, measured before the traced
@@ -154,7 +156,7 @@ def compile_paths(out_dir: str) -> None:
                 "fastdispatch autotuned wrapper, META grid": (with_fd_tuned, (x, y, out)),
                 "native autotuned Triton kernel, META grid": (with_triton_tuned, (x, y, out))}
     from fastdispatch.kernels.scaled_mm.api import variant_for
-    if variant_for(torch.cuda.get_device_capability()) == "sm90":
+    if with_scaled_mm and variant_for(torch.cuda.get_device_capability()) == "sm90":
         m, n, k = 16, 4096, 4096
         a = torch.randn(m, k, device="cuda").to(torch.float8_e4m3fn)
         b = torch.randn(n, k, device="cuda").to(torch.float8_e4m3fn).t()
@@ -214,7 +216,7 @@ def compile_paths(out_dir: str) -> None:
             with open(os.path.join(out_dir, "guards.txt"), "a") as f:
                 f.write(f"== {name}\n{text}\n")
             print(f"{name}: guard tree {len(text.splitlines())} lines, check -> {gm.check(local)}")
-    samples = _interleaved({**paths, **eager})
+    samples = _interleaved({**paths, **eager}, rounds=rounds)
     samples.update(_interleaved(guards, rounds=9, iterations=20000))
     print("\n== torch.compile and the op boundary (us per call: median, [min, max] of the rounds)")
     for name, v in samples.items():
@@ -265,12 +267,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     parser.add_argument("--only", choices=("compile", "steps"))
+    parser.add_argument("--rounds", type=int, default=31, help="rounds of the compiled paths (each path once per round)")
+    parser.add_argument("--triton-only", action="store_true", help="leave out scaled_mm and the eager op paths")
     options = parser.parse_args()
     if not torch.cuda.is_available():
         print("compile_probe: no CUDA GPU; skipped")
         return
     if options.only != "steps":
-        compile_paths(options.out)
+        compile_paths(options.out, options.rounds, not options.triton_only)
     if options.only != "compile":
         hot_path_steps()
 
