@@ -264,6 +264,31 @@ def test_torch_compile_guards_read_only_the_kernel_object():
         assert len(lines[name]) <= len(lines["native"]) + 3, (len(lines[name]), len(lines["native"]), text)
 
 
+@pytest.mark.parametrize("form", ["getitem", "autotuned"])
+def test_torch_compile_reduce_overhead(form):
+    """torch.compile(mode="reduce-overhead") of a function allocating its output and calling the
+    wrapped kernel: captured as a CUDA graph (no cudagraph skip), and every replay computes from
+    the call's new inputs (random values, outputs poisoned by a NaN-filled previous result)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    kernel = rk.axpy_kernel if form == "getitem" else triton.autotune(
+        configs=[triton.Config({"BLOCK": b}) for b in (128, 512)], key=["n"])(rk.axpy_kernel)
+    fast = fastdispatch.triton_kernel(kernel)
+
+    def f(x, y):
+        out = torch.full_like(x, float("nan"))
+        n = x.numel()
+        fast[lambda META: (triton.cdiv(n, META["BLOCK"]),)](x, y, out, 2.0, n)
+        return out
+    compiled = torch.compile(f, mode="reduce-overhead", fullgraph=True)
+    for _ in range(4):   # warm-up, record, then replays
+        x, y = torch.randn(5000, device="cuda"), torch.randn(5000, device="cuda")
+        torch.testing.assert_close(compiled(x, y).clone(), 2.0 * x + y)
+    assert not counters["inductor"]["cudagraph_skips"], dict(counters["inductor"])
+
+
 def test_torch_compile_keyword_call_binds_in_python():
     """A wrap-time grid of the call's arguments with a keyword call still traces (bound in
     Python, the general form) and is correct."""

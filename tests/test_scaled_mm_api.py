@@ -196,6 +196,26 @@ def test_gpu_graph_capture_replays():
 
 
 @pytest.mark.gpu
+def test_gpu_torch_compile_reduce_overhead():
+    """torch.compile(mode="reduce-overhead"): the function is captured as a CUDA graph (no
+    cudagraph skip) and each replay computes from the call's new inputs, against the fp64
+    reference; the output is allocated by Inductor and written by our op in place."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(lambda a, b, sa, sb: fastdispatch.scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16),
+                             mode="reduce-overhead", fullgraph=True)
+    for seed in range(4):   # warm-up, record, then replays
+        a, b, sa, sb = make(64, 1024, 1024, device="cuda", seed=seed)
+        out = compiled(a, b, sa, sb).clone()   # the graph's output buffer is reused by the next replay
+        torch.cuda.synchronize()
+        assert torch.isfinite(out).all()
+        assert rel_err(out, fp64_reference(a, b, sa, sb)) < BF16_REL_TOL, seed
+    assert not counters["inductor"]["cudagraph_skips"], dict(counters["inductor"])
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("m, n, k", [(4096, 4096, 4096), (1000, 272, 336), (16, 8192, 8192)], ids=str)
 def test_gpu_fast_accum(m, n, k):
     """use_fast_accum=True (tensor cores accumulate all of K, as cuBLAS's fast mode): a looser
