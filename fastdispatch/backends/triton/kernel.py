@@ -150,8 +150,8 @@ class TritonKernel(OffHotPath, Dispatcher):
         if type(self) is not TritonKernel or keys.IMPLEMENTATION != "cython":
             return
         _, fixed, limit, defaults = self._traced
-        cls = traced.traced_class(TritonKernel, name, fixed, limit, len(self.params), defaults, self.grid_style, self.grid,
-                                  self._call_defaults, _NO_DEFAULT)
+        cls = traced.traced_class(TritonKernel, name, fixed, limit, len(self.params), defaults,
+                                  self.grid_style, self.grid, self._call_defaults, _NO_DEFAULT)
         if cls is not None:
             keys.impl.adopt_class(self, cls)
 
