@@ -173,7 +173,7 @@ def _no_python_binding(monkeypatch):
 
 
 @pytest.mark.parametrize("form", ["getitem_meta", "getitem_tuple_fixed", "call_args_grid", "call_static_grid",
-                                  "autotuned"])
+                                  "autotuned", "general_methods"])
 def test_torch_compile_direct_forms(form, monkeypatch):
     """The traced call reads only the kernel object (no Python binding, so few guards): every
     form Triton users write, correct against torch under torch.compile(fullgraph=True), with no
@@ -207,6 +207,19 @@ def test_torch_compile_direct_forms(form, monkeypatch):
 
         def f(x, y, out):
             fast(x, y, out, 2.0, x.numel(), num_warps=2)
+            return out
+    elif form == "general_methods":
+        # a subclass keeps OffHotPath's general traced methods (no per-kernel class): the
+        # path kernels with non-literal constants take
+        from fastdispatch.backends.triton.kernel import TritonKernel
+
+        class Subclass(TritonKernel):
+            pass
+        fast = Subclass(rk.axpy_kernel, constexprs={"BLOCK": 128})
+        assert type(fast) is Subclass
+
+        def f(x, y, out):
+            fast[(triton.cdiv(x.numel(), 128),)](x, y, out, 2.0, x.numel())
             return out
     else:   # autotune over the kernel: BLOCK comes from the configs, the grid from META
         tuned = triton.autotune(configs=[triton.Config({"BLOCK": b}) for b in (128, 512)], key=["n"])(rk.axpy_kernel)
