@@ -1,7 +1,7 @@
 """What a user-defined object on the traced path costs a torch.compile'd call (CPU, no GPU).
 
 Issue 13's Triton path under torch.compile compiles to the same graph as the native call, yet
-each call is ~4% slower on the H200 host (``bench/compile_probe.py``). This reproduces that on
+each call was ~4% slower on the H200 host (``bench/compile_probe.py``). This reproduces that on
 the CPU with a stand-in op (``out.add_(x)``) instead of a Triton kernel, one process, rounds in
 rotating order, medians of paired per-round ratios against the native call:
 
@@ -12,17 +12,20 @@ rotating order, medians of paired per-round ratios against the native call:
 - ``plain object``: the same on a plain Python object; ``attribute only``: ``Q._traced[0](...)``;
 - ``native copy``: a second compiled copy of the native function (the null pair).
 
-Measured on the CI CPU (torch 2.14.1): 1.026-1.044 / 1.017 / 1.012 / 0.998-1.003, while the
-guard check alone differs by only 0.1-0.4 us; ``perf diff`` puts the rest in guard evaluation
-in situ (GuardManager::check_nopybind, generic getattr on the object) and diffuse allocation/GC.
+Measured on the CI CPU (torch 2.14.1, three runs): before 1.030-1.039, now 1.006-1.015, plain
+object 1.020-1.025, attribute only 1.015-1.016, native copy 0.995-1.001. Before, the guard
+check alone differed by only 0.1-0.4 us; ``perf diff`` put the rest in guard evaluation in situ
+(GuardManager::check_nopybind, generic getattr on the object) and diffuse allocation/GC.
 Usage: ``python bench/compile_overhead_cpu.py``.
 """
+import functools
+import operator
 import statistics
 import time
 
 import torch
 
-from fastdispatch import keys
+from fastdispatch import bench_rounds, keys
 
 _is_compiling = torch.compiler.is_compiling
 
@@ -96,6 +99,13 @@ def native_copy(x, out):
     return out
 
 
+def _per_call_us(fn, args, calls):
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn(*args)
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
 def main(rounds: int = 31, calls: int = 2000):
     x, out = torch.randn(16), torch.zeros(16)
     fns = {f.__name__: torch.compile(f, fullgraph=True)
@@ -103,16 +113,10 @@ def main(rounds: int = 31, calls: int = 2000):
     for f in fns.values():
         f(x, out)
         f(x, out)
-    samples = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fns[name](x, out)
-            samples[name].append((time.perf_counter() - t0) / calls * 1e6)
+    samples = bench_rounds.interleaved(
+        {name: functools.partial(_per_call_us, fn, (x, out), calls) for name, fn in fns.items()}, rounds)
     for name, values in samples.items():
-        ratio = statistics.median(a / b for a, b in zip(values, samples["native"]))
+        ratio = bench_rounds.paired(values, samples["native"], operator.truediv).median
         print(f"{name:<22} {statistics.median(values):7.2f} us   {ratio:.3f}x native")
 
 
