@@ -18,12 +18,14 @@ methods.
 """
 from __future__ import annotations
 
+import itertools
 import linecache
 import math
 
 from fastdispatch.backends.triton import grids
 
 _LITERAL_TYPES = (bool, int, str, type(None))
+_serial = itertools.count()   # one source file name per generated class (linecache, tracebacks)
 
 
 def _literal(value) -> str | None:
@@ -115,7 +117,7 @@ def traced_class(base: type, kernel_name: str, fixed: dict, limit: int, n_params
     call = _call_source(style, grid, call_defaults, no_default)
     if getitem is None or call is None:
         return None
-    filename = f"<fastdispatch traced {kernel_name} {id(fixed):x}>"
+    filename = f"<fastdispatch traced {kernel_name} #{next(_serial)}>"
     namespace = {"__slots__": (), "__module__": base.__module__, "__qualname__": base.__qualname__,
                  "__doc__": base.__doc__,
                  "__getitem__": _define(getitem, "__getitem__", filename + "[]"),
