@@ -120,6 +120,46 @@ def test_rowwise_kernel_keeps_plain_adds():
     assert _fmas(text) == 0
 
 
+def test_row_blocks_config_rules():
+    """row_blocks=2 (DeepGEMM's 256x128 tile as two 128-row blocks) is a block-scale config with
+    a 48 KB stage (two A blocks, one B tile); anything it cannot compute is refused by name;
+    the table never picks it (not yet run on a GPU)."""
+    cfg = sm90.BLOCK_WAVES.resolved()
+    assert cfg.row_blocks == 2 and sm90._stage_bytes(cfg) == (2 * 128 + 128) * 128 and cfg.stages == 4
+    for bad in (dict(scales="rowwise"), dict(scales="block_1x128_1x128"), dict(overlap_promotion=4),
+                dict(tile_k=256), dict(row_blocks=3)):
+        with pytest.raises(ValueError, match="row_blocks"):
+            dataclasses.replace(sm90.BLOCK_WAVES, **bad)
+    for recipe in RECIPES:
+        for shape in (*TABLE_SHAPES.values(), (8192, 8192, 8192), (4096, 24576, 1536)):
+            assert _config(recipe, *shape).row_blocks == 1
+
+
+@pytest.mark.parametrize("has_bias", [False, True])
+def test_row_blocks_promote_each_block_with_its_own_scales(has_bias):
+    """Per k-tile each row block has its own WGMMAs (4 x k32), its own wait and one FMA per
+    accumulator element; A lands as two TMA copies per stage; each block loads its own 2 row
+    values per scale block and the one 128x128 block value is shared; nothing spills."""
+    from fastdispatch.kernels.scaled_mm.sm90.block_scales import lookahead
+    cfg = sm90.BLOCK_WAVES.resolved()
+    text = sm90.ptx_sm90(cfg, has_bias=has_bias)
+    ahead = lookahead(cfg)
+    assert ahead == 2   # half the look-ahead budget per block: 4 spilled at the 1x2 cluster
+    sites = 2 * ahead - 1   # the unrolled group and its guarded tail
+    ops = count_ptx_ops(text, ("wgmma.mma_async", "wgmma.commit_group", "ld.global", "cp.async.bulk.tensor"))
+    assert ops["wgmma.mma_async"] == sites * cfg.row_blocks * 4
+    assert ops["wgmma.commit_group"] == sites * cfg.row_blocks
+    assert _fmas(text) == sites * cfg.row_blocks * 64
+    # (with bias, each block's epilogue loads its tile_n / 4 columns' bias values again)
+    bias_loads = cfg.tile_n // 4 * cfg.row_blocks if has_bias else 0
+    assert ops["ld.global"] == 2 * ahead * (2 * cfg.row_blocks + 1) + bias_loads
+    # producer: two A copies and one B copy per stage; epilogue: 4 subtile stores per block
+    assert ops["cp.async.bulk.tensor"] == 3 + 4 * cfg.row_blocks
+    usage = ptxas_resource_usage(text, "sm_90a")
+    if usage:
+        assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage
+
+
 def test_e5m2_and_fp16_compile_to_the_right_wgmma_and_stores():
     cfg = dataclasses.replace(sm90.MEDIUM, a_dtype="e5m2", out_dtype="fp16").resolved()
     text = sm90.ptx_sm90(cfg)
@@ -198,6 +238,16 @@ def test_block_scales_match_fp64_reference(recipe, has_bias, m, n, k):
     # N = 336: a partial last 128-column scale block; K = 1040: a partial last k-block (TMA
     # zero-fills it) and 9 k-tiles (two overlapped groups of 4 and a tail of 1 at M = 1000).
     _run_block(_config(recipe, m, n, k), m, n, k, has_bias)
+
+
+@pytest.mark.gpu
+@pytest.mark.sm90
+@pytest.mark.parametrize("has_bias", [False, True])
+@pytest.mark.parametrize("m,n,k", [(256, 256, 512), (300, 336, 1040), (1000, 2112, 1040), (4096, 4096, 7168)])
+def test_row_blocks_match_fp64_reference(has_bias, m, n, k):
+    # M = 300 / 1000: a CTA tile whose second row block is partial (300: 44 rows) or past M;
+    # N = 336 and K = 1040: partial last scale blocks; 9 k-tiles: the guarded tail.
+    _run_block(sm90.BLOCK_WAVES.resolved(), m, n, k, has_bias)
 
 
 @pytest.mark.gpu

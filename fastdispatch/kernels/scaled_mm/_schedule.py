@@ -24,12 +24,17 @@ def load_k_tiles(ab_pipe, state, k_begin, k_count, tma_atom_a, tAgA, tAsA, a_mca
     """The TMA producer's rolled K-loop for one output tile, k-tiles ``k_begin ..
     k_begin + k_count - 1``: each iteration's blocking acquire waits for a free ring slot (the
     first `stages` iterations fill the ring, no unrolled prologue), then A's and B's k-tile land
-    on that slot's barrier. Returns the advanced state."""
+    on that slot's barrier. ``tAgA`` / ``tAsA`` may be tuples of partitions: row blocks of one
+    CTA tile (sm90 ``row_blocks``), each its own TMA copy onto the same barrier. Returns the
+    advanced state."""
+    a_parts = tuple(zip(tAgA, tAsA)) if isinstance(tAsA, tuple) else ((tAgA, tAsA),)
     for k in cutlass.range(k_count, unroll=1):
         ab_pipe.producer_acquire(state)
         bar = ab_pipe.producer_get_barrier(state)
         kk = k_begin + k
-        cute.copy(tma_atom_a, tAgA[(None, kk)], tAsA[(None, state.index)], tma_bar_ptr=bar, mcast_mask=a_mcast)
+        for w in cutlass.range_constexpr(len(a_parts)):
+            gA, sA = a_parts[w]
+            cute.copy(tma_atom_a, gA[(None, kk)], sA[(None, state.index)], tma_bar_ptr=bar, mcast_mask=a_mcast)
         cute.copy(tma_atom_b, tBgB[(None, kk)], tBsB[(None, state.index)], tma_bar_ptr=bar, mcast_mask=b_mcast)
         state.advance()
     return state

@@ -44,8 +44,13 @@ LOOKAHEAD_REGISTERS = 24
 def lookahead(cfg) -> int:
     """128-deep scale blocks whose values are loaded ahead: 4 where they fit in
     `LOOKAHEAD_REGISTERS` (3 values per block for 1x128 x 128x128 unswapped), fewer for wide
-    per-column recipes. A divisor of 4 (the overlapped loop's group)."""
-    return next(d for d in (4, 2, 1) if d * raw_count(cfg) <= LOOKAHEAD_REGISTERS or d == 1)
+    per-column recipes and for two row blocks (``row_blocks``: each has its own look-ahead). A
+    divisor of 4 (the overlapped loop's group)."""
+    # Two row blocks keep 2 x 64 accumulator registers besides the temporary: their look-ahead
+    # gets half the budget (4 k-tiles of both blocks' values spilled 16 registers at a 1x2
+    # cluster, ptxas for sm_90a).
+    budget = LOOKAHEAD_REGISTERS // cfg.row_blocks
+    return next(d for d in (4, 2, 1) if d * raw_count(cfg) * cfg.row_blocks <= budget or d == 1)
 
 
 @cute.jit

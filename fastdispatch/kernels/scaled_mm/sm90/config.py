@@ -74,6 +74,10 @@ class Sm90Config:
     - ``epi_n``: columns per TMA-store subtile (normal path), ``epi_stages`` its SMEM buffers.
       When the buffers hold the whole tile (``epi_stages * epi_n >= tile_n``) the epilogue
       stages all of it and issues the stores after one barrier, instead of two per subtile.
+    - ``row_blocks``: A row blocks of ``tile_m`` rows per CTA tile, sharing each B k-tile in SMEM
+      (block scales only). 2 is DeepGEMM's 256x128 tile: every k-tile is issued, waited for and
+      promoted one 128-row wave after the other, so one temporary accumulator serves both
+      (2 x 64 + 64 fp32 registers per thread) and each B tile feeds twice the MMAs.
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
     """
@@ -93,6 +97,7 @@ class Sm90Config:
     epi_n: int = 32
     epi_stages: int = 2
     group_m: int = 8
+    row_blocks: int = 1
     num_sms: int = H100_SMS
     scales: str = "rowwise"
     a_dtype: str = "e4m3"
@@ -155,6 +160,16 @@ class Sm90Config:
         ):
             errs.append("overlap_promotion (a group of >= 2 k-tiles) needs promote == 1 and three "
                         "accumulators of at most 64 fp32 registers (tile_m // consumer_wgs * tile_n <= 8192)")
+        if self.row_blocks not in (1, 2):
+            errs.append("row_blocks must be 1 or 2")
+        elif self.row_blocks > 1 and not (
+            self.scales == "block_1x128_128x128" and not self.swap_ab and self.tile_k == 128 and self.promote == 1
+            and not self.overlap_promotion and self.split_k == 1
+        ):
+            # (B per 1x128 needs tile_n / 4 column values per row block and k-tile: 480+
+            # spilled registers at 128x128, ptxas for sm_90a.)
+            errs.append("row_blocks > 1 (row blocks promoted one after the other) needs the 1x128 x 128x128 block "
+                        "scales, 128-deep k-tiles, promote == 1, no swap_ab, no overlap_promotion and no split_k")
         if self.stages is not None and self.stages < 2:
             errs.append("stages must be >= 2")
         if errs:
@@ -166,7 +181,7 @@ class Sm90Config:
 
 
 def _stage_bytes(cfg: Sm90Config) -> int:
-    return (cfg.tile_m + cfg.tile_n) * cfg.tile_k  # 1 byte per e4m3 element
+    return (cfg.tile_m * cfg.row_blocks + cfg.tile_n) * cfg.tile_k  # 1 byte per e4m3 element
 
 
 def _epilogue_bytes(cfg: Sm90Config) -> int:
@@ -191,6 +206,12 @@ def smem_bytes(config: Sm90Config) -> int:
     cfg = config.resolved()
     return cfg.stages * _stage_bytes(cfg) + _epilogue_bytes(cfg) + _reduce_bytes(cfg) + SMEM_RESERVED
 
+
+#: DeepGEMM's large-M blockwise tile (256x128 as two 128-row waves, A multicast over a 1x2
+#: cluster). Not picked by `default_config`: compiled and checked on the CPU (no spills), not yet
+#: timed or run on a GPU (bench/results/blockwise_sweep_2026-12-01.txt, the planned trial).
+BLOCK_WAVES = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, cluster_n=2, promote=1,
+                         scales="block_1x128_128x128", row_blocks=2)
 
 #: Shipped configs: (name, config). `default_config` picks among them; tests compile each.
 FAST_LARGE = Sm90Config(tile_m=128, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0)

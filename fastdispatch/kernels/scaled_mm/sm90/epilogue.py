@@ -103,6 +103,8 @@ class EpilogueMixin:
         subtile at a time through `epi_stages` buffers (TMA clips partial tiles)."""
         cfg = self.cfg
         tRS_sC, tRS_rAcc, tRS_rC, r2s, bSG_sC, bSG_gC, tma_atom_c, c_pipe = epi
+        if cutlass.const_expr(cfg.row_blocks > 1):   # each row block stores its own accumulator
+            tRS_rAcc = r2s.retile(acc)
         epi_bar = pipeline.NamedBarrier(barrier_id=self.epi_bar_id, num_threads=self.consumer_threads)
         subtiles = cfg.tile_n // cfg.epi_n
         per_sub = cute.size(tRS_rC)

@@ -25,11 +25,12 @@ from fastdispatch.kernels.scaled_mm.sm90 import block_scales
 from fastdispatch.kernels.scaled_mm.sm90.config import OPERAND_DTYPES, OUT_DTYPES, Sm90Config, _epilogue_bytes, _stage_bytes
 from fastdispatch.kernels.scaled_mm.sm90.epilogue import EpilogueMixin
 from fastdispatch.kernels.scaled_mm.sm90.mainloop import MainloopMixin
+from fastdispatch.kernels.scaled_mm.sm90.row_blocks import RowBlocksMixin
 
 Float32, Int32 = cutlass.Float32, cutlass.Int32
 
 
-class ScaledMmSm90(MainloopMixin, EpilogueMixin, TorchLayoutEntries):
+class ScaledMmSm90(MainloopMixin, RowBlocksMixin, EpilogueMixin, TorchLayoutEntries):
     """One compiled variant: a resolved `Sm90Config` plus has_bias. Entry points `run` /
     `run_bias` (from `TorchLayoutEntries`, traced by cute.compile), device code in
     `kernel`, the K loops (`MainloopMixin`) and the epilogues (`EpilogueMixin`)."""
@@ -71,7 +72,8 @@ class ScaledMmSm90(MainloopMixin, EpilogueMixin, TorchLayoutEntries):
         return (
             f"scaled_mm_sm90_{c.tile_m}x{c.tile_n}x{c.tile_k}_w{c.consumer_wgs}_c{c.cluster_m}x{c.cluster_n}"
             f"_s{c.stages}p{c.promote}{'_swap' if c.swap_ab else ''}{'_pdl' if c.pdl else ''}{f'_ovl{c.overlap_promotion}' if c.overlap_promotion else ''}"
-            f"{f'_splitk{c.split_k}' if c.split_k > 1 else ''}{'_bias' if self.has_bias else ''}"
+            f"{f'_splitk{c.split_k}' if c.split_k > 1 else ''}{f'_rows{c.row_blocks}' if c.row_blocks > 1 else ''}"
+            f"{'_bias' if self.has_bias else ''}"
             f"{'' if c.scales == 'rowwise' else '_' + c.scales}"
             f"{'' if (c.a_dtype, c.b_dtype, c.out_dtype) == ('e4m3', 'e4m3', 'bf16') else f'_{c.a_dtype}x{c.b_dtype}_{c.out_dtype}'}"
         )
@@ -128,7 +130,8 @@ class ScaledMmSm90(MainloopMixin, EpilogueMixin, TorchLayoutEntries):
         b_smem = self._ab_smem_layout(cfg.tile_n)
         a_smem_one = cute.slice_(a_smem, (None, None, 0))
         b_smem_one = cute.slice_(b_smem, (None, None, 0))
-        tx_bytes = cute.size_in_bytes(self.a_dtype, a_smem_one) + cute.size_in_bytes(self.b_dtype, b_smem_one)
+        # A stage holds `row_blocks` A row blocks (each its own TMA copy) and one B tile.
+        tx_bytes = cute.size_in_bytes(self.a_dtype, a_smem_one) * cfg.row_blocks + cute.size_in_bytes(self.b_dtype, b_smem_one)
         # max_stages() sized the ring in plain Python; hold it to the real layouts.
         assert tx_bytes == _stage_bytes(cfg), tx_bytes
 
@@ -152,7 +155,8 @@ class ScaledMmSm90(MainloopMixin, EpilogueMixin, TorchLayoutEntries):
             )
 
         rows, cols = mC.shape
-        tiles_m = (rows + cfg.tile_m * cfg.cluster_m - 1) // (cfg.tile_m * cfg.cluster_m)
+        tile_rows = cfg.tile_m * cfg.row_blocks * cfg.cluster_m   # rows of one cluster tile
+        tiles_m = (rows + tile_rows - 1) // tile_rows
         tiles_n = (cols + cfg.tile_n * cfg.cluster_n - 1) // (cfg.tile_n * cfg.cluster_n)
         num_clusters = cutlass.min(tiles_m * tiles_n, self.max_clusters)
 
@@ -257,6 +261,9 @@ class ScaledMmSm90(MainloopMixin, EpilogueMixin, TorchLayoutEntries):
         pipeline_init_arrive(cluster_shape_mn=self.launch_cluster, is_relaxed=True)
 
         sA = smem.allocate_tensor(self.a_dtype, a_smem.outer, byte_alignment=1024, swizzle=a_smem.inner)
+        # The CTA tile's further A row blocks (``row_blocks``), each a ring of its own.
+        sA_more = [smem.allocate_tensor(self.a_dtype, a_smem.outer, byte_alignment=1024, swizzle=a_smem.inner)
+                   for _ in range(cfg.row_blocks - 1)]
         sB = smem.allocate_tensor(self.b_dtype, b_smem.outer, byte_alignment=1024, swizzle=b_smem.inner)
         sRed = None
         if cutlass.const_expr(cfg.split_k > 1):
@@ -278,13 +285,11 @@ class ScaledMmSm90(MainloopMixin, EpilogueMixin, TorchLayoutEntries):
             per_cta = (k_tiles + cfg.split_k - 1) // cfg.split_k
             k_begin = k_rank * per_cta
             k_count = cutlass.max(cutlass.min(per_cta, k_tiles - k_begin), 0)
-        tAsA, tAgA = cpasync.tma_partition(
-            tma_atom_a,
-            cluster_coord[1],
-            cute.make_layout(cute.slice_(cta_layout_mnk, (0, None, 0)).shape),
-            cute.group_modes(sA, 0, 2),
-            cute.group_modes(gA, 0, 2),
-        )
+        a_peers = cute.make_layout(cute.slice_(cta_layout_mnk, (0, None, 0)).shape)
+        tAsA, tAgA = cpasync.tma_partition(tma_atom_a, cluster_coord[1], a_peers, cute.group_modes(sA, 0, 2),
+                                           cute.group_modes(gA, 0, 2))
+        tAsA_more = [cpasync.tma_partition(tma_atom_a, cluster_coord[1], a_peers, cute.group_modes(s_more, 0, 2),
+                                           cute.group_modes(gA, 0, 2))[0] for s_more in sA_more]
         tBsB, tBgB = cpasync.tma_partition(
             tma_atom_b,
             cluster_coord[0],
@@ -314,9 +319,13 @@ class ScaledMmSm90(MainloopMixin, EpilogueMixin, TorchLayoutEntries):
                 tile = cluster_id
                 while tile < num_tiles:
                     tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
-                    tAgA_t = tAgA[(None, tm, None)]
+                    if cutlass.const_expr(cfg.row_blocks == 1):
+                        tAgA_t, tAsA_t = tAgA[(None, tm, None)], tAsA
+                    else:   # row block w of CTA tile tm is A's tile tm * row_blocks + w
+                        tAgA_t = tuple(tAgA[(None, tm * cfg.row_blocks + w, None)] for w in range(cfg.row_blocks))
+                        tAsA_t = (tAsA, *tAsA_more)
                     tBgB_t = tBgB[(None, tn, None)]
-                    state = load_k_tiles(ab_pipe, state, k_begin, k_count, tma_atom_a, tAgA_t, tAsA, a_mcast,
+                    state = load_k_tiles(ab_pipe, state, k_begin, k_count, tma_atom_a, tAgA_t, tAsA_t, a_mcast,
                                          tma_atom_b, tBgB_t, tBsB, b_mcast)
                     tile += num_clusters
                 ab_pipe.producer_tail(state)
@@ -348,45 +357,54 @@ class ScaledMmSm90(MainloopMixin, EpilogueMixin, TorchLayoutEntries):
             epi = None
             if cutlass.const_expr(not cfg.swap_ab):
                 epi = self._tma_epilogue_setup(ctidx, tiled_mma, acc, tma_atom_c, mC, c_smem, smem)
+            # ``row_blocks``: each further A row block's fragments, accumulator and scale look-ahead.
+            row_state = None
+            if cutlass.const_expr(cfg.row_blocks > 1):
+                row_state = self._row_blocks_setup(tiled_mma, thr_mma, sA_more, tCcC, tCrA, acc, rings)
 
             consumed = Int32(0)  # ring position of this CTA's next tile
             n_done = Int32(0)
             tile = cluster_id
             while tile < num_tiles:
                 tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
-                early = None
-                if cutlass.const_expr(self.early_scales):
-                    early = self._load_scales(tCcC, tm, tn, mRowScale, mColScale, mBias)
-                # (The MMA's accumulate flag is state: rebinding carries it through the loop.)
-                # Block scales: what the K loop needs to load each k-tile's factors.
-                blocks = None
-                if cutlass.const_expr(self.blockwise):
-                    # (k_begin counts k-tiles; the scales count 128-deep blocks.)
-                    ctx = block_scales.tile_context(cfg, tCcC, tm, tn, k_begin * (cfg.tile_k // 128), mRowScale,
-                                                    mColScale)
-                    for d in cutlass.range_constexpr(len(rings)):   # the first k-tiles'; the loops load ahead
-                        block_scales.load_raw(cfg, ctx, d, rings[d])
-                    blocks = (ctx, rings)
-                if cutlass.const_expr(cfg.overlap_promotion):
-                    self._mainloop_overlapped(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count,
-                                              blocks)
-                elif cutlass.const_expr(self.blockwise):
-                    self._mainloop_blocks(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count, blocks)
+                if cutlass.const_expr(cfg.row_blocks > 1):
+                    self._row_blocks_tile(ab_pipe, row_state, acc_tmp, tCrB, tCcC, tm, tn, consumed, k_count, k_begin,
+                                          mRowScale, mColScale, mBias, epi, n_done, warp_idx)
+                    consumed += k_count
                 else:
-                    tiled_mma = self._mainloop(ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count)
-                consumed += k_count
-                if cutlass.const_expr(cfg.split_k > 1):
-                    self._reduce_partials(acc, sRed, red_full, red_empty, k_rank, ctidx, n_done)
-                # The CTA of rank 0 holds the sum (split_k) and stores it.
-                if k_rank == 0:
+                    early = None
                     if cutlass.const_expr(self.early_scales):
-                        self._scale(acc, early)
+                        early = self._load_scales(tCcC, tm, tn, mRowScale, mColScale, mBias)
+                    # (The MMA's accumulate flag is state: rebinding carries it through the loop.)
+                    # Block scales: what the K loop needs to load each k-tile's factors.
+                    blocks = None
+                    if cutlass.const_expr(self.blockwise):
+                        # (k_begin counts k-tiles; the scales count 128-deep blocks.)
+                        ctx = block_scales.tile_context(cfg, tCcC, tm, tn, k_begin * (cfg.tile_k // 128), mRowScale,
+                                                        mColScale)
+                        for d in cutlass.range_constexpr(len(rings)):   # the first k-tiles'; the loops load ahead
+                            block_scales.load_raw(cfg, ctx, d, rings[d])
+                        blocks = (ctx, rings)
+                    if cutlass.const_expr(cfg.overlap_promotion):
+                        self._mainloop_overlapped(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count,
+                                                  blocks)
+                    elif cutlass.const_expr(self.blockwise):
+                        self._mainloop_blocks(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count, blocks)
                     else:
-                        self._scale(acc, self._load_scales(tCcC, tm, tn, mRowScale, mColScale, mBias))
-                    if cutlass.const_expr(cfg.swap_ab):
-                        self._store_epilogue(acc, tCcC, tm, tn, mC)
-                    else:
-                        self._tma_epilogue(epi, acc, tm, tn, n_done, warp_idx)
+                        tiled_mma = self._mainloop(ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count)
+                    consumed += k_count
+                    if cutlass.const_expr(cfg.split_k > 1):
+                        self._reduce_partials(acc, sRed, red_full, red_empty, k_rank, ctidx, n_done)
+                    # The CTA of rank 0 holds the sum (split_k) and stores it.
+                    if k_rank == 0:
+                        if cutlass.const_expr(self.early_scales):
+                            self._scale(acc, early)
+                        else:
+                            self._scale(acc, self._load_scales(tCcC, tm, tn, mRowScale, mColScale, mBias))
+                        if cutlass.const_expr(cfg.swap_ab):
+                            self._store_epilogue(acc, tCcC, tm, tn, mC)
+                        else:
+                            self._tma_epilogue(epi, acc, tm, tn, n_done, warp_idx)
                 n_done += 1
                 tile += num_clusters
             if cutlass.const_expr(not cfg.swap_ab):

@@ -1,0 +1,95 @@
+"""CTA tiles of several A row blocks on the sm_90a kernel (device code, traced per compile):
+`RowBlocksMixin`, methods of `kernel.ScaledMmSm90` for ``Sm90Config.row_blocks`` > 1.
+
+DeepGEMM's large-M blockwise tile is 256x128: each k-stage holds two 128-row blocks of A and one
+B tile, and each consumer warpgroup issues, waits for and promotes its 64 rows of one block after
+the other into one temporary accumulator (its own block scales applied at each promotion), so
+each B tile in SMEM feeds twice the MMAs and the grid has half the tiles. Row block ``w`` of CTA
+tile ``tm`` is the 128-row tile ``tm * row_blocks + w`` everywhere else: its scale rows, its
+epilogue (TMA stores clip a block past M) and A's TMA tile. Registers per consumer thread: one
+64-value accumulator per block plus the temporary (192 at 128x128 blocks; the scale look-ahead is
+halved to fit: `block_scales.lookahead`). Compiled and checked on the CPU (PTX, no spills); not
+yet run on a GPU (bench/results/blockwise_sweep_2026-12-01.txt).
+"""
+
+from __future__ import annotations
+
+import cutlass
+import cutlass.cute as cute
+from cutlass.cute.nvgpu import warpgroup
+
+from fastdispatch.kernels.scaled_mm.sm90 import block_scales
+
+Float32 = cutlass.Float32
+
+
+class RowBlocksMixin:
+    """The K loop and per-tile flow of `ScaledMmSm90` for several row blocks (no state of its own)."""
+
+    def _row_blocks_setup(self, tiled_mma, thr_mma, sA_more, tCcC, tCrA, acc, rings):
+        """Per consumer thread, once: every row block's A fragments, accumulator and scale
+        look-ahead registers (block 0's are the kernel's own ``tCrA``, ``acc``, ``rings``)."""
+        tCrAs = (tCrA, *(tiled_mma.make_fragment_A(thr_mma.partition_A(s)) for s in sA_more))
+        accs = (acc, *(cute.make_rmem_tensor(tCcC.shape, self.acc_dtype) for _ in sA_more))
+        block_rings = (rings, *(tuple(cute.make_rmem_tensor((block_scales.raw_count(self.cfg),), Float32)
+                                      for _ in rings) for _ in sA_more))
+        return tCrAs, accs, block_rings
+
+    @cute.jit
+    def _row_blocks_tile(self, ab_pipe, row_state, tmp, tCrB, tCcC, tm, tn, consumed, k_count, k_begin,
+                         mRowScale, mColScale, mBias, epi, n_done, warp_idx):
+        """One CTA tile: each row block's first scale values, the K loop, then each block's bias
+        and epilogue (its stores and SMEM buffers in block order)."""
+        cfg = self.cfg
+        tCrAs, accs, block_rings = row_state
+        scales = []
+        for w in cutlass.range_constexpr(cfg.row_blocks):
+            ctx = block_scales.tile_context(cfg, tCcC, tm * cfg.row_blocks + w, tn, k_begin, mRowScale, mColScale)
+            for d in cutlass.range_constexpr(len(block_rings[w])):
+                block_scales.load_raw(cfg, ctx, d, block_rings[w][d])
+            scales.append((ctx, block_rings[w]))
+        self._mainloop_row_blocks(ab_pipe, accs, tmp, tCrAs, tCrB, consumed, k_count, scales)
+        for w in cutlass.range_constexpr(cfg.row_blocks):
+            row_tile = tm * cfg.row_blocks + w
+            self._scale(accs[w], self._load_scales(tCcC, row_tile, tn, mRowScale, mColScale, mBias))
+            self._tma_epilogue(epi, accs[w], row_tile, tn, n_done * cfg.row_blocks + w, warp_idx)
+
+    @cute.jit
+    def _mainloop_row_blocks(self, ab_pipe, accs, tmp, tCrAs, tCrB, consumed, k_count, scales):
+        """`_mainloop_blocks` for several row blocks: per k-tile, each block's WGMMAs go into
+        the one temporary ``tmp``, are waited for and promoted into its accumulator
+        ``accs[w]`` with its factors; the stage is freed once the last block's WGMMAs have
+        retired. ``scales``: each block's (context, look-ahead registers). The loop is
+        unrolled by the look-ahead; the k-tiles left over run under a guard each."""
+        read, release, mmas = self._k_loop_start(consumed)
+        for w in cutlass.range_constexpr(len(accs)):
+            accs[w].fill(0.0)
+        ahead = len(scales[0][1])
+        for it in cutlass.range(k_count // ahead, unroll=1):
+            for g in cutlass.range_constexpr(ahead):
+                read, release = self._row_blocks_k_tile(ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp,
+                                                        scales, it * ahead + g, g)
+        base = k_count - k_count % ahead
+        for g in cutlass.range_constexpr(ahead - 1):
+            if g < k_count % ahead:
+                read, release = self._row_blocks_k_tile(ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp,
+                                                        scales, base + g, g)
+
+    @cute.jit
+    def _row_blocks_k_tile(self, ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp, scales, t, g):
+        """One k-tile: every row block in turn. Returns (read, release)."""
+        values = [self._take_values(scales[w], t, g) for w in range(len(accs))]
+        ab_pipe.consumer_wait(read)
+        for w in cutlass.range_constexpr(len(accs)):
+            warpgroup.fence()
+            for kb in cutlass.range_constexpr(cute.size(tCrB, mode=[2])):
+                crd = (None, None, kb, read.index)
+                cute.gemm(mmas[0] if kb == 0 else mmas[1], tmp, tCrAs[w][crd], tCrB[crd], tmp)
+            warpgroup.commit_group()
+            warpgroup.wait_group(0)
+            if cutlass.const_expr(w == len(accs) - 1):   # the stage's last reader has retired
+                ab_pipe.consumer_release(release)
+                release.advance()
+            block_scales.promote(accs[w], tmp, self._factors(values[w]))
+        read.advance()
+        return read, release
