@@ -22,6 +22,9 @@ def trials(m, n, k):
         for name, change in (("overlap0", dict(overlap_promotion=0)), ("c1x2", dict(cluster_m=1, cluster_n=2)),
                              ("c2x2", dict(cluster_n=2)), ("group16", dict(group_m=16))):
             out[name] = dataclasses.replace(pick, **change, stages=None).resolved()
+        # DeepGEMM's 256x128 tiles (two 128-row blocks per k-stage), A multicast over 1x2 or not
+        out["rows2"] = sm90.BLOCK_WAVES.resolved()
+        out["rows2_c1"] = dataclasses.replace(sm90.BLOCK_WAVES, cluster_n=1).resolved()
         return out
     for tile_n in (16, 32, 64, 128):
         if tile_n != pick.tile_n:
@@ -67,7 +70,7 @@ def main():
         for name, (_, cfg) in calls.items():
             us = statistics.median(times[name])
             print(f"{m}x{n}x{k} {name:<11} {us:7.1f} us {2 * m * n * k / us / 1e6:6.0f} TFLOP/s  "
-                  f"{cfg.tile_m}x{cfg.tile_n} swap={cfg.swap_ab} c={cfg.cluster_m}x{cfg.cluster_n} "
+                  f"{cfg.tile_m * cfg.row_blocks}x{cfg.tile_n} swap={cfg.swap_ab} c={cfg.cluster_m}x{cfg.cluster_n} "
                   f"st={cfg.stages}", flush=True)
 
 
