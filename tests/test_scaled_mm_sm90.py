@@ -141,6 +141,26 @@ def test_no_register_spills(ptx, name):
 SPLIT_TWO_WGS = sm90.Sm90Config(tile_m=128, tile_n=64, tile_k=128, consumer_wgs=2, swap_ab=True, split_k=2)
 
 
+@pytest.mark.parametrize("has_bias", [False, True])
+def test_rowwise_row_blocks_compile_with_plain_promotions(has_bias):
+    """ROWWISE_WAVES (256x128 tiles as two 128-row blocks, opt-in, not yet run on a GPU): per
+    k-tile each block's 4 WGMMAs and its own wait, plain adds for the promotions (no FMA but the
+    bias's), each block's 2 row scales and the shared 32 column scales (and bias) loaded once,
+    two A copies per stage, no spills."""
+    cfg = sm90.ROWWISE_WAVES.resolved()
+    assert cfg.stages == 4 and not any(sm90.default_config(*s).row_blocks > 1
+                                       for s in ((4096, 4096, 4096), (8192, 8192, 8192), (64, 2112, 7168)))
+    text = sm90.ptx_sm90(cfg, has_bias=has_bias)
+    ops = count_ptx_ops(text, ("wgmma.mma_async", "wgmma.commit_group", "ld.global", "cp.async.bulk.tensor"))
+    assert ops["wgmma.mma_async"] == cfg.row_blocks * 4 and ops["wgmma.commit_group"] == cfg.row_blocks
+    assert len(re.findall(r"\bfma\.rn\.f32\b", text)) == (cfg.row_blocks * 64 if has_bias else 0)
+    assert ops["ld.global"] == 2 * cfg.row_blocks + cfg.tile_n // 4 * (2 if has_bias else 1)
+    assert ops["cp.async.bulk.tensor"] == 3 + 4 * cfg.row_blocks
+    usage = ptxas_resource_usage(text, "sm_90a")
+    if usage:
+        assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage
+
+
 def test_split_k_over_two_warpgroups_compiles_without_spills():
     text = sm90.ptx_sm90(SPLIT_TWO_WGS.resolved(), has_bias=True)
     assert count_ptx_ops(text, ("st.async",))["st.async"] > 0
@@ -217,6 +237,15 @@ def test_split_k_matches_reference_and_repeats_bit_for_bit(m, n, k, has_bias, cf
 # order as the plain promote=1 loop: the results must be the same bits. K = 128, 336, 1024,
 # 2064: 1, 3, 8, 17 k-tiles (no full group, a tail only, groups only, groups and a tail).
 OVERLAPPED = sm90.LARGE
+
+
+@pytest.mark.gpu
+@pytest.mark.sm90
+@pytest.mark.parametrize("has_bias", [False, True])
+@pytest.mark.parametrize("m,n,k", [(300, 272, 336), (1000, 1040, 2064), (4096, 4096, 4096)])
+def test_rowwise_row_blocks_match_reference(m, n, k, has_bias):
+    # M = 300 / 1000: a partial second row block; N = 272 / 1040: partial column tiles.
+    _run_and_check(sm90.ROWWISE_WAVES.resolved(), m, n, k, has_bias)
 
 
 def test_shipped_overlap_group_is_the_one_the_k_cases_cover():

@@ -75,7 +75,7 @@ class Sm90Config:
       When the buffers hold the whole tile (``epi_stages * epi_n >= tile_n``) the epilogue
       stages all of it and issues the stores after one barrier, instead of two per subtile.
     - ``row_blocks``: A row blocks of ``tile_m`` rows per CTA tile, sharing each B k-tile in SMEM
-      (block scales only). 2 is DeepGEMM's 256x128 tile: every k-tile is issued, waited for and
+      (promote == 1). 2 is DeepGEMM's 256x128 tile: every k-tile is issued, waited for and
       promoted one 128-row wave after the other, so one temporary accumulator serves both
       (2 x 64 + 64 fp32 registers per thread) and each B tile feeds twice the MMAs.
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
@@ -163,13 +163,13 @@ class Sm90Config:
         if self.row_blocks not in (1, 2):
             errs.append("row_blocks must be 1 or 2")
         elif self.row_blocks > 1 and not (
-            self.scales == "block_1x128_128x128" and not self.swap_ab and self.tile_k == 128 and self.promote == 1
-            and not self.overlap_promotion and self.split_k == 1
+            self.scales in ("rowwise", "block_1x128_128x128") and not self.swap_ab and self.tile_k == 128
+            and self.promote == 1 and not self.overlap_promotion and self.split_k == 1
         ):
             # (B per 1x128 needs tile_n / 4 column values per row block and k-tile: 480+
             # spilled registers at 128x128, ptxas for sm_90a.)
-            errs.append("row_blocks > 1 (row blocks promoted one after the other) needs the 1x128 x 128x128 block "
-                        "scales, 128-deep k-tiles, promote == 1, no swap_ab, no overlap_promotion and no split_k")
+            errs.append("row_blocks > 1 (row blocks promoted one after the other) needs rowwise or 1x128 x 128x128 "
+                        "block scales, 128-deep k-tiles, promote == 1, no swap_ab, no overlap_promotion and no split_k")
         if self.stages is not None and self.stages < 2:
             errs.append("stages must be >= 2")
         if errs:
@@ -212,6 +212,8 @@ def smem_bytes(config: Sm90Config) -> int:
 #: timed or run on a GPU (bench/results/blockwise_sweep_2026-12-01.txt, the planned trial).
 BLOCK_WAVES = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, cluster_n=2, promote=1,
                          scales="block_1x128_128x128", row_blocks=2)
+#: The same tile for rowwise scales (applied in each block's epilogue), the same status.
+ROWWISE_WAVES = dataclasses.replace(BLOCK_WAVES, scales="rowwise")
 
 #: Shipped configs: (name, config). `default_config` picks among them; tests compile each.
 FAST_LARGE = Sm90Config(tile_m=128, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0)

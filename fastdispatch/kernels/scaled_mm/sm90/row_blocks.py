@@ -4,7 +4,8 @@
 DeepGEMM's large-M blockwise tile is 256x128: each k-stage holds two 128-row blocks of A and one
 B tile, and each consumer warpgroup issues, waits for and promotes its 64 rows of one block after
 the other into one temporary accumulator (its own block scales applied at each promotion), so
-each B tile in SMEM feeds twice the MMAs and the grid has half the tiles. Row block ``w`` of CTA
+each B tile in SMEM feeds twice the MMAs and the grid has half the tiles (rowwise scales: the same
+loop with plain promotions, the scales in each block's epilogue). Row block ``w`` of CTA
 tile ``tm`` is the 128-row tile ``tm * row_blocks + w`` everywhere else: its scale rows, its
 epilogue (TMA stores clip a block past M) and A's TMA tile. Registers per consumer thread: one
 64-value accumulator per block plus the temporary (192 at 128x128 blocks; the scale look-ahead is
@@ -31,8 +32,10 @@ class RowBlocksMixin:
         look-ahead registers (block 0's are the kernel's own ``tCrA``, ``acc``, ``rings``)."""
         tCrAs = (tCrA, *(tiled_mma.make_fragment_A(thr_mma.partition_A(s)) for s in sA_more))
         accs = (acc, *(cute.make_rmem_tensor(tCcC.shape, self.acc_dtype) for _ in sA_more))
-        block_rings = (rings, *(tuple(cute.make_rmem_tensor((block_scales.raw_count(self.cfg),), Float32)
-                                      for _ in rings) for _ in sA_more))
+        block_rings = (None,) * len(accs)   # rowwise: the scales come in each block's epilogue
+        if self.blockwise:
+            block_rings = (rings, *(tuple(cute.make_rmem_tensor((block_scales.raw_count(self.cfg),), Float32)
+                                          for _ in rings) for _ in sA_more))
         return tCrAs, accs, block_rings
 
     @cute.jit
@@ -42,16 +45,23 @@ class RowBlocksMixin:
         and epilogue (its stores and SMEM buffers in block order)."""
         cfg = self.cfg
         tCrAs, accs, block_rings = row_state
-        scales = []
-        for w in cutlass.range_constexpr(cfg.row_blocks):
-            ctx = block_scales.tile_context(cfg, tCcC, tm * cfg.row_blocks + w, tn, k_begin, mRowScale, mColScale)
-            for d in cutlass.range_constexpr(len(block_rings[w])):
-                block_scales.load_raw(cfg, ctx, d, block_rings[w][d])
-            scales.append((ctx, block_rings[w]))
+        scales = [None] * cfg.row_blocks
+        if cutlass.const_expr(self.blockwise):
+            for w in cutlass.range_constexpr(cfg.row_blocks):
+                ctx = block_scales.tile_context(cfg, tCcC, tm * cfg.row_blocks + w, tn, k_begin, mRowScale, mColScale)
+                for d in cutlass.range_constexpr(len(block_rings[w])):
+                    block_scales.load_raw(cfg, ctx, d, block_rings[w][d])
+                scales[w] = (ctx, block_rings[w])
         self._mainloop_row_blocks(ab_pipe, accs, tmp, tCrAs, tCrB, consumed, k_count, scales)
+        shared = None   # the blocks' column scales and bias: the same columns, loaded once
         for w in cutlass.range_constexpr(cfg.row_blocks):
             row_tile = tm * cfg.row_blocks + w
-            self._scale(accs[w], self._load_scales(tCcC, row_tile, tn, mRowScale, mColScale, mBias))
+            row_scale, col_scale, bias = self._load_scales(tCcC, row_tile, tn, mRowScale, mColScale, mBias)
+            if cutlass.const_expr(w == 0):
+                shared = (col_scale, bias)
+            else:   # (this block's own loads of them are dead and removed: rowwise with bias spilled 196)
+                col_scale, bias = shared
+            self._scale(accs[w], (row_scale, col_scale, bias))
             self._tma_epilogue(epi, accs[w], row_tile, tn, n_done * cfg.row_blocks + w, warp_idx)
 
     @cute.jit
@@ -59,12 +69,13 @@ class RowBlocksMixin:
         """`_mainloop_blocks` for several row blocks: per k-tile, each block's WGMMAs go into
         the one temporary ``tmp``, are waited for and promoted into its accumulator
         ``accs[w]`` with its factors; the stage is freed once the last block's WGMMAs have
-        retired. ``scales``: each block's (context, look-ahead registers). The loop is
-        unrolled by the look-ahead; the k-tiles left over run under a guard each."""
+        retired. ``scales``: each block's (context, look-ahead registers), None for rowwise.
+        The loop is unrolled by the look-ahead (rowwise: not unrolled); the k-tiles left over
+        run under a guard each."""
         read, release, mmas = self._k_loop_start(consumed)
         for w in cutlass.range_constexpr(len(accs)):
             accs[w].fill(0.0)
-        ahead = len(scales[0][1])
+        ahead = len(scales[0][1]) if scales[0] is not None else 1
         for it in cutlass.range(k_count // ahead, unroll=1):
             for g in cutlass.range_constexpr(ahead):
                 read, release = self._row_blocks_k_tile(ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp,
