@@ -75,15 +75,15 @@ def _call_source(style: str, grid, call_defaults: tuple, no_default) -> str | No
     arguments is called on them (omitted trailing defaults appended), a static grid is a literal;
     keyword calls and anything else are bound in Python first (as the general method does)."""
     head = ["def __call__(self, *args, **kwargs):"]
-    bind = "        return self._compiled_call(self.bind(args, kwargs), None)"
+    bind = "return self._compiled_call(self.bind(args, kwargs), None)"
     if style == grids.STYLE_ARGS:
         count = len(call_defaults)
         required = max((i + 1 for i, d in enumerate(call_defaults) if d is no_default), default=0)
-        tail = _literal(tuple(d for d in call_defaults[required:]))
+        tail = _literal(call_defaults[required:])
         if tail is None:
             return None
         short = f" or not args[{required - 1}:]" if required else ""
-        lines = head + [f"    if kwargs or args[{count}:]{short}:", bind]
+        lines = head + [f"    if kwargs or args[{count}:]{short}:", f"        {bind}"]
         if required < count:   # append the defaults the call omitted (the grid takes every argument)
             lines.append(f"    args = args + {tail}[len(args) - {required}:]")
         lines.append("    return self[tuple(self.grid(*args))](*args)")
@@ -93,7 +93,7 @@ def _call_source(style: str, grid, call_defaults: tuple, no_default) -> str | No
             return None
         lines = head + [f"    return self[{text}](*args, **kwargs)"]
     elif grid is None:
-        lines = head + ["    return self._compiled_call(self.bind(args, kwargs), None)   # the no-grid error"]
+        lines = head + [f"    {bind}   # the no-grid error"]
     else:
         lines = head + ["    return self[self.grid](*args, **kwargs)"]
     return "\n".join(lines) + "\n"
