@@ -113,13 +113,19 @@ class MainloopMixin:
         after (two fixed MMA objects: a field set inside a dynamic branch cannot leave it).
         Returns ``read`` advanced (callers assign it, so a dynamic branch carries it out)."""
         ab_pipe.consumer_wait(read)
-        warpgroup.fence()
-        for kb in cutlass.range_constexpr(cute.size(tCrA, mode=[2])):
-            crd = (None, None, kb, read.index)
-            cute.gemm(mma_first if kb == 0 else mma_rest, tmp, tCrA[crd], tCrB[crd], tmp)
-        warpgroup.commit_group()
+        self._commit_mmas(mma_first, mma_rest, tCrA, tCrB, tmp, read.index)
         read.advance()
         return read
+
+    @cute.jit
+    def _commit_mmas(self, mma_first, mma_rest, tCrA, tCrB, tmp, stage):
+        """The WGMMAs of ring slot ``stage`` (already landed) into ``tmp`` as one commit group:
+        ``mma_first`` for its first k-block, ``mma_rest`` after (see `_issue_k_tile`)."""
+        warpgroup.fence()
+        for kb in cutlass.range_constexpr(cute.size(tCrA, mode=[2])):
+            crd = (None, None, kb, stage)
+            cute.gemm(mma_first if kb == 0 else mma_rest, tmp, tCrA[crd], tCrB[crd], tmp)
+        warpgroup.commit_group()
 
     @cute.jit
     def _retire_k_tile(self, ab_pipe, release, acc, tmp, factors):

@@ -92,11 +92,7 @@ class RowBlocksMixin:
         values = [self._take_values(scales[w], t, g) for w in range(len(accs))]
         ab_pipe.consumer_wait(read)
         for w in cutlass.range_constexpr(len(accs)):
-            warpgroup.fence()
-            for kb in cutlass.range_constexpr(cute.size(tCrB, mode=[2])):
-                crd = (None, None, kb, read.index)
-                cute.gemm(mmas[0] if kb == 0 else mmas[1], tmp, tCrAs[w][crd], tCrB[crd], tmp)
-            warpgroup.commit_group()
+            self._commit_mmas(mmas[0], mmas[1], tCrAs[w], tCrB, tmp, read.index)
             warpgroup.wait_group(0)
             if cutlass.const_expr(w == len(accs) - 1):   # the stage's last reader has retired
                 ab_pipe.consumer_release(release)
