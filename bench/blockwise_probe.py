@@ -42,7 +42,9 @@ def trials(m, n, k):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--shapes", default=",".join(f"{m}x{n}x{k}" for m in (64, 128) for n, k in DSV3_NK))
+    parser.add_argument("--only", default="", help="comma-separated trial names to run (default: all)")
     args = parser.parse_args()
+    only = set(filter(None, args.only.split(",")))
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     fns = {}
     for m, n, k in shapes:
@@ -50,6 +52,8 @@ def main():
         out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
         calls = {}
         for name, cfg in trials(m, n, k).items():
+            if only and name not in only:
+                continue
             try:
                 if cfg not in fns:
                     fns[cfg] = sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=False))

@@ -22,7 +22,7 @@ for step in $steps; do
     newtests) python3 -m pytest tests/test_gpu_drop_in.py tests/test_helion.py tests/test_gpu_launch.py tests/test_embedding.py -q -p no:cacheprovider -m gpu -rs 2>&1 | tee "$OUT/newtests.log" | tail -40 ;;
     scaledmm) python3 bench/bench_scaled_mm.py --json "$OUT/scaled_mm.json" ;;
     blockwise) python3 bench/bench_scaled_mm.py --recipe blockwise --json "$OUT/blockwise.json" 2>&1 | tee "$OUT/blockwise.log" ;;
-    blockprobe) python3 bench/blockwise_probe.py --shapes ${BLOCKPROBE_SHAPES:-4096x2112x7168,4096x24576x1536,4096x7168x16384,4096x4096x7168,4096x7168x2048,4096x4096x4096,8192x8192x8192} 2>&1 | tee "$OUT/blockprobe.log" ;;
+    blockprobe) python3 bench/blockwise_probe.py ${BLOCKPROBE_ONLY:+--only $BLOCKPROBE_ONLY} --shapes ${BLOCKPROBE_SHAPES:-4096x2112x7168,4096x24576x1536,4096x7168x16384,4096x4096x7168,4096x7168x2048,4096x4096x4096,8192x8192x8192} 2>&1 | tee "$OUT/blockprobe.log" ;;
     blocktests) timeout ${BLOCKTESTS_TIMEOUT:-400} python3 -m pytest tests/test_scaled_mm_blockwise.py tests/test_scaled_mm_sm90.py -q -p no:cacheprovider -m gpu -rs 2>&1 | tee "$OUT/blocktests.log" | tail -30 ;;
     deepgemm) mkdir -p /tmp/dga && tar xzf .anchors/deepgemm_bundle.tar.gz -C /tmp/dga && export DGANCHOR_DIR=/tmp/dga/dganchor && echo "DGANCHOR_DIR=$DGANCHOR_DIR" ;;
     profile) python3 bench/profile_kernels.py ;;
