@@ -4,12 +4,13 @@ with do_bench medians, trials of one shape interleaved over two rounds):
 and trial: time, TFLOP/s, the ratio to DeepGEMM's anchor figure where known."""
 import argparse
 import dataclasses
+import os
 import statistics
 
 import torch
 
 from fastdispatch.kernels.scaled_mm import sm90
-from fastdispatch.kernels.scaled_mm.bench_blockwise import DSV3_NK, _median_us, _rel, block_inputs
+from fastdispatch.kernels.scaled_mm.bench_blockwise import DSV3_NK, _median_us, _rel, block_inputs, load_deepgemm
 
 RECIPE = "block_1x128_128x128"
 
@@ -22,9 +23,17 @@ def trials(m, n, k):
         for name, change in (("overlap0", dict(overlap_promotion=0)), ("c1x2", dict(cluster_m=1, cluster_n=2)),
                              ("c2x2", dict(cluster_n=2)), ("group16", dict(group_m=16))):
             out[name] = dataclasses.replace(pick, **change, stages=None).resolved()
-        # DeepGEMM's 256x128 tiles (two 128-row blocks per k-stage), A multicast over 1x2 or not
-        out["rows2"] = sm90.BLOCK_WAVES.resolved()
-        out["rows2_c1"] = dataclasses.replace(sm90.BLOCK_WAVES, cluster_n=1).resolved()
+        # DeepGEMM's 256x128 tiles (two 128-row blocks per k-stage), A multicast over 1x2 or not;
+        # its epilogue (the whole tile staged, one barrier: 3 stages), its 128-SM grid, 64-wide
+        # tiles (N = 2112: 33 x 16 tiles = 4 waves, where 128-wide tiles make 2.06)
+        rows2 = sm90.BLOCK_WAVES
+        for name, change in (("rows2", {}), ("rows2_c1", dict(cluster_n=1)), ("rows2_e64", dict(epi_n=64)),
+                             ("rows2_wt", dict(epi_n=64, epi_stages=4)),
+                             ("rows2_wt_c1", dict(epi_n=64, epi_stages=4, cluster_n=1)),
+                             ("rows2_wt_sm128", dict(epi_n=64, epi_stages=4, num_sms=128)),
+                             ("rows2_wt_g16", dict(epi_n=64, epi_stages=4, group_m=16)),
+                             ("rows2_n64", dict(tile_n=64, epi_n=64, epi_stages=2))):
+            out[name] = dataclasses.replace(rows2, stages=None, **change).resolved()
         return out
     for tile_n in (16, 32, 64, 128):
         if tile_n != pick.tile_n:
@@ -46,6 +55,12 @@ def main():
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    dg, reason = load_deepgemm()
+    if dg is not None:
+        runner, deep_gemm, _ = dg
+        runner.dg_precompile(shapes, deep_gemm.get_num_sms(), 16, os.environ["DGANCHOR_DIR"],
+                             os.environ.get("DG_CACHE_DIR", "/tmp/dg_cache"))
+    print(f"DeepGEMM: {'timed beside the trials' if dg else 'skipped (' + reason + ')'}", flush=True)
     fns = {}
     for m, n, k in shapes:
         _, _, a, sa, bt, sb, ref = block_inputs(m, n, k)
@@ -67,15 +82,20 @@ def main():
                 calls[name] = (lambda fn=fn: fn(a, bt.t(), sa, sb.t(), out), cfg)
             except Exception as exc:
                 print(f"{m}x{n}x{k} {name}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+        if dg is not None:
+            sa_dg = deep_gemm.get_col_major_tma_aligned_tensor(sa)
+            calls["deepgemm"] = (lambda: deep_gemm.gemm_fp8_fp8_bf16_nt((a, sa_dg), (bt, sb), out), None)
         times = {name: [] for name in calls}
         for _ in range(2):
             for name, (call, _) in calls.items():
                 times[name].append(_median_us(call))
+        dg_us = statistics.median(times["deepgemm"]) if "deepgemm" in times else None
         for name, (_, cfg) in calls.items():
             us = statistics.median(times[name])
-            print(f"{m}x{n}x{k} {name:<11} {us:7.1f} us {2 * m * n * k / us / 1e6:6.0f} TFLOP/s  "
-                  f"{cfg.tile_m * cfg.row_blocks}x{cfg.tile_n} swap={cfg.swap_ab} c={cfg.cluster_m}x{cfg.cluster_n} "
-                  f"st={cfg.stages}", flush=True)
+            vs = f" {dg_us / us:5.3f}x DG" if dg_us else ""
+            what = (f"{cfg.tile_m * cfg.row_blocks}x{cfg.tile_n} swap={cfg.swap_ab} c={cfg.cluster_m}x{cfg.cluster_n} "
+                    f"st={cfg.stages} epi={cfg.epi_n}x{cfg.epi_stages} sms={cfg.num_sms}") if cfg else "DeepGEMM"
+            print(f"{m}x{n}x{k} {name:<14} {us:7.1f} us {2 * m * n * k / us / 1e6:6.0f} TFLOP/s{vs}  {what}", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,15 @@ for step in $steps; do
     blockwise) python3 bench/bench_scaled_mm.py --recipe blockwise --json "$OUT/blockwise.json" 2>&1 | tee "$OUT/blockwise.log" ;;
     blockprobe) python3 bench/blockwise_probe.py ${BLOCKPROBE_ONLY:+--only $BLOCKPROBE_ONLY} --shapes ${BLOCKPROBE_SHAPES:-4096x2112x7168,4096x24576x1536,4096x7168x16384,4096x4096x7168,4096x7168x2048,4096x4096x4096,8192x8192x8192} 2>&1 | tee "$OUT/blockprobe.log" ;;
     blocktests) timeout ${BLOCKTESTS_TIMEOUT:-400} python3 -m pytest tests/test_scaled_mm_blockwise.py tests/test_scaled_mm_sm90.py -q -p no:cacheprovider -m gpu -rs 2>&1 | tee "$OUT/blocktests.log" | tail -30 ;;
+    rbtests) timeout ${RBTESTS_TIMEOUT:-300} python3 -m pytest tests/test_scaled_mm_blockwise.py tests/test_scaled_mm_sm90.py -q -p no:cacheprovider -m gpu -k row_blocks -rs 2>&1 | tee "$OUT/rbtests.log" | tail -5 ;;
+    ncu) ncu --clock-control none --profile-from-start off --section SpeedOfLight --section WarpStateStats \
+           --section MemoryWorkloadAnalysis --metrics sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active \
+           python3 bench/ncu_probe.py --shape ${NCU_SHAPE:-4096x4096x7168} --trials ${NCU_TRIALS:-pick,rows2,rows2_wt} \
+           > "$OUT/ncu_${NCU_SHAPE:-4096x4096x7168}.txt" 2>&1; tail -3 "$OUT/ncu_${NCU_SHAPE:-4096x4096x7168}.txt" ;;
+    rowprobe) python3 bench/sm90_probe.py --check-extra --shapes "${ROWPROBE_SHAPES:-4096,4096,4096;8192,8192,8192;4096,4096,7168;4096,7168,2048}" \
+           --config large=overlap_promotion:0,cluster_m:1,cluster_n:2,row_blocks:2 \
+           --config large=overlap_promotion:0,cluster_m:1,cluster_n:2,row_blocks:2,epi_n:64,epi_stages:4 \
+           2>&1 | tee "$OUT/rowprobe.log" | grep -E "FAIL|TIME|correct" ;;
     deepgemm) mkdir -p /tmp/dga && tar xzf .anchors/deepgemm_bundle.tar.gz -C /tmp/dga && export DGANCHOR_DIR=/tmp/dga/dganchor && echo "DGANCHOR_DIR=$DGANCHOR_DIR" ;;
     profile) python3 bench/profile_kernels.py ;;
     power) for shape in 4096,4096,4096 8192,8192,8192 16384,8192,8192; do

@@ -160,6 +160,23 @@ def test_row_blocks_promote_each_block_with_its_own_scales(has_bias):
         assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage
 
 
+@pytest.mark.parametrize("recipe", ["block_1x128_128x128", "rowwise"])
+def test_row_blocks_whole_tile_epilogue_stages_both_blocks_then_stores(recipe):
+    """With buffers for the whole 256x128 tile the epilogue stages both blocks, then one
+    barrier and all their TMA stores: 2 barriers per tile instead of 2 per subtile (16), the
+    SMEM of the fourth stage given to it (3 stages, DeepGEMM's split), nothing spilled."""
+    per_block = dataclasses.replace(sm90.BLOCK_WAVES, scales=recipe).resolved()
+    whole = dataclasses.replace(per_block, epi_n=64, epi_stages=4, stages=None).resolved()
+    assert (per_block.stages, whole.stages) == (4, 3)
+    for cfg, bars, stores in ((per_block, 16, 8), (whole, 2, 4)):
+        text = sm90.ptx_sm90(cfg, has_bias=False)
+        assert len(re.findall(r"\bbar\.sync", text)) == bars
+        assert count_ptx_ops(text, ("cp.async.bulk.tensor",))["cp.async.bulk.tensor"] == 3 + stores
+    usage = ptxas_resource_usage(sm90.ptx_sm90(whole, has_bias=True), "sm_90a")
+    if usage:
+        assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage
+
+
 def test_e5m2_and_fp16_compile_to_the_right_wgmma_and_stores():
     cfg = dataclasses.replace(sm90.MEDIUM, a_dtype="e5m2", out_dtype="fp16").resolved()
     text = sm90.ptx_sm90(cfg)
@@ -244,10 +261,19 @@ def test_block_scales_match_fp64_reference(recipe, has_bias, m, n, k):
 @pytest.mark.sm90
 @pytest.mark.parametrize("has_bias", [False, True])
 @pytest.mark.parametrize("m,n,k", [(256, 256, 512), (300, 336, 1040), (1000, 2112, 1040), (4096, 4096, 7168)])
-def test_row_blocks_match_fp64_reference(has_bias, m, n, k):
+@pytest.mark.parametrize("epilogue", ["per_block", "whole_tile", "n64"])
+def test_row_blocks_match_fp64_reference(has_bias, m, n, k, epilogue):
     # M = 300 / 1000: a CTA tile whose second row block is partial (300: 44 rows) or past M;
     # N = 336 and K = 1040: partial last scale blocks; 9 k-tiles: the guarded tail.
-    _run_block(sm90.BLOCK_WAVES.resolved(), m, n, k, has_bias)
+    # whole_tile: both blocks staged in SMEM, then all their stores (DeepGEMM's epilogue).
+    _run_block(dataclasses.replace(sm90.BLOCK_WAVES, stages=None, **ROW_BLOCK_EPILOGUES[epilogue]).resolved(),
+               m, n, k, has_bias)
+
+
+#: Epilogue variants of the row-block tile: per-block subtile stores (2 buffers of 32
+#: columns), the whole 256x128 tile staged at once, a 256x64 tile (staged whole).
+ROW_BLOCK_EPILOGUES = {"per_block": {}, "whole_tile": dict(epi_n=64, epi_stages=4),
+                       "n64": dict(tile_n=64, epi_n=64, epi_stages=2)}
 
 
 @pytest.mark.gpu

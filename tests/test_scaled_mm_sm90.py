@@ -243,9 +243,12 @@ OVERLAPPED = sm90.LARGE
 @pytest.mark.sm90
 @pytest.mark.parametrize("has_bias", [False, True])
 @pytest.mark.parametrize("m,n,k", [(300, 272, 336), (1000, 1040, 2064), (4096, 4096, 4096)])
-def test_rowwise_row_blocks_match_reference(m, n, k, has_bias):
+@pytest.mark.parametrize("whole_tile", [False, True])
+def test_rowwise_row_blocks_match_reference(m, n, k, has_bias, whole_tile):
     # M = 300 / 1000: a partial second row block; N = 272 / 1040: partial column tiles.
-    _run_and_check(sm90.ROWWISE_WAVES.resolved(), m, n, k, has_bias)
+    # whole_tile: both blocks staged in SMEM before their stores.
+    epilogue = dict(epi_n=64, epi_stages=4) if whole_tile else {}
+    _run_and_check(dataclasses.replace(sm90.ROWWISE_WAVES, stages=None, **epilogue).resolved(), m, n, k, has_bias)
 
 
 def test_shipped_overlap_group_is_the_one_the_k_cases_cover():

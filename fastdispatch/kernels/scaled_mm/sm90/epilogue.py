@@ -98,6 +98,35 @@ class EpilogueMixin:
         return tRS_sC, tRS_rAcc, tRS_rC, r2s, bSG_sC, bSG_gC, tma_atom_c, c_pipe
 
     @cute.jit
+    def _tma_epilogue_blocks(self, epi, accs, tm, tn, warp_idx):
+        """Every row block of a CTA tile (scaled) -> bf16 -> SMEM, then one barrier and all
+        their TMA stores (``epi_stages * epi_n >= row_blocks * tile_n``: DeepGEMM's epilogue,
+        the whole 256x128 tile staged at once). Two barriers per tile instead of two per
+        block; the buffers' last reader is the previous tile's stores, a mainloop ago."""
+        cfg = self.cfg
+        tRS_sC, _, tRS_rC, r2s, bSG_sC, bSG_gC, tma_atom_c, c_pipe = epi
+        epi_bar = pipeline.NamedBarrier(barrier_id=self.epi_bar_id, num_threads=self.consumer_threads)
+        subtiles = cfg.tile_n // cfg.epi_n
+        per_sub = cute.size(tRS_rC)
+        if warp_idx == 4:
+            cute.arch.cp_async_bulk_wait_group(0, read=True)
+        epi_bar.arrive_and_wait()
+        for w in cutlass.range_constexpr(cfg.row_blocks):
+            tRS_rAcc = r2s.retile(accs[w])
+            for s in cutlass.range_constexpr(subtiles):
+                for v in cutlass.range_constexpr(per_sub):
+                    tRS_rC[v] = tRS_rAcc[s * per_sub + v].to(self.c_dtype)
+                cute.copy(r2s, tRS_rC, tRS_sC[(None, None, None, w * subtiles + s)])
+        cute.arch.fence_proxy("async.shared", space="cta")
+        epi_bar.arrive_and_wait()
+        if warp_idx == 4:
+            for w in cutlass.range_constexpr(cfg.row_blocks):
+                for s in cutlass.range_constexpr(subtiles):
+                    cute.copy(tma_atom_c, bSG_sC[(None, w * subtiles + s)],
+                              bSG_gC[(None, 0, s, tm * cfg.row_blocks + w, tn)])
+            c_pipe.producer_commit()
+
+    @cute.jit
     def _tma_epilogue(self, epi, acc, tm, tn, n_done, warp_idx):
         """Scaled accumulator -> bf16 -> SMEM (stmatrix) -> TMA store, one tile_m x epi_n
         subtile at a time through `epi_stages` buffers (TMA clips partial tiles)."""

@@ -54,6 +54,7 @@ class RowBlocksMixin:
                 scales[w] = (ctx, block_rings[w])
         self._mainloop_row_blocks(ab_pipe, accs, tmp, tCrAs, tCrB, consumed, k_count, scales)
         shared = None   # the blocks' column scales and bias: the same columns, loaded once
+        whole_tile = cfg.epi_stages * cfg.epi_n >= cfg.row_blocks * cfg.tile_n
         for w in cutlass.range_constexpr(cfg.row_blocks):
             row_tile = tm * cfg.row_blocks + w
             row_scale, col_scale, bias = self._load_scales(tCcC, row_tile, tn, mRowScale, mColScale, mBias)
@@ -62,7 +63,10 @@ class RowBlocksMixin:
             else:   # (this block's own loads of them are dead and removed: rowwise with bias spilled 196)
                 col_scale, bias = shared
             self._scale(accs[w], (row_scale, col_scale, bias))
-            self._tma_epilogue(epi, accs[w], row_tile, tn, n_done * cfg.row_blocks + w, warp_idx)
+            if cutlass.const_expr(not whole_tile):
+                self._tma_epilogue(epi, accs[w], row_tile, tn, n_done * cfg.row_blocks + w, warp_idx)
+        if cutlass.const_expr(whole_tile):
+            self._tma_epilogue_blocks(epi, accs, tm, tn, warp_idx)
 
     @cute.jit
     def _mainloop_row_blocks(self, ab_pipe, accs, tmp, tCrAs, tCrB, consumed, k_count, scales):
