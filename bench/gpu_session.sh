@@ -29,6 +29,13 @@ for step in $steps; do
            --section MemoryWorkloadAnalysis --metrics sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active \
            python3 bench/ncu_probe.py --shape ${NCU_SHAPE:-4096x4096x7168} --trials ${NCU_TRIALS:-pick,rows2,rows2_wt} \
            > "$OUT/ncu_${NCU_SHAPE:-4096x4096x7168}.txt" 2>&1; tail -3 "$OUT/ncu_${NCU_SHAPE:-4096x4096x7168}.txt" ;;
+    ncusrc) ncu --clock-control none --profile-from-start off --section WarpStateStats --section SourceCounters \
+           --section InstructionStats --section ComputeWorkloadAnalysis --section SchedulerStats --import-source no \
+           -o "$OUT/ncusrc" python3 bench/ncu_probe.py --shape ${NCU_SHAPE:-4096x4096x7168} --trials ${NCU_TRIALS:-rows2} \
+           > "$OUT/ncusrc.log" 2>&1; tail -3 "$OUT/ncusrc.log"
+         ncu -i "$OUT/ncusrc.ncu-rep" --page details > "$OUT/ncusrc_details.txt" 2>&1
+         ncu -i "$OUT/ncusrc.ncu-rep" --page source --csv --print-source sass > "$OUT/ncusrc_sass.csv" 2>&1
+         ls -la "$OUT"/ncusrc* ;;
     rowprobe) python3 bench/sm90_probe.py --check-extra --shapes "${ROWPROBE_SHAPES:-4096,4096,4096;8192,8192,8192;4096,4096,7168;4096,7168,2048}" \
            --config large=overlap_promotion:0,cluster_m:1,cluster_n:2,row_blocks:2 \
            --config large=overlap_promotion:0,cluster_m:1,cluster_n:2,row_blocks:2,epi_n:64,epi_stages:4 \
