@@ -16,7 +16,16 @@ RECIPE = "block_1x128_128x128"
 
 
 def trials(m, n, k):
-    """(name, config) pairs: the table's pick and its neighbours."""
+    """(name, config) pairs: the table's pick and its neighbours, each also as ``<name>_late``
+    (``late_scale_loads``)."""
+    out = _trials(m, n, k)
+    for name, cfg in list(out.items()):
+        if not cfg.late_scale_loads:
+            out[name + "_late"] = dataclasses.replace(cfg, late_scale_loads=True)
+    return out
+
+
+def _trials(m, n, k):
     pick = sm90.default_config(m, n, k, scales=RECIPE)
     out = {"pick": pick}
     if m > 128:

@@ -65,7 +65,7 @@ def check(cfg, m, n, k, has_bias):
     again = torch.full_like(out, float("nan"))
     fn(*operands, again, *tail)
     same = bool(torch.equal(out.view(torch.int16), again.view(torch.int16)))
-    ref = reference(a, bt, sa, sb, bias if has_bias else None, out_dtype=torch.bfloat16)
+    ref = reference(a, bt, sa, sb, bias if has_bias else None)
     nans = int(out.isnan().sum())
     ref16 = ref.to(torch.bfloat16).float()
     err16 = float((out.float() - ref16).norm() / ref16.norm())

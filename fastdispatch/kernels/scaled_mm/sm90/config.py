@@ -78,6 +78,9 @@ class Sm90Config:
       (promote == 1). 2 is DeepGEMM's 256x128 tile: every k-tile is issued, waited for and
       promoted one 128-row wave after the other, so one temporary accumulator serves both
       (2 x 64 + 64 fp32 registers per thread) and each B tile feeds twice the MMAs.
+    - ``late_scale_loads``: block scales only: load a k-tile's scale values for the
+      look-ahead after its promotion instead of when it is taken (see
+      `mainloop._refill_values`).
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
     """
@@ -98,6 +101,7 @@ class Sm90Config:
     epi_stages: int = 2
     group_m: int = 8
     row_blocks: int = 1
+    late_scale_loads: bool = False
     num_sms: int = H100_SMS
     scales: str = "rowwise"
     a_dtype: str = "e4m3"
@@ -170,6 +174,8 @@ class Sm90Config:
             # spilled registers at 128x128, ptxas for sm_90a.)
             errs.append("row_blocks > 1 (row blocks promoted one after the other) needs rowwise or 1x128 x 128x128 "
                         "block scales, 128-deep k-tiles, promote == 1, no swap_ab, no overlap_promotion and no split_k")
+        if self.late_scale_loads and self.scales == "rowwise":
+            errs.append("late_scale_loads moves block-scale loads: it needs block scales")
         if self.stages is not None and self.stages < 2:
             errs.append("stages must be >= 2")
         if errs:

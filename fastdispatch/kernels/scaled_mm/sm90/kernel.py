@@ -73,6 +73,7 @@ class ScaledMmSm90(MainloopMixin, RowBlocksMixin, EpilogueMixin, TorchLayoutEntr
             f"scaled_mm_sm90_{c.tile_m}x{c.tile_n}x{c.tile_k}_w{c.consumer_wgs}_c{c.cluster_m}x{c.cluster_n}"
             f"_s{c.stages}p{c.promote}{'_swap' if c.swap_ab else ''}{'_pdl' if c.pdl else ''}{f'_ovl{c.overlap_promotion}' if c.overlap_promotion else ''}"
             f"{f'_splitk{c.split_k}' if c.split_k > 1 else ''}{f'_rows{c.row_blocks}' if c.row_blocks > 1 else ''}"
+            f"{'_late' if c.late_scale_loads else ''}"
             f"{'_bias' if self.has_bias else ''}"
             f"{'' if c.scales == 'rowwise' else '_' + c.scales}"
             f"{'' if (c.a_dtype, c.b_dtype, c.out_dtype) == ('e4m3', 'e4m3', 'bf16') else f'_{c.a_dtype}x{c.b_dtype}_{c.out_dtype}'}"

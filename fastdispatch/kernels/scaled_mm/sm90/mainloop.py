@@ -147,8 +147,19 @@ class MainloopMixin:
         ctx, rings = blocks
         ring = rings[g % len(rings)]
         values = block_scales.snapshot(ring)
-        block_scales.load_raw(self.cfg, ctx, t + len(rings), ring)
+        if cutlass.const_expr(not self.cfg.late_scale_loads):
+            block_scales.load_raw(self.cfg, ctx, t + len(rings), ring)
         return values
+
+    def _refill_values(self, blocks, t, g):
+        """With ``late_scale_loads``: once k-tile ``t``'s values were used (its promotion),
+        load those of k-tile t + lookahead into its registers. Loaded at `_take_values`
+        instead, the new values need other registers while the old ones live, and the copy
+        back that ptxas adds waits for the load one k-tile later (the long-scoreboard stall
+        ncu showed on the lent H200)."""
+        if cutlass.const_expr(blocks is not None and self.cfg.late_scale_loads):
+            ctx, rings = blocks
+            block_scales.load_raw(self.cfg, ctx, t + len(rings), rings[g % len(rings)])
 
     def _factors(self, values):
         """Per accumulator element its factor from `_take_values` (None: rowwise)."""
@@ -201,6 +212,7 @@ class MainloopMixin:
             read = self._issue_k_tile(ab_pipe, read, mmas[0], mmas[1], tCrA, tCrB, temps[0])
             warpgroup.wait_group(0)
             release = self._retire_k_tile(ab_pipe, release, acc, temps[0], self._factors(values))
+            self._refill_values(blocks, t, g)
         else:
             first = self._take_values(blocks, 2 * t, 2 * g)
             second = self._take_values(blocks, 2 * t + 1, 2 * g + 1)
@@ -215,8 +227,10 @@ class MainloopMixin:
             read.advance()
             warpgroup.wait_group(1)
             block_scales.promote(acc, temps[0], self._factors(first))
+            self._refill_values(blocks, 2 * t, 2 * g)
             warpgroup.wait_group(0)
             release = self._retire_k_tile(ab_pipe, release, acc, temps[1], self._factors(second))
+            self._refill_values(blocks, 2 * t + 1, 2 * g + 1)
         return read, release
 
     @cute.jit
@@ -256,9 +270,11 @@ class MainloopMixin:
                 issued = self._take_values(blocks, it * group + g, g)
                 warpgroup.wait_group(1)
                 release = self._retire_k_tile(ab_pipe, release, acc, temps[(g - 1) % 2], self._factors(pending))
+                self._refill_values(blocks, it * group + g - 1, g - 1)
                 pending = issued
             warpgroup.wait_group(0)
             release = self._retire_k_tile(ab_pipe, release, acc, temps[(group - 1) % 2], self._factors(pending))
+            self._refill_values(blocks, it * group + group - 1, group - 1)
         if cutlass.const_expr(blocks is None):
             for it in cutlass.range(k_count % group, unroll=1):
                 read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, tmp0)

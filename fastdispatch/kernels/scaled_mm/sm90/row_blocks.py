@@ -102,5 +102,6 @@ class RowBlocksMixin:
                 ab_pipe.consumer_release(release)
                 release.advance()
             block_scales.promote(accs[w], tmp, self._factors(values[w]))
+            self._refill_values(scales[w], t, g)
         read.advance()
         return read, release
