@@ -7,6 +7,8 @@ import dataclasses
 import os
 import statistics
 
+import cutlass
+import cutlass.cute as cute
 import torch
 
 from fastdispatch.kernels.scaled_mm import sm90
@@ -22,7 +24,28 @@ def trials(m, n, k):
     for name, cfg in list(out.items()):
         if not cfg.late_scale_loads:
             out[name + "_late"] = dataclasses.replace(cfg, late_scale_loads=True)
+    for name, cfg in list(out.items()):
+        out[name + "_noscale"] = cfg
     return out
+
+
+def compile_noscale(cfg):
+    """A measurement, not a kernel: ``cfg`` compiled with every block-scale load replaced by
+    the constant 1.0 (wrong results), so its time minus the real one is what loading the
+    scales costs (the loads' latency or their traffic)."""
+    from fastdispatch.kernels.scaled_mm.sm90 import block_scales
+
+    real = block_scales.load_raw
+
+    def constant_scales(cfg, ctx, j, dst):
+        for i in range(cute.size(dst)):
+            dst[i] = cutlass.Float32(1.0)
+
+    block_scales.load_raw = constant_scales
+    try:
+        return sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=False))
+    finally:
+        block_scales.load_raw = real
 
 
 def _trials(m, n, k):
@@ -78,13 +101,17 @@ def main():
         for name, cfg in trials(m, n, k).items():
             if only and name not in only:
                 continue
+            noscale = name.endswith("_noscale")
             try:
-                if cfg not in fns:
-                    fns[cfg] = sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=False))
-                fn = fns[cfg]
+                if noscale:   # its own binary: the cache holds the real one under the same config
+                    fn = fns.setdefault((cfg, "noscale"), None) or fns.setdefault((cfg, "noscale"), compile_noscale(cfg))
+                else:
+                    if cfg not in fns:
+                        fns[cfg] = sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=False))
+                    fn = fns[cfg]
                 out.fill_(float("nan"))
                 fn(a, bt.t(), sa, sb.t(), out)
-                err = _rel(out, ref)
+                err = 0.0 if noscale else _rel(out, ref)
                 if not err < 2e-3:
                     print(f"{m}x{n}x{k} {name}: WRONG rel_err {err:.2e}", flush=True)
                     continue
