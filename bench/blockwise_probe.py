@@ -104,7 +104,9 @@ def main():
             noscale = name.endswith("_noscale")
             try:
                 if noscale:   # its own binary: the cache holds the real one under the same config
-                    fn = fns.setdefault((cfg, "noscale"), None) or fns.setdefault((cfg, "noscale"), compile_noscale(cfg))
+                    if (cfg, "noscale") not in fns:
+                        fns[(cfg, "noscale")] = compile_noscale(cfg)
+                    fn = fns[(cfg, "noscale")]
                 else:
                     if cfg not in fns:
                         fns[cfg] = sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=False))
