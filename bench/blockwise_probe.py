@@ -19,11 +19,13 @@ RECIPE = "block_1x128_128x128"
 
 def trials(m, n, k):
     """(name, config) pairs: the table's pick and its neighbours, each also as ``<name>_late``
-    (``late_scale_loads``)."""
+    (``late_scale_loads``), ``<name>_smem`` (``smem_scales``) and ``<name>_noscale``."""
     out = _trials(m, n, k)
     for name, cfg in list(out.items()):
         if not cfg.late_scale_loads:
             out[name + "_late"] = dataclasses.replace(cfg, late_scale_loads=True)
+        if not cfg.swap_ab:
+            out[name + "_smem"] = dataclasses.replace(cfg, smem_scales=True, stages=None).resolved()
     for name, cfg in list(out.items()):
         out[name + "_noscale"] = cfg
     return out

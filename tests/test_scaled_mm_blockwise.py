@@ -278,6 +278,25 @@ ROW_BLOCK_EPILOGUES = {"per_block": {}, "whole_tile": dict(epi_n=64, epi_stages=
 
 @pytest.mark.gpu
 @pytest.mark.sm90
+@pytest.mark.parametrize("layout", ["torch", "rowmajor"])
+@pytest.mark.parametrize("has_bias", [False, True])
+@pytest.mark.parametrize("m,n,k", [(1, 2112, 7168), (37, 336, 1040), (64, 7168, 2048), (129, 336, 1040),
+                                   (1000, 2112, 1040), (4096, 4096, 7168)])
+@pytest.mark.parametrize("rows", [1, 2])
+def test_smem_scales_match_fp64_reference(layout, has_bias, m, n, k, rows):
+    """``smem_scales``: the scales copied into each stage's slot by the loader warp, on the
+    table's pick (256-deep k-tiles at small M, the overlapped loop above) and on the 256x128
+    row-block tile; partial scale blocks along N and K, partial and past-M row blocks, any
+    scale strides."""
+    pick = _config(RECIPES[0], m, n, k)
+    if rows == 2:
+        pick = sm90.BLOCK_WAVES
+    cfg = dataclasses.replace(pick, smem_scales=True, stages=None).resolved()
+    _run_block(cfg, m, n, k, has_bias, layout=layout)
+
+
+@pytest.mark.gpu
+@pytest.mark.sm90
 @pytest.mark.parametrize("m,n,k", [(16, 2112, 7168), (300, 1024, 1040)])
 def test_block_scales_take_any_scale_strides(m, n, k):
     _run_block(_config(RECIPES[0], m, n, k), m, n, k, False, layout="rowmajor")

@@ -81,6 +81,9 @@ class Sm90Config:
     - ``late_scale_loads``: block scales only: load a k-tile's scale values for the
       look-ahead after its promotion instead of when it is taken (see
       `mainloop._refill_values`).
+    - ``smem_scales``: 1x128 x 128x128 block scales (no swap_ab, no split_k) reach the
+      consumers through a slot of each ring stage, copied there by a producer warp
+      (`smem_scales`), instead of their own look-ahead loads.
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
     """
@@ -102,6 +105,7 @@ class Sm90Config:
     group_m: int = 8
     row_blocks: int = 1
     late_scale_loads: bool = False
+    smem_scales: bool = False
     num_sms: int = H100_SMS
     scales: str = "rowwise"
     a_dtype: str = "e4m3"
@@ -176,6 +180,12 @@ class Sm90Config:
                         "block scales, 128-deep k-tiles, promote == 1, no swap_ab, no overlap_promotion and no split_k")
         if self.late_scale_loads and self.scales == "rowwise":
             errs.append("late_scale_loads moves block-scale loads: it needs block scales")
+        if self.smem_scales and not (
+            self.scales == "block_1x128_128x128" and not self.swap_ab and self.split_k == 1
+            and not self.late_scale_loads and self.tile_m * self.row_blocks % 32 == 0
+        ):
+            errs.append("smem_scales needs 1x128 x 128x128 block scales, no swap_ab, no split_k, "
+                        "no late_scale_loads and a multiple of 32 rows per CTA tile")
         if self.stages is not None and self.stages < 2:
             errs.append("stages must be >= 2")
         if errs:
@@ -187,7 +197,9 @@ class Sm90Config:
 
 
 def _stage_bytes(cfg: Sm90Config) -> int:
-    return (cfg.tile_m * cfg.row_blocks + cfg.tile_n) * cfg.tile_k  # 1 byte per e4m3 element
+    # 1 byte per e4m3 element; with smem_scales the stage's scale slot (fp32 values)
+    scale_slot = (cfg.tile_m * cfg.row_blocks + 4) * (cfg.tile_k // 128) * 4 if cfg.smem_scales else 0
+    return (cfg.tile_m * cfg.row_blocks + cfg.tile_n) * cfg.tile_k + scale_slot
 
 
 def _epilogue_bytes(cfg: Sm90Config) -> int:

@@ -26,11 +26,12 @@ from fastdispatch.kernels.scaled_mm.sm90.config import OPERAND_DTYPES, OUT_DTYPE
 from fastdispatch.kernels.scaled_mm.sm90.epilogue import EpilogueMixin
 from fastdispatch.kernels.scaled_mm.sm90.mainloop import MainloopMixin
 from fastdispatch.kernels.scaled_mm.sm90.row_blocks import RowBlocksMixin
+from fastdispatch.kernels.scaled_mm.sm90.smem_scales import SmemScalesMixin, SmemValues, slot_layout
 
 Float32, Int32 = cutlass.Float32, cutlass.Int32
 
 
-class ScaledMmSm90(MainloopMixin, RowBlocksMixin, EpilogueMixin, TorchLayoutEntries):
+class ScaledMmSm90(MainloopMixin, RowBlocksMixin, SmemScalesMixin, EpilogueMixin, TorchLayoutEntries):
     """One compiled variant: a resolved `Sm90Config` plus has_bias. Entry points `run` /
     `run_bias` (from `TorchLayoutEntries`, traced by cute.compile), device code in
     `kernel`, the K loops (`MainloopMixin`) and the epilogues (`EpilogueMixin`)."""
@@ -133,8 +134,10 @@ class ScaledMmSm90(MainloopMixin, RowBlocksMixin, EpilogueMixin, TorchLayoutEntr
         b_smem_one = cute.slice_(b_smem, (None, None, 0))
         # A stage holds `row_blocks` A row blocks (each its own TMA copy) and one B tile.
         tx_bytes = cute.size_in_bytes(self.a_dtype, a_smem_one) * cfg.row_blocks + cute.size_in_bytes(self.b_dtype, b_smem_one)
-        # max_stages() sized the ring in plain Python; hold it to the real layouts.
-        assert tx_bytes == _stage_bytes(cfg), tx_bytes
+        # max_stages() sized the ring in plain Python; hold it to the real layouts (with
+        # smem_scales a stage also holds its scale slot, filled by cp.async, not by the TMA).
+        slot_bytes = cute.size_in_bytes(Float32, slot_layout(cfg)) // cfg.stages if cfg.smem_scales else 0
+        assert tx_bytes + slot_bytes == _stage_bytes(cfg), tx_bytes
 
         # A tiles are shared by the cluster's CTAs along N, B tiles by those along M: each CTA
         # loads its 1/cluster slice and multicasts it.
@@ -231,6 +234,9 @@ class ScaledMmSm90(MainloopMixin, RowBlocksMixin, EpilogueMixin, TorchLayoutEntr
         class SharedStorage:
             ab_mbar: cute.struct.MemRange[cutlass.Int64, cfg.stages * 2]
             red_mbar: cute.struct.MemRange[cutlass.Int64, 2]  # partials full / slots empty
+            # smem_scales' slots (one unused word otherwise, inside the first 1 KB: the
+            # 1024-aligned tiles after it keep their offsets)
+            scale_mbar: cute.struct.MemRange[cutlass.Int64, cfg.stages * 2 if cfg.smem_scales else 1]
 
         smem = SmemAllocator()
         storage = smem.allocate(SharedStorage)
@@ -250,6 +256,17 @@ class ScaledMmSm90(MainloopMixin, RowBlocksMixin, EpilogueMixin, TorchLayoutEntr
             # No multicast: lane 0 of each consumer warp frees the stage in its own CTA (the
             # helper would derive the signalling lanes from the launch cluster's rank).
             ab_pipe = dataclasses.replace(ab_pipe, is_signaling_thread=tidx % 32 == 0)
+        # smem_scales: a slot is full once every lane of the loader warp saw its copies land
+        # (one cp.async arrival each); it is free when the A/B stage is (its empty barrier).
+        scale_pipe = None
+        if cutlass.const_expr(cfg.smem_scales):
+            scale_pipe = pipeline.PipelineCpAsync.create(
+                barrier_storage=storage.scale_mbar.data_ptr(),
+                num_stages=cfg.stages,
+                producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, 32),
+                consumer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, self.consumer_threads),
+                defer_sync=True,
+            )
         red_full = storage.red_mbar.data_ptr()
         red_empty = red_full + 1
         if cutlass.const_expr(cfg.split_k > 1):
@@ -266,6 +283,9 @@ class ScaledMmSm90(MainloopMixin, RowBlocksMixin, EpilogueMixin, TorchLayoutEntr
         sA_more = [smem.allocate_tensor(self.a_dtype, a_smem.outer, byte_alignment=1024, swizzle=a_smem.inner)
                    for _ in range(cfg.row_blocks - 1)]
         sB = smem.allocate_tensor(self.b_dtype, b_smem.outer, byte_alignment=1024, swizzle=b_smem.inner)
+        sS = None
+        if cutlass.const_expr(cfg.smem_scales):
+            sS = smem.allocate_tensor(Float32, slot_layout(cfg), byte_alignment=16)
         sRed = None
         if cutlass.const_expr(cfg.split_k > 1):
             # Partial slots, fp32 in accumulator-fragment order: (4 values, thread, vector,
@@ -330,6 +350,10 @@ class ScaledMmSm90(MainloopMixin, RowBlocksMixin, EpilogueMixin, TorchLayoutEntr
                                          tma_atom_b, tBgB_t, tBsB, b_mcast)
                     tile += num_clusters
                 ab_pipe.producer_tail(state)
+            if cutlass.const_expr(cfg.smem_scales):
+                if warp_idx == 1:
+                    self._scale_loader(ab_pipe, scale_pipe, sS, mRowScale, mColScale, tiles_m, tiles_n, num_tiles,
+                                       cluster_id, num_clusters, cluster_coord, k_begin, k_count, tidx % 32)
 
         # ---------------- consumer warpgroups: WGMMA + epilogue --------------------------
         if wg_idx > 0:
@@ -345,7 +369,7 @@ class ScaledMmSm90(MainloopMixin, RowBlocksMixin, EpilogueMixin, TorchLayoutEntr
             # Block scales: the scale values of the next `lookahead` k-tiles, one register
             # tensor per 128-deep scale block in flight (block s's in rings[s % lookahead]).
             rings = None
-            if cutlass.const_expr(self.blockwise):
+            if cutlass.const_expr(self.blockwise and not cfg.smem_scales):
                 rings = tuple(cute.make_rmem_tensor((block_scales.raw_count(cfg),), Float32)
                               for _ in range(block_scales.lookahead(cfg)))
             acc_tmp = None
@@ -361,7 +385,7 @@ class ScaledMmSm90(MainloopMixin, RowBlocksMixin, EpilogueMixin, TorchLayoutEntr
             # ``row_blocks``: each further A row block's fragments, accumulator and scale look-ahead.
             row_state = None
             if cutlass.const_expr(cfg.row_blocks > 1):
-                row_state = self._row_blocks_setup(tiled_mma, thr_mma, sA_more, tCcC, tCrA, acc, rings)
+                row_state = self._row_blocks_setup(tiled_mma, thr_mma, sA_more, tCcC, tCrA, acc, rings, sS, scale_pipe)
 
             consumed = Int32(0)  # ring position of this CTA's next tile
             n_done = Int32(0)
@@ -379,7 +403,9 @@ class ScaledMmSm90(MainloopMixin, RowBlocksMixin, EpilogueMixin, TorchLayoutEntr
                     # (The MMA's accumulate flag is state: rebinding carries it through the loop.)
                     # Block scales: what the K loop needs to load each k-tile's factors.
                     blocks = None
-                    if cutlass.const_expr(self.blockwise):
+                    if cutlass.const_expr(cfg.smem_scales):
+                        blocks = (SmemValues(cfg, sS, scale_pipe.sync_object_full, tCcC, 0), None)
+                    elif cutlass.const_expr(self.blockwise):
                         # (k_begin counts k-tiles; the scales count 128-deep blocks.)
                         ctx = block_scales.tile_context(cfg, tCcC, tm, tn, k_begin * (cfg.tile_k // 128), mRowScale,
                                                         mColScale)

@@ -137,7 +137,7 @@ class MainloopMixin:
         return release
 
     @cute.jit
-    def _take_values(self, blocks, t, g):
+    def _take_values(self, blocks, t, g, stage):
         """Block scales: the scale values of the CTA's k-tile ``t`` (loaded `lookahead`
         k-tiles ago, in registers ``g % lookahead``: ``g`` is t's place in an unrolled
         group, t's residue known at trace time), and start loading those of k-tile
@@ -145,6 +145,8 @@ class MainloopMixin:
         if cutlass.const_expr(blocks is None):
             return None
         ctx, rings = blocks
+        if cutlass.const_expr(rings is None):   # smem_scales: from the slot of t's ring ``stage``
+            return ctx.take(stage, g % ctx.halves)
         ring = rings[g % len(rings)]
         values = block_scales.snapshot(ring)
         if cutlass.const_expr(not self.cfg.late_scale_loads):
@@ -157,9 +159,15 @@ class MainloopMixin:
         instead, the new values need other registers while the old ones live, and the copy
         back that ptxas adds waits for the load one k-tile later (the long-scoreboard stall
         ncu showed on the lent H200)."""
-        if cutlass.const_expr(blocks is not None and self.cfg.late_scale_loads):
+        if cutlass.const_expr(blocks is not None and blocks[1] is not None and self.cfg.late_scale_loads):
             ctx, rings = blocks
             block_scales.load_raw(self.cfg, ctx, t + len(rings), rings[g % len(rings)])
+
+    @staticmethod
+    def _unroll(blocks):
+        """K-loop unroll for block scales: the look-ahead's k-tiles (its registers are then
+        known at trace time); 1 for SMEM slots or no block scales."""
+        return 1 if blocks is None or blocks[1] is None else len(blocks[1])
 
     def _factors(self, values):
         """Per accumulator element its factor from `_take_values` (None: rowwise)."""
@@ -192,7 +200,7 @@ class MainloopMixin:
         k-tiles)."""
         cfg = self.cfg
         halves = cfg.tile_k // 128
-        ahead = len(blocks[1]) // halves   # k-tiles per unrolled group
+        ahead = max(1, self._unroll(blocks) // halves)   # k-tiles per unrolled group
         read, release, mmas = self._k_loop_start(consumed)
         acc.fill(0.0)
         for it in cutlass.range(k_count // ahead, unroll=1):
@@ -207,15 +215,16 @@ class MainloopMixin:
         """One k-tile on its own with block scales: take its values (``g``: its place in
         the unrolled group), issue it, wait, promote. ``temps``: (tmp, tmp2), the second
         only for 256-deep k-tiles. Returns (read, release)."""
+        stage = (read.index, read.phase)
         if cutlass.const_expr(self.cfg.tile_k == 128):
-            values = self._take_values(blocks, t, g)
+            values = self._take_values(blocks, t, g, stage)
             read = self._issue_k_tile(ab_pipe, read, mmas[0], mmas[1], tCrA, tCrB, temps[0])
             warpgroup.wait_group(0)
             release = self._retire_k_tile(ab_pipe, release, acc, temps[0], self._factors(values))
             self._refill_values(blocks, t, g)
         else:
-            first = self._take_values(blocks, 2 * t, 2 * g)
-            second = self._take_values(blocks, 2 * t + 1, 2 * g + 1)
+            first = self._take_values(blocks, 2 * t, 2 * g, stage)
+            second = self._take_values(blocks, 2 * t + 1, 2 * g + 1, stage)
             ab_pipe.consumer_wait(read)
             warpgroup.fence()
             for kb in cutlass.range_constexpr(8):   # 8 k32 blocks: two 128-deep halves
@@ -263,11 +272,13 @@ class MainloopMixin:
         # k-tiles earlier; the lookahead divides the group, so which registers is known at
         # trace time) and turned into factors when it retires.
         for it in cutlass.range(k_count // group, unroll=1):
+            stage = (read.index, read.phase)
             read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, temps[0])
-            pending = self._take_values(blocks, it * group, 0)
+            pending = self._take_values(blocks, it * group, 0, stage)
             for g in cutlass.range_constexpr(1, group):
+                stage = (read.index, read.phase)
                 read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, temps[g % 2])
-                issued = self._take_values(blocks, it * group + g, g)
+                issued = self._take_values(blocks, it * group + g, g, stage)
                 warpgroup.wait_group(1)
                 release = self._retire_k_tile(ab_pipe, release, acc, temps[(g - 1) % 2], self._factors(pending))
                 self._refill_values(blocks, it * group + g - 1, g - 1)

@@ -20,6 +20,7 @@ import cutlass.cute as cute
 from cutlass.cute.nvgpu import warpgroup
 
 from fastdispatch.kernels.scaled_mm.sm90 import block_scales
+from fastdispatch.kernels.scaled_mm.sm90.smem_scales import SmemValues
 
 Float32 = cutlass.Float32
 
@@ -27,13 +28,17 @@ Float32 = cutlass.Float32
 class RowBlocksMixin:
     """The K loop and per-tile flow of `ScaledMmSm90` for several row blocks (no state of its own)."""
 
-    def _row_blocks_setup(self, tiled_mma, thr_mma, sA_more, tCcC, tCrA, acc, rings):
+    def _row_blocks_setup(self, tiled_mma, thr_mma, sA_more, tCcC, tCrA, acc, rings, sS, scale_pipe):
         """Per consumer thread, once: every row block's A fragments, accumulator and scale
-        look-ahead registers (block 0's are the kernel's own ``tCrA``, ``acc``, ``rings``)."""
+        look-ahead registers (block 0's are the kernel's own ``tCrA``, ``acc``, ``rings``),
+        or with ``smem_scales`` its view of the scale slots."""
         tCrAs = (tCrA, *(tiled_mma.make_fragment_A(thr_mma.partition_A(s)) for s in sA_more))
         accs = (acc, *(cute.make_rmem_tensor(tCcC.shape, self.acc_dtype) for _ in sA_more))
         block_rings = (None,) * len(accs)   # rowwise: the scales come in each block's epilogue
-        if self.blockwise:
+        if self.cfg.smem_scales:
+            block_rings = tuple(SmemValues(self.cfg, sS, scale_pipe.sync_object_full, tCcC, w)
+                                for w in range(len(accs)))
+        elif self.blockwise:
             block_rings = (rings, *(tuple(cute.make_rmem_tensor((block_scales.raw_count(self.cfg),), Float32)
                                           for _ in rings) for _ in sA_more))
         return tCrAs, accs, block_rings
@@ -46,7 +51,9 @@ class RowBlocksMixin:
         cfg = self.cfg
         tCrAs, accs, block_rings = row_state
         scales = [None] * cfg.row_blocks
-        if cutlass.const_expr(self.blockwise):
+        if cutlass.const_expr(cfg.smem_scales):
+            scales = [(view, None) for view in block_rings]
+        elif cutlass.const_expr(self.blockwise):
             for w in cutlass.range_constexpr(cfg.row_blocks):
                 ctx = block_scales.tile_context(cfg, tCcC, tm * cfg.row_blocks + w, tn, k_begin, mRowScale, mColScale)
                 for d in cutlass.range_constexpr(len(block_rings[w])):
@@ -79,7 +86,7 @@ class RowBlocksMixin:
         read, release, mmas = self._k_loop_start(consumed)
         for w in cutlass.range_constexpr(len(accs)):
             accs[w].fill(0.0)
-        ahead = len(scales[0][1]) if scales[0] is not None else 1
+        ahead = self._unroll(scales[0])
         for it in cutlass.range(k_count // ahead, unroll=1):
             for g in cutlass.range_constexpr(ahead):
                 read, release = self._row_blocks_k_tile(ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp,
@@ -93,7 +100,7 @@ class RowBlocksMixin:
     @cute.jit
     def _row_blocks_k_tile(self, ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp, scales, t, g):
         """One k-tile: every row block in turn. Returns (read, release)."""
-        values = [self._take_values(scales[w], t, g) for w in range(len(accs))]
+        values = [self._take_values(scales[w], t, g, (read.index, read.phase)) for w in range(len(accs))]
         ab_pipe.consumer_wait(read)
         for w in cutlass.range_constexpr(len(accs)):
             self._commit_mmas(mmas[0], mmas[1], tCrAs[w], tCrB, tmp, read.index)
