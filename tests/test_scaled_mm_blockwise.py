@@ -49,7 +49,14 @@ def test_block_configs_promote_every_128_and_fit_one_scale_block():
     assert not _config(RECIPES[0], 16, 2112, 7168).swap_ab
     assert _config(RECIPES[0], 64, 2112, 7168).tile_n == 16
     assert _config(RECIPES[0], 128, 24576, 1536).tile_n == 128
-    assert _config(RECIPES[0], 4096, 4096, 7168).overlap_promotion == 4
+    # Large M, B per 128x128: DeepGEMM's 256x128 tile with SMEM scales, but where its coarser
+    # waves cost more than it gains (N = 2112); B per 1x128: the overlapped 128x128 tile.
+    assert _config(RECIPES[0], 4096, 4096, 7168) == sm90.BLOCK_LARGE.resolved()
+    assert _config(RECIPES[0], 4096, 2112, 7168).overlap_promotion == 4
+    assert _config(RECIPES[1], 4096, 4096, 7168).overlap_promotion == 4
+    # SMEM scales wherever the kernel has them (B per 128x128), never for B per 1x128.
+    for m, n, k in TABLE_SHAPES.values():
+        assert _config(RECIPES[0], m, n, k).smem_scales and not _config(RECIPES[1], m, n, k).smem_scales
     # Rowwise picks are unchanged by the new fields.
     assert sm90.default_config(8192, 8192, 8192) == sm90.LARGE_WIDE.resolved()
     assert sm90.default_config(64, 2112, 7168).tile_k == 256
@@ -81,10 +88,19 @@ def test_kernel_supports_names_torch_dtypes():
     assert not sm90.kernel_supports(e4m3, e4m3, torch.float8_e4m3fn, "rowwise")
 
 
+def _lookahead_config(recipe, name):
+    """The table's pick for ``name`` with the scales through the consumers' own look-ahead
+    loads (B per 1x128's path; the 128x128 tile where the table picks the 256x128 one)."""
+    cfg = _config(recipe, *TABLE_SHAPES[name])
+    if cfg.row_blocks > 1:
+        cfg = dataclasses.replace(sm90.LARGE, scales=recipe)
+    return dataclasses.replace(cfg, smem_scales=False, stages=None).resolved()
+
+
 @pytest.fixture(scope="module")
 def block_ptx():
-    return {(recipe, name): sm90.ptx_sm90(_config(recipe, *shape))
-            for recipe in RECIPES for name, shape in TABLE_SHAPES.items()}
+    return {(recipe, name): sm90.ptx_sm90(_lookahead_config(recipe, name))
+            for recipe in RECIPES for name in TABLE_SHAPES}
 
 
 def _fmas(text):
@@ -94,7 +110,7 @@ def _fmas(text):
 @pytest.mark.parametrize("name", sorted(TABLE_SHAPES))
 def test_block_promotion_is_fma_per_element_with_few_loads(block_ptx, name):
     from fastdispatch.kernels.scaled_mm.sm90.block_scales import lookahead
-    cfg = _config(RECIPES[0], *TABLE_SHAPES[name])
+    cfg = _lookahead_config(RECIPES[0], name)
     text = block_ptx[(RECIPES[0], name)]
     per_thread = cfg.tile_m * cfg.tile_n // (128 * cfg.consumer_wgs)   # accumulator elements
     ahead = lookahead(cfg)
@@ -115,6 +131,30 @@ def test_block_promotion_is_fma_per_element_with_few_loads(block_ptx, name):
         assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage
 
 
+@pytest.mark.parametrize("name", sorted(TABLE_SHAPES))
+def test_smem_scale_picks_read_the_slots_and_no_global_scales(name):
+    """The table's picks with SMEM scales: the consumers read each 128-deep scale block's 2 row
+    values and block value from the stage's slot (3 ld.shared per promotion site, one FMA per
+    accumulator element each), the loader warp copies the CTA tile's rows (one cp.async per
+    32 rows and lane) and the block value; no consumer loads a scale from global memory."""
+    cfg = _config(RECIPES[0], *TABLE_SHAPES[name])
+    assert cfg.smem_scales
+    text = sm90.ptx_sm90(cfg)
+    halves = cfg.tile_k // 128
+    sites = cfg.overlap_promotion * 2 - 1 if cfg.overlap_promotion else 1   # its loop and guarded tail
+    per_thread = cfg.tile_m * cfg.tile_n // (128 * cfg.consumer_wgs)
+    ops = count_ptx_ops(text, ("ld.global", "ld.shared.b32", "cp.async.ca.shared.global",
+                               "cp.async.mbarrier.arrive.noinc"))
+    assert ops["ld.global"] == 0, ops
+    assert ops["ld.shared.b32"] == sites * halves * cfg.row_blocks * 3, ops
+    assert _fmas(text) == sites * halves * cfg.row_blocks * per_thread
+    assert ops["cp.async.ca.shared.global"] == halves * (cfg.tile_m * cfg.row_blocks // 32 + 1), ops
+    assert ops["cp.async.mbarrier.arrive.noinc"] == 1, ops
+    usage = ptxas_resource_usage(text, "sm_90a")
+    if usage:
+        assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage
+
+
 def test_rowwise_kernel_keeps_plain_adds():
     text = sm90.ptx_sm90(sm90.default_config(4096, 4096, 4096))
     assert _fmas(text) == 0
@@ -123,16 +163,19 @@ def test_rowwise_kernel_keeps_plain_adds():
 def test_row_blocks_config_rules():
     """row_blocks=2 (DeepGEMM's 256x128 tile as two 128-row blocks) is a block-scale config with
     a 48 KB stage (two A blocks, one B tile); anything it cannot compute is refused by name;
-    the table never picks it (not yet run on a GPU)."""
+    the table picks it for B per 128x128 at large M only, where its waves pay."""
     cfg = sm90.BLOCK_WAVES.resolved()
     assert cfg.row_blocks == 2 and sm90._stage_bytes(cfg) == (2 * 128 + 128) * 128 and cfg.stages == 4
     for bad in (dict(scales="block_1x128_1x128"), dict(overlap_promotion=4), dict(tile_k=256),
                 dict(row_blocks=3), dict(scales="rowwise", promote=0)):
         with pytest.raises(ValueError, match="row_blocks"):
             dataclasses.replace(sm90.BLOCK_WAVES, **bad)
-    for recipe in RECIPES:
-        for shape in (*TABLE_SHAPES.values(), (8192, 8192, 8192), (4096, 24576, 1536)):
-            assert _config(recipe, *shape).row_blocks == 1
+    picked = {shape: _config(RECIPES[0], *shape).row_blocks
+              for shape in (*TABLE_SHAPES.values(), (8192, 8192, 8192), (4096, 24576, 1536), (4096, 2112, 7168))}
+    assert [shape for shape, rows in picked.items() if rows == 2] == [(4096, 4096, 7168), (8192, 8192, 8192),
+                                                                      (4096, 24576, 1536)]
+    for shape in picked:
+        assert _config(RECIPES[1], *shape).row_blocks == 1
 
 
 @pytest.mark.parametrize("has_bias", [False, True])
@@ -282,15 +325,14 @@ ROW_BLOCK_EPILOGUES = {"per_block": {}, "whole_tile": dict(epi_n=64, epi_stages=
 @pytest.mark.parametrize("has_bias", [False, True])
 @pytest.mark.parametrize("m,n,k", [(1, 2112, 7168), (37, 336, 1040), (64, 7168, 2048), (129, 336, 1040),
                                    (1000, 2112, 1040), (4096, 4096, 7168)])
-@pytest.mark.parametrize("rows", [1, 2])
-def test_smem_scales_match_fp64_reference(layout, has_bias, m, n, k, rows):
+@pytest.mark.parametrize("tile", ["pick", "overlapped", "rows2"])
+def test_smem_scales_match_fp64_reference(layout, has_bias, m, n, k, tile):
     """``smem_scales``: the scales copied into each stage's slot by the loader warp, on the
-    table's pick (256-deep k-tiles at small M, the overlapped loop above) and on the 256x128
-    row-block tile; partial scale blocks along N and K, partial and past-M row blocks, any
-    scale strides."""
-    pick = _config(RECIPES[0], m, n, k)
-    if rows == 2:
-        pick = sm90.BLOCK_WAVES
+    table's pick (256-deep k-tiles at small M, 128x128 or 256x128 above), the overlapped
+    128x128 loop and the 256x128 row-block tile with per-block stores; partial scale blocks
+    along N and K, partial and past-M row blocks, any scale strides."""
+    pick = {"pick": _config(RECIPES[0], m, n, k), "overlapped": dataclasses.replace(sm90.LARGE, scales=RECIPES[0]),
+            "rows2": sm90.BLOCK_WAVES}[tile]
     cfg = dataclasses.replace(pick, smem_scales=True, stages=None).resolved()
     _run_block(cfg, m, n, k, has_bias, layout=layout)
 

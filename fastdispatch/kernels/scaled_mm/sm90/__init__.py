@@ -74,7 +74,7 @@ import dataclasses
 from fastdispatch.kernels.scaled_mm._compile import ArgSpec, compile_kernel, ptx_of
 from fastdispatch.kernels.scaled_mm.sm90 import block_scales  # noqa: F401  (sm90.block_scales)
 from fastdispatch.kernels.scaled_mm.sm90.config import (  # noqa: F401  (the module's names before the split)
-    _TORCH_NAMES, ARCH, BLOCK_WAVES, FAST_LARGE, H100_SMS, ROWWISE_WAVES, IMPLEMENTED, LARGE, LARGE_WIDE, MEDIUM, OPERAND_DTYPES,
+    _TORCH_NAMES, ARCH, BLOCK_LARGE, BLOCK_WAVES, FAST_LARGE, H100_SMS, ROWWISE_WAVES, IMPLEMENTED, LARGE, LARGE_WIDE, MEDIUM, OPERAND_DTYPES,
     OUT_DTYPES, PADDED_STRIDES, SCALE_RECIPES, SMEM_CAPACITY, SMEM_RESERVED, WIDE_TILE_GAIN, Sm90Config,
     _epilogue_bytes, _reduce_bytes, _small_m_block_config, _small_m_config, _stage_bytes, _waves,
     default_config, dtype_name, kernel_supports, max_stages, shipped_configs, smem_bytes)

@@ -226,12 +226,20 @@ def smem_bytes(config: Sm90Config) -> int:
 
 
 #: DeepGEMM's large-M blockwise tile (256x128 as two 128-row waves, A multicast over a 1x2
-#: cluster). Not picked by `default_config`: compiled and checked on the CPU (no spills), not yet
-#: timed or run on a GPU (bench/results/blockwise_sweep_2026-12-01.txt, the planned trial).
+#: cluster), its scales through the consumers' own loads: the trials' base
+#: (bench/results/blockwise_sweep_2026-12-01.txt).
 BLOCK_WAVES = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, cluster_n=2, promote=1,
                          scales="block_1x128_128x128", row_blocks=2)
-#: The same tile for rowwise scales (applied in each block's epilogue), the same status.
+#: The same tile for rowwise scales (applied in each block's epilogue); not picked (not yet timed).
 ROWWISE_WAVES = dataclasses.replace(BLOCK_WAVES, scales="rowwise")
+#: What `default_config` picks for 1x128 x 128x128 block scales at large M: that tile with the
+#: scales through SMEM slots, the whole 256x128 tile staged for its stores (3 stages) and
+#: DeepGEMM's 128-SM grid. Interleaved on the lent H200 beside the 128x128 overlapped tile
+#: (both with SMEM scales): 4096x4096x7168 218.2 vs 233.4 us, 8192^3 1031.9 vs 1104.3.
+BLOCK_LARGE = dataclasses.replace(BLOCK_WAVES, epi_n=64, epi_stages=4, num_sms=128, smem_scales=True)
+#: How much faster the 256x128 block tile computes the same output than two 128x128 tiles, its
+#: coarser waves aside: 1.05-1.07 at full waves on the lent H200 (4096x4096x7168, 8192^3).
+ROW_BLOCKS_GAIN = 1.06
 
 #: Shipped configs: (name, config). `default_config` picks among them; tests compile each.
 FAST_LARGE = Sm90Config(tile_m=128, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0)
@@ -334,6 +342,9 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
              "a_dtype": dtype_name(a_dtype) or a_dtype, "b_dtype": dtype_name(b_dtype) or b_dtype,
              "out_dtype": dtype_name(out_dtype) or out_dtype}
     blockwise = types["scales"] != "rowwise"
+    # 1x128 x 128x128 scales reach the promotion through SMEM slots (`smem_scales`): 4-12%
+    # faster than the consumers' own look-ahead loads on the lent H200 at M = 64..8192.
+    smem = {"smem_scales": True} if types["scales"] == "block_1x128_128x128" else {}
     if blockwise and m <= 128:
         cfg = _small_m_block_config(m, n, types["scales"])
     elif m <= 128:
@@ -346,6 +357,11 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
         cfg = FAST_LARGE
     elif -(-m // 128) * -(-n // 128) < H100_SMS:
         cfg = MEDIUM
+    elif smem:
+        # The 256x128 tile where its coarser waves cost less than its gain (N = 2112: 2.06
+        # waves of 256x128 tiles, 4.1 of 128x128: the smaller tile, measured 134.6 vs 149.6 us).
+        rows2 = _waves(BLOCK_LARGE, m, n) * 2 / ROW_BLOCKS_GAIN
+        cfg = BLOCK_LARGE if rows2 <= _waves(LARGE, m, n) else LARGE
     elif blockwise:
         cfg = LARGE
     else:
@@ -353,11 +369,11 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
         # estimated time, waves x tile width (/ its measured gain).
         wide = _waves(LARGE_WIDE, m, n) * LARGE_WIDE.tile_n / WIDE_TILE_GAIN
         cfg = LARGE_WIDE if wide < _waves(LARGE, m, n) * LARGE.tile_n else LARGE
-    return dataclasses.replace(cfg, **types).resolved()
+    return dataclasses.replace(cfg, **types, **smem).resolved()
 
 
 def _waves(cfg: Sm90Config, m: int, n: int) -> int:
     """Rounds of the persistent grid over the cluster tiles of an M x N output."""
-    clusters = -(-m // (cfg.tile_m * cfg.cluster_m)) * -(-n // (cfg.tile_n * cfg.cluster_n))
+    clusters = -(-m // (cfg.tile_m * cfg.row_blocks * cfg.cluster_m)) * -(-n // (cfg.tile_n * cfg.cluster_n))
     per_round = cfg.num_sms // (cfg.cluster_m * cfg.cluster_n)
     return -(-clusters // per_round)
