@@ -20,18 +20,19 @@ from cutlass.pipeline import pipeline_init_arrive, pipeline_init_wait
 from cutlass.utils import SmemAllocator
 
 from fastdispatch.kernels.scaled_mm._compile import TorchLayoutEntries
-from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile, load_k_tiles
+from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile
 from fastdispatch.kernels.scaled_mm.sm90 import block_scales
 from fastdispatch.kernels.scaled_mm.sm90.config import OPERAND_DTYPES, OUT_DTYPES, Sm90Config, _epilogue_bytes, _stage_bytes
 from fastdispatch.kernels.scaled_mm.sm90.epilogue import EpilogueMixin
 from fastdispatch.kernels.scaled_mm.sm90.mainloop import MainloopMixin
 from fastdispatch.kernels.scaled_mm.sm90.row_blocks import RowBlocksMixin
-from fastdispatch.kernels.scaled_mm.sm90.smem_scales import SmemScalesMixin, SmemValues, slot_layout
+from fastdispatch.kernels.scaled_mm.sm90.producer import ProducerMixin
+from fastdispatch.kernels.scaled_mm.sm90.smem_scales import SmemValues, slot_layout
 
 Float32, Int32 = cutlass.Float32, cutlass.Int32
 
 
-class ScaledMmSm90(MainloopMixin, RowBlocksMixin, SmemScalesMixin, EpilogueMixin, TorchLayoutEntries):
+class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, TorchLayoutEntries):
     """One compiled variant: a resolved `Sm90Config` plus has_bias. Entry points `run` /
     `run_bias` (from `TorchLayoutEntries`, traced by cute.compile), device code in
     `kernel`, the K loops (`MainloopMixin`) and the epilogues (`EpilogueMixin`)."""
@@ -326,30 +327,12 @@ class ScaledMmSm90(MainloopMixin, RowBlocksMixin, SmemScalesMixin, EpilogueMixin
             cute.arch.griddepcontrol_wait()
             cute.arch.griddepcontrol_launch_dependents()
 
-        # ---------------- producer warpgroup: warp 0 issues every TMA load ----------------
+        # ------ producer warpgroup: warp 0 issues every TMA load, warp 1 copies SMEM scales ------
         if wg_idx == 0:
             cute.arch.setmaxregister_decrease(self.producer_regs)
             if warp_idx == 0:
-                a_mcast = Int32(0)
-                b_mcast = Int32(0)
-                if cutlass.const_expr(cfg.cluster_n > 1):
-                    a_mcast = cute.make_layout_image_mask(cta_layout_mnk, cluster_coord, mode=1)
-                if cutlass.const_expr(cfg.cluster_m > 1):
-                    b_mcast = cute.make_layout_image_mask(cta_layout_mnk, cluster_coord, mode=0)
-                state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, cfg.stages)
-                tile = cluster_id
-                while tile < num_tiles:
-                    tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
-                    if cutlass.const_expr(cfg.row_blocks == 1):
-                        tAgA_t, tAsA_t = tAgA[(None, tm, None)], tAsA
-                    else:   # row block w of CTA tile tm is A's tile tm * row_blocks + w
-                        tAgA_t = tuple(tAgA[(None, tm * cfg.row_blocks + w, None)] for w in range(cfg.row_blocks))
-                        tAsA_t = (tAsA, *tAsA_more)
-                    tBgB_t = tBgB[(None, tn, None)]
-                    state = load_k_tiles(ab_pipe, state, k_begin, k_count, tma_atom_a, tAgA_t, tAsA_t, a_mcast,
-                                         tma_atom_b, tBgB_t, tBsB, b_mcast)
-                    tile += num_clusters
-                ab_pipe.producer_tail(state)
+                self._tma_producer(ab_pipe, cta_layout_mnk, cluster_coord, cluster_id, num_clusters, num_tiles, tiles_m,
+                                   tiles_n, k_begin, k_count, tma_atom_a, tAgA, (tAsA, *tAsA_more), tma_atom_b, tBgB, tBsB)
             if cutlass.const_expr(cfg.smem_scales):
                 if warp_idx == 1:
                     self._scale_loader(ab_pipe, scale_pipe, sS, mRowScale, mColScale, tiles_m, tiles_n, num_tiles,

@@ -1,0 +1,91 @@
+"""The producer warpgroup's roles on the sm_90a kernel (device code, traced per compile):
+`ProducerMixin`, methods of `kernel.ScaledMmSm90`. Warp 0 issues every TMA load of the A/B
+ring; with ``smem_scales`` warp 1 copies each k-tile's block-scale values into its stage's
+slot (`smem_scales`). Both walk this CTA's tiles in the consumers' order and wait on the same
+empty barriers; the other two warps only give their registers back.
+"""
+
+from __future__ import annotations
+
+import cutlass
+import cutlass.cute as cute
+import cutlass.pipeline as pipeline
+from cutlass.cute.nvgpu import cpasync
+
+from fastdispatch.kernels.scaled_mm._schedule import load_k_tiles
+from fastdispatch.kernels.scaled_mm.sm90.smem_scales import slot_rows
+
+Float32, Int32 = cutlass.Float32, cutlass.Int32
+
+
+def _one(tensor, coord):
+    """The one-element view of ``tensor`` at ``coord`` (a cp.async operand)."""
+    return cute.make_tensor(tensor.iterator + cute.crd2idx(coord, tensor.layout), cute.make_layout(1))
+
+
+class ProducerMixin:
+    """The TMA producer and the scale loader of `ScaledMmSm90` (no state of their own)."""
+
+    @cute.jit
+    def _tma_producer(self, ab_pipe, cta_layout_mnk, cluster_coord, cluster_id, num_clusters, num_tiles, tiles_m,
+                      tiles_n, k_begin, k_count, tma_atom_a, tAgA, tAsA_blocks, tma_atom_b, tBgB, tBsB):
+        """Every k-tile of this CTA's tiles: A's row blocks (``tAsA_blocks``: one SMEM ring
+        each) and B's tile onto the stage's full barrier, multicast to the cluster peers that
+        share them; then wait until the peers freed every stage (so no arrival lands after exit)."""
+        cfg = self.cfg
+        a_mcast = Int32(0)
+        b_mcast = Int32(0)
+        if cutlass.const_expr(cfg.cluster_n > 1):
+            a_mcast = cute.make_layout_image_mask(cta_layout_mnk, cluster_coord, mode=1)
+        if cutlass.const_expr(cfg.cluster_m > 1):
+            b_mcast = cute.make_layout_image_mask(cta_layout_mnk, cluster_coord, mode=0)
+        state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, cfg.stages)
+        tile = cluster_id
+        while tile < num_tiles:
+            tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
+            if cutlass.const_expr(cfg.row_blocks == 1):
+                tAgA_t, tAsA_t = tAgA[(None, tm, None)], tAsA_blocks[0]
+            else:   # row block w of CTA tile tm is A's tile tm * row_blocks + w
+                tAgA_t = tuple(tAgA[(None, tm * cfg.row_blocks + w, None)] for w in range(cfg.row_blocks))
+                tAsA_t = tAsA_blocks
+            tBgB_t = tBgB[(None, tn, None)]
+            state = load_k_tiles(ab_pipe, state, k_begin, k_count, tma_atom_a, tAgA_t, tAsA_t, a_mcast,
+                                 tma_atom_b, tBgB_t, tBsB, b_mcast)
+            tile += num_clusters
+        ab_pipe.producer_tail(state)
+
+    @cute.jit
+    def _scale_loader(self, ab_pipe, scale_pipe, sS, mRowScale, mColScale, tiles_m, tiles_n, num_tiles,
+                      cluster_id, num_clusters, cluster_coord, k_begin, k_count, lane):
+        """For every k-tile of this CTA's tiles, in the TMA producer's order: wait until its
+        ring stage is free, copy its scale values into the stage's slot (lane l: rows l,
+        l + 32, ...; lane 0: the block value), then arrive on the slot's full barrier when
+        the copies land (``cp.async.mbarrier.arrive.noinc``, one arrival per lane)."""
+        cfg = self.cfg
+        halves = cfg.tile_k // 128
+        rows = slot_rows(cfg)
+        atom = cute.make_copy_atom(cpasync.CopyG2SOp(), Float32, num_bits_per_copy=32)
+        row_last = mRowScale.shape[0] - 1
+        kb_last = mRowScale.shape[1] - 1
+        state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, cfg.stages)
+        tile = cluster_id
+        while tile < num_tiles:
+            tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
+            r0 = tm * rows
+            nb = tn * cfg.tile_n // 128   # the tile's one 128-column block of N
+            for kt in cutlass.range(k_count, unroll=1):
+                ab_pipe.sync_object_empty.wait(state.index, state.phase)
+                for h in cutlass.range_constexpr(halves):
+                    # (Clamped: the second half of a last 256-deep k-tile past K reads a valid value.)
+                    kb = cutlass.min((k_begin + kt) * halves + h, kb_last)
+                    for i in cutlass.range_constexpr(rows // 32):
+                        r = lane + 32 * i
+                        cute.copy(atom, _one(mRowScale, (cutlass.min(r0 + r, row_last), kb)),
+                                  _one(sS, (r, h, state.index)))
+                    if lane == 0:
+                        cute.copy(atom, _one(mColScale, (kb, nb)), _one(sS, (rows, h, state.index)))
+                scale_pipe.producer_commit(state)
+                state.advance()
+            tile += num_clusters
+        cute.arch.cp_async_commit_group()
+        cute.arch.cp_async_wait_group(0)
