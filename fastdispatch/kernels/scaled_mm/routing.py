@@ -12,8 +12,9 @@ from fastdispatch.kernels.scaled_mm.args import _FLOAT8, FP8, recipe_of
 #: What the Blackwell kernel computes (compile-only here: no sm_100 GPU to extend it on).
 SM100_RECIPES = ("tensorwise", "rowwise")
 #: Blockwise 1x128 x 128x128 above this M goes to torch._scaled_mm where K is a multiple of
-#: 512: there cuBLAS's blockwise kernel is faster than ours (ours 0.83-0.89x at M = 4096 on
-#: the lent H200, 2026-12-01; 1.02-1.39x at M <= 128 but for N = 24576, K = 1536: 0.91x) and
+#: 512: there cuBLAS's blockwise kernel is faster than ours (ours 0.87-1.03x at M = 4096 on
+#: the lent H200, 2026-12-01, SMEM scales and 256x128 tiles; 1.08-1.66x at M <= 128 but for
+#: N = 24576, K = 1536: 0.91x) and
 #: was checked correct (the DeepSeek-V3 shapes, 1.7e-3). Elsewhere ours serves: at M = 200,
 #: K = 384 torch's blockwise result was 0.26 off the fp64 product, ours 1.7e-3-class.
 BLOCKWISE_OURS_UP_TO_M = 128
@@ -72,7 +73,7 @@ def kernel_gap(family: str, a, b, scale_a, scale_b, bias, scale_result, out_dtyp
         return f"the {family} kernel does not implement {types}"
     if family == "sm90" and recipe == "block_1x128_128x128" and m > BLOCKWISE_OURS_UP_TO_M and k % 512 == 0:
         return (f"blockwise at M = {m} > {BLOCKWISE_OURS_UP_TO_M}: cuBLAS's blockwise kernel is faster there "
-                f"(ours 0.83-0.89x on the H200)")
+                f"(ours 0.87-1.03x on the H200)")
     if scale_result is not None and out_dtype in _FLOAT8:
         return "scale_result (the kernels have no output scale)"
     if bias is not None and bias.dtype != out_dtype:

@@ -4,11 +4,14 @@ recipes applied where the fp32 promotion already happens, once per 128-deep k-ti
     acc[m, n] += partial_kb[m, n] * scale_a[m, kb] * scale_b[kb, n // 128]    (1x128 x 128x128)
     acc[m, n] += partial_kb[m, n] * scale_a[m, kb] * scale_b[kb, n]           (1x128 x 1x128)
 
-So a promoted add (FADD) becomes an FMA with a factor per accumulator element. The values
-behind the factors are loaded from global memory (L2-resident: K/128 floats per row) one
-k-tile ahead, into a few registers (`load_raw`), so their latency hides under a whole k-tile
-of waiting and MMAs (loaded after the same k-tile's WGMMAs were issued, they cost 0.35-0.75x
-of DeepGEMM's speed on the lent H200: the latency showed in every k-tile). The distinct values
+So a promoted add (FADD) becomes an FMA with a factor per accumulator element. With B per
+128x128 the values behind the factors come from SMEM slots a producer warp fills
+(`smem_scales`, the table's choice). Otherwise (B per 1x128, or ``smem_scales`` off) each
+thread loads them from global memory (L2-resident: K/128 floats per row) a few k-tiles ahead,
+into a few registers (`load_raw`), so their latency hides under the k-tiles in between (loaded
+after the same k-tile's WGMMAs were issued, they cost 0.35-0.75x of DeepGEMM's speed on the
+lent H200: the latency showed in every k-tile; even ahead they cost 17-20%, measured by
+replacing them with constants). The distinct values
 per thread come from the WGMMA accumulator layout (CUTLASS's 64xN C layout): thread values
 (v0, v1, v2) of shape (2, 2, N/8) sit at row +8*v1 and column +v0 +8*v2 of the thread's
 first element, so a thread holds 2 distinct rows and N/4 distinct columns; one 128x128 block
