@@ -4,7 +4,6 @@ with do_bench medians, trials of one shape interleaved over two rounds):
 and trial: time, TFLOP/s, the ratio to DeepGEMM's anchor figure where known."""
 import argparse
 import dataclasses
-import os
 import statistics
 
 import cutlass
@@ -12,7 +11,7 @@ import cutlass.cute as cute
 import torch
 
 from fastdispatch.kernels.scaled_mm import sm90
-from fastdispatch.kernels.scaled_mm.bench_blockwise import DSV3_NK, _median_us, _rel, block_inputs, load_deepgemm
+from fastdispatch.kernels.scaled_mm.bench_blockwise import DSV3_NK, _median_us, _rel, block_inputs, deepgemm_for
 
 RECIPE = "block_1x128_128x128"
 
@@ -89,11 +88,8 @@ def main():
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
-    dg, reason = load_deepgemm()
-    if dg is not None:
-        runner, deep_gemm, _ = dg
-        runner.dg_precompile(shapes, deep_gemm.get_num_sms(), 16, os.environ["DGANCHOR_DIR"],
-                             os.environ.get("DG_CACHE_DIR", "/tmp/dg_cache"))
+    deep_gemm, reason = deepgemm_for(shapes)
+    dg = deep_gemm is not None
     print(f"DeepGEMM: {'timed beside the trials' if dg else 'skipped (' + reason + ')'}", flush=True)
     fns = {}
     for m, n, k in shapes:
@@ -122,7 +118,7 @@ def main():
                 calls[name] = (lambda fn=fn: fn(a, bt.t(), sa, sb.t(), out), cfg)
             except Exception as exc:
                 print(f"{m}x{n}x{k} {name}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
-        if dg is not None:
+        if dg:
             sa_dg = deep_gemm.get_col_major_tma_aligned_tensor(sa)
             calls["deepgemm"] = (lambda: deep_gemm.gemm_fp8_fp8_bf16_nt((a, sa_dg), (bt, sb), out), None)
         times = {name: [] for name in calls}

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blockwise_probe import trials  # noqa: E402
 
 from fastdispatch.kernels.scaled_mm import sm90  # noqa: E402
-from fastdispatch.kernels.scaled_mm.bench_blockwise import block_inputs, load_deepgemm  # noqa: E402
+from fastdispatch.kernels.scaled_mm.bench_blockwise import block_inputs, deepgemm_for  # noqa: E402
 
 
 def main():
@@ -34,11 +34,8 @@ def main():
     for name in args.trials.split(","):
         fn = sm90.raw_callable(sm90.compile_sm90(table[name], has_bias=False))
         calls.append((name, lambda fn=fn: fn(a, bt.t(), sa, sb.t(), out)))
-    dg, reason = load_deepgemm()
-    if dg is not None:
-        runner, deep_gemm, _ = dg
-        runner.dg_precompile([(m, n, k)], deep_gemm.get_num_sms(), 16, os.environ["DGANCHOR_DIR"],
-                             os.environ.get("DG_CACHE_DIR", "/tmp/dg_cache"))
+    deep_gemm, reason = deepgemm_for([(m, n, k)])
+    if deep_gemm is not None:
         sa_dg = deep_gemm.get_col_major_tma_aligned_tensor(sa)
         calls.append(("deepgemm", lambda: deep_gemm.gemm_fp8_fp8_bf16_nt((a, sa_dg), (bt, sb), out)))
     else:

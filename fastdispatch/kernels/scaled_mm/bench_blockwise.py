@@ -86,6 +86,18 @@ def load_deepgemm():
         return None, f"{type(exc).__name__}: {exc}"
 
 
+def deepgemm_for(shapes):
+    """`load_deepgemm` with its kernels for ``shapes`` compiled: (the deep_gemm module, None)
+    or (None, the reason)."""
+    dg, reason = load_deepgemm()
+    if dg is None:
+        return None, reason
+    runner, deep_gemm, _ = dg
+    runner.dg_precompile(shapes, deep_gemm.get_num_sms(), 16, os.environ["DGANCHOR_DIR"],
+                         os.environ.get("DG_CACHE_DIR", "/tmp/dg_cache"))
+    return deep_gemm, None
+
+
 def _median_us(fn):
     import triton.testing
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
@@ -99,11 +111,8 @@ def main(quick: bool = False, rounds: int = 2) -> dict:
     """Run the table; returns {'rows': [...], 'summary': {...}, 'deepgemm': reason or None}."""
     from fastdispatch.kernels.scaled_mm import sm90
     shapes = QUICK if quick else SHAPES
-    dg, dg_reason = load_deepgemm()
-    if dg is not None:
-        runner, deep_gemm, _ = dg
-        runner.dg_precompile(shapes, deep_gemm.get_num_sms(), 16, os.environ["DGANCHOR_DIR"],
-                             os.environ.get("DG_CACHE_DIR", "/tmp/dg_cache"))
+    deep_gemm, dg_reason = deepgemm_for(shapes)
+    dg = deep_gemm is not None
     print(f"DeepGEMM: {'loaded' if dg else 'skipped (' + dg_reason + ')'}", flush=True)
     binaries: dict = {}
 
