@@ -25,8 +25,8 @@ from fastdispatch.kernels.scaled_mm.sm90 import block_scales
 from fastdispatch.kernels.scaled_mm.sm90.config import OPERAND_DTYPES, OUT_DTYPES, Sm90Config, _epilogue_bytes, _stage_bytes
 from fastdispatch.kernels.scaled_mm.sm90.epilogue import EpilogueMixin
 from fastdispatch.kernels.scaled_mm.sm90.mainloop import MainloopMixin
-from fastdispatch.kernels.scaled_mm.sm90.row_blocks import RowBlocksMixin
 from fastdispatch.kernels.scaled_mm.sm90.producer import ProducerMixin
+from fastdispatch.kernels.scaled_mm.sm90.row_blocks import RowBlocksMixin
 from fastdispatch.kernels.scaled_mm.sm90.smem_scales import SmemValues, slot_layout
 
 Float32, Int32 = cutlass.Float32, cutlass.Int32
@@ -35,7 +35,8 @@ Float32, Int32 = cutlass.Float32, cutlass.Int32
 class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, TorchLayoutEntries):
     """One compiled variant: a resolved `Sm90Config` plus has_bias. Entry points `run` /
     `run_bias` (from `TorchLayoutEntries`, traced by cute.compile), device code in
-    `kernel`, the K loops (`MainloopMixin`) and the epilogues (`EpilogueMixin`)."""
+    `kernel`, the producer warps (`ProducerMixin`), the K loops (`MainloopMixin`,
+    `RowBlocksMixin`) and the epilogues (`EpilogueMixin`)."""
 
     def __init__(self, cfg: Sm90Config, has_bias: bool):
         self.cfg = cfg
