@@ -141,7 +141,10 @@ class MainloopMixin:
         """Block scales: the scale values of the CTA's k-tile ``t`` (loaded `lookahead`
         k-tiles ago, in registers ``g % lookahead``: ``g`` is t's place in an unrolled
         group, t's residue known at trace time), and start loading those of k-tile
-        t + lookahead into the same registers. None for rowwise scales."""
+        t + lookahead into the same registers (with ``late_scale_loads``: `_refill_values`).
+        With ``smem_scales`` (``blocks`` = (`smem_scales.SmemValues`, None)) they are read
+        from the slot of t's ring ``stage`` ((index, phase)) once it is full. None for
+        rowwise scales."""
         if cutlass.const_expr(blocks is None):
             return None
         ctx, rings = blocks
