@@ -196,9 +196,21 @@ class Sm90Config:
         return resolve_stages(self, "stages", max_stages(self))
 
 
+def scale_slot_rows(cfg: Sm90Config) -> int:
+    """``smem_scales``: row values of A's scale per 128-deep scale block of a stage's slot (the
+    CTA tile's rows); the block value of B's follows them."""
+    return cfg.tile_m * cfg.row_blocks
+
+
+def scale_slot_floats(cfg: Sm90Config) -> int:
+    """``smem_scales``: floats per 128-deep scale block of a slot: the rows, the block value,
+    padding to 16 bytes."""
+    return scale_slot_rows(cfg) + 4
+
+
 def _stage_bytes(cfg: Sm90Config) -> int:
     # 1 byte per e4m3 element; with smem_scales the stage's scale slot (fp32 values)
-    scale_slot = (cfg.tile_m * cfg.row_blocks + 4) * (cfg.tile_k // 128) * 4 if cfg.smem_scales else 0
+    scale_slot = scale_slot_floats(cfg) * (cfg.tile_k // 128) * 4 if cfg.smem_scales else 0
     return (cfg.tile_m * cfg.row_blocks + cfg.tile_n) * cfg.tile_k + scale_slot
 
 

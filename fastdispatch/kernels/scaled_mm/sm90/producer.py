@@ -13,7 +13,7 @@ import cutlass.pipeline as pipeline
 from cutlass.cute.nvgpu import cpasync
 
 from fastdispatch.kernels.scaled_mm._schedule import load_k_tiles
-from fastdispatch.kernels.scaled_mm.sm90.smem_scales import slot_rows
+from fastdispatch.kernels.scaled_mm.sm90.config import scale_slot_rows
 
 Float32, Int32 = cutlass.Float32, cutlass.Int32
 
@@ -63,7 +63,7 @@ class ProducerMixin:
         the copies land (``cp.async.mbarrier.arrive.noinc``, one arrival per lane)."""
         cfg = self.cfg
         halves = cfg.tile_k // 128
-        rows = slot_rows(cfg)
+        rows = scale_slot_rows(cfg)
         atom = cute.make_copy_atom(cpasync.CopyG2SOp(), Float32, num_bits_per_copy=32)
         row_last = mRowScale.shape[0] - 1
         kb_last = mRowScale.shape[1] - 1

@@ -14,8 +14,8 @@ value from SMEM after that barrier.
 
 A slot holds, per 128-deep scale block of the k-tile (two at tile_k = 256), the CTA tile's
 ``tile_m * row_blocks`` row values of A's scale, then the one 128x128 block value of B's,
-padded to 16 bytes (`slot_floats`). The slot is reused when the A/B stage is: the loader
-waits on the stage's empty barrier like the TMA producer does.
+padded to 16 bytes (`config.scale_slot_floats`). The slot is reused when the A/B stage is: the
+loader waits on the stage's empty barrier like the TMA producer does.
 """
 
 from __future__ import annotations
@@ -23,22 +23,15 @@ from __future__ import annotations
 import cutlass
 import cutlass.cute as cute
 
+from fastdispatch.kernels.scaled_mm.sm90.config import scale_slot_floats, scale_slot_rows
+
 Float32 = cutlass.Float32
 
 
-def slot_rows(cfg) -> int:
-    """Row values of A's scale per 128-deep scale block of a stage (the CTA tile's rows)."""
-    return cfg.tile_m * cfg.row_blocks
-
-
-def slot_floats(cfg) -> int:
-    """Floats per 128-deep scale block of a slot: the rows, the block value, 16-byte padding."""
-    return slot_rows(cfg) + 4
-
-
 def slot_layout(cfg):
-    """(slot floats, scale blocks per k-tile, stages), the rows contiguous."""
-    return cute.make_layout((slot_floats(cfg), cfg.tile_k // 128, cfg.stages))
+    """(slot floats, scale blocks per k-tile, stages), the rows contiguous (sized as
+    `config._stage_bytes` counts them)."""
+    return cute.make_layout((scale_slot_floats(cfg), cfg.tile_k // 128, cfg.stages))
 
 
 class SmemValues:
@@ -50,7 +43,7 @@ class SmemValues:
         self.sS = sS
         self.full = full
         self.rows = [tCcC[2 * v1][0] + w * cfg.tile_m for v1 in range(2)]
-        self.block_at = slot_rows(cfg)
+        self.block_at = scale_slot_rows(cfg)
 
     def take(self, stage, half):
         """The values of scale block ``half`` of the k-tile in ring slot ``stage`` ((index,
