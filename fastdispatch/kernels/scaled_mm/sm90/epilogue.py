@@ -98,11 +98,15 @@ class EpilogueMixin:
         return tRS_sC, tRS_rAcc, tRS_rC, r2s, bSG_sC, bSG_gC, tma_atom_c, c_pipe
 
     @cute.jit
-    def _tma_epilogue_blocks(self, epi, accs, tm, tn, warp_idx):
-        """Every row block of a CTA tile (scaled) -> bf16 -> SMEM, then one barrier and all
-        their TMA stores (``epi_stages * epi_n >= row_blocks * tile_n``: DeepGEMM's epilogue,
-        the whole 256x128 tile staged at once). Two barriers per tile instead of two per
-        block; the buffers' last reader is the previous tile's stores, a mainloop ago."""
+    def _stage_whole(self, epi, blocks, tm, tn, warp_idx, retile=False):
+        """The whole CTA tile staged, then its stores: the accumulators ``blocks`` of tile
+        ``tm`` (its row blocks: block w is row tile tm * len(blocks) + w) -> bf16 -> SMEM
+        buffers one after the other, then one barrier and all their TMA stores (DeepGEMM's
+        epilogue for the 256x128 tile): two barriers per tile instead of two per subtile.
+        They come in stmatrix order, or with ``retile`` are put in it here, each just before
+        it is staged (where the GPU-tested binaries did it). The buffers' last reader is the
+        previous tile's stores, issued a whole mainloop ago: the wait below normally finds
+        them done."""
         cfg = self.cfg
         tRS_sC, _, tRS_rC, r2s, bSG_sC, bSG_gC, tma_atom_c, c_pipe = epi
         epi_bar = pipeline.NamedBarrier(barrier_id=self.epi_bar_id, num_threads=self.consumer_threads)
@@ -111,8 +115,8 @@ class EpilogueMixin:
         if warp_idx == 4:
             cute.arch.cp_async_bulk_wait_group(0, read=True)
         epi_bar.arrive_and_wait()
-        for w in cutlass.range_constexpr(cfg.row_blocks):
-            tRS_rAcc = r2s.retile(accs[w])
+        for w in cutlass.range_constexpr(len(blocks)):
+            tRS_rAcc = r2s.retile(blocks[w]) if cutlass.const_expr(retile) else blocks[w]
             for s in cutlass.range_constexpr(subtiles):
                 for v in cutlass.range_constexpr(per_sub):
                     tRS_rC[v] = tRS_rAcc[s * per_sub + v].to(self.c_dtype)
@@ -120,10 +124,10 @@ class EpilogueMixin:
         cute.arch.fence_proxy("async.shared", space="cta")
         epi_bar.arrive_and_wait()
         if warp_idx == 4:
-            for w in cutlass.range_constexpr(cfg.row_blocks):
+            for w in cutlass.range_constexpr(len(blocks)):
                 for s in cutlass.range_constexpr(subtiles):
                     cute.copy(tma_atom_c, bSG_sC[(None, w * subtiles + s)],
-                              bSG_gC[(None, 0, s, tm * cfg.row_blocks + w, tn)])
+                              bSG_gC[(None, 0, s, tm * len(blocks) + w, tn)])
             c_pipe.producer_commit()
 
     @cute.jit
@@ -145,20 +149,8 @@ class EpilogueMixin:
             cute.copy(r2s, tRS_rC, tRS_sC[(None, None, None, buf)])
 
         if cutlass.const_expr(cfg.epi_stages >= subtiles):
-            # The buffers hold the whole tile: stage all of it, then one barrier and the
-            # stores. The buffers' last reader is the previous tile's stores, issued a whole
-            # mainloop ago: the wait below normally finds them done.
-            if warp_idx == 4:
-                cute.arch.cp_async_bulk_wait_group(0, read=True)
-            epi_bar.arrive_and_wait()
-            for s in cutlass.range_constexpr(subtiles):
-                stage_subtile(s, s)
-            cute.arch.fence_proxy("async.shared", space="cta")
-            epi_bar.arrive_and_wait()
-            if warp_idx == 4:
-                for s in cutlass.range_constexpr(subtiles):
-                    cute.copy(tma_atom_c, bSG_sC[(None, s)], bSG_gC[(None, 0, s, tm, tn)])
-                c_pipe.producer_commit()
+            # The buffers hold the whole tile: stage all of it, then one barrier and the stores.
+            self._stage_whole(epi, [tRS_rAcc], tm, tn, warp_idx)
         else:
             for s in cutlass.range_constexpr(subtiles):
                 buf = (n_done * subtiles + s) % cfg.epi_stages

@@ -74,7 +74,7 @@ class RowBlocksMixin:
             if cutlass.const_expr(not whole_tile):
                 self._tma_epilogue(epi, accs[w], row_tile, tn, n_done * cfg.row_blocks + w, warp_idx)
         if cutlass.const_expr(whole_tile):
-            self._tma_epilogue_blocks(epi, accs, tm, tn, warp_idx)
+            self._stage_whole(epi, accs, tm, tn, warp_idx, retile=True)
 
     @cute.jit
     def _mainloop_row_blocks(self, ab_pipe, accs, tmp, tCrAs, tCrB, consumed, k_count, scales):
