@@ -134,9 +134,11 @@ def test_block_promotion_is_fma_per_element_with_few_loads(block_ptx, name):
 @pytest.mark.parametrize("name", sorted(TABLE_SHAPES))
 def test_smem_scale_picks_read_the_slots_and_no_global_scales(name):
     """The table's picks with SMEM scales: the consumers read each 128-deep scale block's 2 row
-    values and block value from the stage's slot (3 ld.shared per promotion site, one FMA per
-    accumulator element each), the loader warp copies the CTA tile's rows (one cp.async per
-    32 rows and lane) and the block value; no consumer loads a scale from global memory."""
+    values per row block and its one block value from the stage's slot (the rows' ld.shared
+    per promotion site, the block value's once for all row blocks: the stage's one barrier
+    wait comes before them all; one FMA per accumulator element each), the loader warp copies
+    the CTA tile's rows (one cp.async per 32 rows and lane) and the block value, arriving on
+    the stage's full barrier; no consumer loads a scale from global memory."""
     cfg = _config(RECIPES[0], *TABLE_SHAPES[name])
     assert cfg.smem_scales
     text = sm90.ptx_sm90(cfg)
@@ -146,7 +148,7 @@ def test_smem_scale_picks_read_the_slots_and_no_global_scales(name):
     ops = count_ptx_ops(text, ("ld.global", "ld.shared.b32", "cp.async.ca.shared.global",
                                "cp.async.mbarrier.arrive.noinc"))
     assert ops["ld.global"] == 0, ops
-    assert ops["ld.shared.b32"] == sites * halves * cfg.row_blocks * 3, ops
+    assert ops["ld.shared.b32"] == sites * halves * (cfg.row_blocks * 2 + 1), ops
     assert _fmas(text) == sites * halves * cfg.row_blocks * per_thread
     assert ops["cp.async.ca.shared.global"] == halves * (cfg.tile_m * cfg.row_blocks // 32 + 1), ops
     assert ops["cp.async.mbarrier.arrive.noinc"] == 1, ops

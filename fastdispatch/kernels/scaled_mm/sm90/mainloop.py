@@ -143,8 +143,8 @@ class MainloopMixin:
         group, t's residue known at trace time), and start loading those of k-tile
         t + lookahead into the same registers (with ``late_scale_loads``: `_refill_values`).
         With ``smem_scales`` (``blocks`` = (`smem_scales.SmemValues`, None)) they are read
-        from the slot of t's ring ``stage`` ((index, phase)) once it is full. None for
-        rowwise scales."""
+        from the slot of t's ring ``stage`` ((index, phase)), which the caller waited for
+        (`_wait_and_take`, or the issue of t's WGMMAs). None for rowwise scales."""
         if cutlass.const_expr(blocks is None):
             return None
         ctx, rings = blocks
@@ -154,6 +154,20 @@ class MainloopMixin:
         values = block_scales.snapshot(ring)
         if cutlass.const_expr(not self.cfg.late_scale_loads):
             block_scales.load_raw(self.cfg, ctx, t + len(rings), ring)
+        return values
+
+    @cute.jit
+    def _wait_and_take(self, ab_pipe, read, picks):
+        """Wait for the k-tile at ``read`` and take its scale values, one list per pick
+        (``blocks``, t, g) of `_take_values`: from SMEM slots after the wait (they land with
+        the stage's tiles, on its full barrier), from the register look-ahead before it (so
+        that the next loads go out first)."""
+        stage = (read.index, read.phase)
+        if cutlass.const_expr(self.cfg.smem_scales):
+            ab_pipe.consumer_wait(read)
+        values = [self._take_values(blocks, t, g, stage) for blocks, t, g in picks]
+        if cutlass.const_expr(not self.cfg.smem_scales):
+            ab_pipe.consumer_wait(read)
         return values
 
     def _refill_values(self, blocks, t, g):
@@ -218,17 +232,15 @@ class MainloopMixin:
         """One k-tile on its own with block scales: take its values (``g``: its place in
         the unrolled group), issue it, wait, promote. ``temps``: (tmp, tmp2), the second
         only for 256-deep k-tiles. Returns (read, release)."""
-        stage = (read.index, read.phase)
         if cutlass.const_expr(self.cfg.tile_k == 128):
-            values = self._take_values(blocks, t, g, stage)
-            read = self._issue_k_tile(ab_pipe, read, mmas[0], mmas[1], tCrA, tCrB, temps[0])
+            values, = self._wait_and_take(ab_pipe, read, [(blocks, t, g)])
+            self._commit_mmas(mmas[0], mmas[1], tCrA, tCrB, temps[0], read.index)
+            read.advance()
             warpgroup.wait_group(0)
             release = self._retire_k_tile(ab_pipe, release, acc, temps[0], self._factors(values))
             self._refill_values(blocks, t, g)
         else:
-            first = self._take_values(blocks, 2 * t, 2 * g, stage)
-            second = self._take_values(blocks, 2 * t + 1, 2 * g + 1, stage)
-            ab_pipe.consumer_wait(read)
+            first, second = self._wait_and_take(ab_pipe, read, [(blocks, 2 * t, 2 * g), (blocks, 2 * t + 1, 2 * g + 1)])
             warpgroup.fence()
             for kb in cutlass.range_constexpr(8):   # 8 k32 blocks: two 128-deep halves
                 half = temps[kb // 4]

@@ -2,7 +2,8 @@
 `ProducerMixin`, methods of `kernel.ScaledMmSm90`. Warp 0 issues every TMA load of the A/B
 ring; with ``smem_scales`` warp 1 copies each k-tile's block-scale values into its stage's
 slot (`smem_scales`). Both walk this CTA's tiles in the consumers' order and wait on the same
-empty barriers; the other two warps only give their registers back.
+empty barriers and arrive on the same full barriers; the other two warps only give their
+registers back.
 """
 
 from __future__ import annotations
@@ -55,12 +56,13 @@ class ProducerMixin:
         ab_pipe.producer_tail(state)
 
     @cute.jit
-    def _scale_loader(self, ab_pipe, scale_pipe, sS, mRowScale, mColScale, tiles_m, tiles_n, num_tiles,
+    def _scale_loader(self, ab_pipe, sS, mRowScale, mColScale, tiles_m, tiles_n, num_tiles,
                       cluster_id, num_clusters, cluster_coord, k_begin, k_count, lane):
         """For every k-tile of this CTA's tiles, in the TMA producer's order: wait until its
         ring stage is free, copy its scale values into the stage's slot (lane l: rows l,
-        l + 32, ...; lane 0: the block value), then arrive on the slot's full barrier when
-        the copies land (``cp.async.mbarrier.arrive.noinc``, one arrival per lane)."""
+        l + 32, ...; lane 0: the block value), then arrive on the stage's full barrier when
+        the copies land (``cp.async.mbarrier.arrive.noinc``, one arrival per lane: the
+        barrier counts them besides the TMA producer's)."""
         cfg = self.cfg
         halves = cfg.tile_k // 128
         rows = scale_slot_rows(cfg)
@@ -84,7 +86,7 @@ class ProducerMixin:
                                   _one(sS, (r, h, state.index)))
                     if lane == 0:
                         cute.copy(atom, _one(mColScale, (kb, nb)), _one(sS, (rows, h, state.index)))
-                scale_pipe.producer_commit(state)
+                cute.arch.cp_async_mbarrier_arrive_noinc(ab_pipe.sync_object_full.get_barrier(state.index))
                 state.advance()
             tile += num_clusters
         cute.arch.cp_async_commit_group()

@@ -29,7 +29,7 @@ Float32 = cutlass.Float32
 class RowBlocksMixin:
     """The K loop and per-tile flow of `ScaledMmSm90` for several row blocks (no state of its own)."""
 
-    def _row_blocks_setup(self, tiled_mma, thr_mma, sA_more, tCcC, tCrA, acc, rings, sS, scale_pipe):
+    def _row_blocks_setup(self, tiled_mma, thr_mma, sA_more, tCcC, tCrA, acc, rings, sS):
         """Per consumer thread, once: every row block's A fragments, accumulator and scale
         look-ahead registers (block 0's are the kernel's own ``tCrA``, ``acc``, ``rings``),
         or with ``smem_scales`` its view of the scale slots."""
@@ -37,7 +37,7 @@ class RowBlocksMixin:
         accs = (acc, *(cute.make_rmem_tensor(tCcC.shape, self.acc_dtype) for _ in sA_more))
         block_rings = (None,) * len(accs)   # rowwise: the scales come in each block's epilogue
         if self.cfg.smem_scales:
-            block_rings = tuple(SmemValues(self.cfg, sS, scale_pipe.sync_object_full, tCcC, w)
+            block_rings = tuple(SmemValues(self.cfg, sS, tCcC, w)
                                 for w in range(len(accs)))
         elif self.blockwise:
             block_rings = (rings, *(tuple(cute.make_rmem_tensor((block_scales.raw_count(self.cfg),), Float32)
@@ -101,8 +101,7 @@ class RowBlocksMixin:
     @cute.jit
     def _row_blocks_k_tile(self, ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp, scales, t, g):
         """One k-tile: every row block in turn. Returns (read, release)."""
-        values = [self._take_values(scales[w], t, g, (read.index, read.phase)) for w in range(len(accs))]
-        ab_pipe.consumer_wait(read)
+        values = self._wait_and_take(ab_pipe, read, [(scales[w], t, g) for w in range(len(accs))])
         for w in cutlass.range_constexpr(len(accs)):
             self._commit_mmas(mmas[0], mmas[1], tCrAs[w], tCrB, tmp, read.index)
             warpgroup.wait_group(0)

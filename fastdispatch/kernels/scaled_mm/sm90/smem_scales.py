@@ -7,10 +7,11 @@ into registers) stalled them: on the lent H200 ncu put 10% of the warp samples o
 by constants ran 15-27% faster (bench/results/blockwise_sweep_2026-12-01.txt). Here warp 1
 of the producer warpgroup copies each k-tile's scale values into a slot of the A/B ring's
 stage with ``cp.async`` (4 bytes each: any scale strides; `producer._scale_loader`), as soon
-as the stage is free, and
-the copies' completion arrives on the slot's own full barrier; so the values land with the
-stage's tiles, `stages` k-tiles ahead, and a consumer reads its two rows and the block
-value from SMEM after that barrier.
+as the stage is free, and the copies' completion arrives on the stage's full barrier (which
+counts the loader's 32 lanes besides the TMA producer); so the values land with the stage's
+tiles, `stages` k-tiles ahead, and a consumer reads its two rows and the block value from
+SMEM after the one wait it makes for the tiles anyway. (A barrier of the slots' own cost
+two more waits per k-tile in the 256x128 tile's loop, serialized before its first WGMMA.)
 
 A slot holds, per 128-deep scale block of the k-tile (two at tile_k = 256), the CTA tile's
 ``tile_m * row_blocks`` row values of A's scale, then the one 128x128 block value of B's,
@@ -35,20 +36,19 @@ def slot_layout(cfg):
 
 
 class SmemValues:
-    """A consumer thread's view of the scale slots (trace-time object): the slots, their
-    full barriers and this thread's two row offsets within its row block ``w``."""
+    """A consumer thread's view of the scale slots (trace-time object): the slots and this
+    thread's two row offsets within its row block ``w``."""
 
-    def __init__(self, cfg, sS, full, tCcC, w):
+    def __init__(self, cfg, sS, tCcC, w):
         self.halves = cfg.tile_k // 128
         self.sS = sS
-        self.full = full
         self.rows = [tCcC[2 * v1][0] + w * cfg.tile_m for v1 in range(2)]
         self.block_at = scale_slot_rows(cfg)
 
     def take(self, stage, half):
         """The values of scale block ``half`` of the k-tile in ring slot ``stage`` ((index,
-        phase)), once they landed: [row 0, row 1, block], `block_scales.factors`' order."""
-        index, phase = stage
-        self.full.wait(index, phase)
+        phase)): [row 0, row 1, block], `block_scales.factors`' order. The caller has waited
+        for the stage's full barrier."""
+        index, _ = stage
         return [self.sS[(self.rows[0], half, index)], self.sS[(self.rows[1], half, index)],
                 self.sS[(self.block_at, half, index)]]
