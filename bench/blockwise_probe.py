@@ -34,23 +34,25 @@ def trials(m, n, k):
 
 def compile_nofeed(cfg):
     """A measurement, not a kernel: ``cfg`` (``smem_scales``) compiled with a scale loader
-    that arrives on each stage's full barrier without copying anything (the slots keep stale
-    values: wrong results), so its time minus the real one is what waiting for the scale
-    copies costs the ring."""
+    that marks each slot of the scale ring full without copying anything (the slots keep
+    stale values: wrong results), so its time minus the real one is what waiting for the
+    scale copies costs."""
     import cutlass.pipeline as pipeline
     from fastdispatch.kernels.scaled_mm.sm90 import kernel
+    from fastdispatch.kernels.scaled_mm.sm90.config import scale_ring_slots
 
     real = kernel.ScaledMmSm90._scale_loader
 
     @cute.jit
-    def arrive_only(self, ab_pipe, sS, mRowScale, mColScale, tiles_m, tiles_n, num_tiles, cluster_id, num_clusters,
-                    cluster_coord, k_begin, k_count, lane):
-        state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.cfg.stages)
+    def arrive_only(self, scale_pipe, sS, mRowScale, mColScale, tiles_m, tiles_n, num_tiles, cluster_id,
+                    num_clusters, cluster_coord, k_begin, k_count, lane):
+        state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer,
+                                             scale_ring_slots(self.cfg, self.cfg.stages))
         tile = cluster_id
         while tile < num_tiles:
             for _ in cutlass.range(k_count, unroll=1):
-                ab_pipe.sync_object_empty.wait(state.index, state.phase)
-                cute.arch.cp_async_mbarrier_arrive_noinc(ab_pipe.sync_object_full.get_barrier(state.index))
+                scale_pipe.sync_object_empty.wait(state.index, state.phase)
+                scale_pipe.producer_commit(state)
                 state.advance()
             tile += num_clusters
 
@@ -59,25 +61,6 @@ def compile_nofeed(cfg):
         return sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=False))
     finally:
         kernel.ScaledMmSm90._scale_loader = real
-
-
-def compile_noscale(cfg):
-    """A measurement, not a kernel: ``cfg`` compiled with every block-scale load replaced by
-    the constant 1.0 (wrong results), so its time minus the real one is what loading the
-    scales costs (the loads' latency or their traffic)."""
-    from fastdispatch.kernels.scaled_mm.sm90 import block_scales
-
-    real = block_scales.load_raw
-
-    def constant_scales(cfg, ctx, j, dst):
-        for i in range(cute.size(dst)):
-            dst[i] = cutlass.Float32(1.0)
-
-    block_scales.load_raw = constant_scales
-    try:
-        return sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=False))
-    finally:
-        block_scales.load_raw = real
 
 
 def _trials(m, n, k):

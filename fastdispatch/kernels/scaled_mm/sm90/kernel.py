@@ -22,7 +22,8 @@ from cutlass.utils import SmemAllocator
 from fastdispatch.kernels.scaled_mm._compile import TorchLayoutEntries
 from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile
 from fastdispatch.kernels.scaled_mm.sm90 import block_scales
-from fastdispatch.kernels.scaled_mm.sm90.config import OPERAND_DTYPES, OUT_DTYPES, Sm90Config, _epilogue_bytes, _stage_bytes
+from fastdispatch.kernels.scaled_mm.sm90.config import (OPERAND_DTYPES, OUT_DTYPES, Sm90Config, _epilogue_bytes,
+                                                          _scale_ring_bytes, _stage_bytes, scale_ring_slots)
 from fastdispatch.kernels.scaled_mm.sm90.epilogue import EpilogueMixin
 from fastdispatch.kernels.scaled_mm.sm90.mainloop import MainloopMixin
 from fastdispatch.kernels.scaled_mm.sm90.producer import ProducerMixin
@@ -136,10 +137,10 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
         b_smem_one = cute.slice_(b_smem, (None, None, 0))
         # A stage holds `row_blocks` A row blocks (each its own TMA copy) and one B tile.
         tx_bytes = cute.size_in_bytes(self.a_dtype, a_smem_one) * cfg.row_blocks + cute.size_in_bytes(self.b_dtype, b_smem_one)
-        # max_stages() sized the ring in plain Python; hold it to the real layouts (with
-        # smem_scales a stage also holds its scale slot, filled by cp.async, not by the TMA).
-        slot_bytes = cute.size_in_bytes(Float32, slot_layout(cfg)) // cfg.stages if cfg.smem_scales else 0
-        assert tx_bytes + slot_bytes == _stage_bytes(cfg), tx_bytes
+        # max_stages() sized the rings in plain Python; hold it to the real layouts.
+        assert tx_bytes == _stage_bytes(cfg), tx_bytes
+        if cutlass.const_expr(cfg.smem_scales):
+            assert cute.size_in_bytes(Float32, slot_layout(cfg)) == _scale_ring_bytes(cfg, cfg.stages)
 
         # A tiles are shared by the cluster's CTAs along N, B tiles by those along M: each CTA
         # loads its 1/cluster slice and multicasts it.
@@ -236,18 +237,18 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
         class SharedStorage:
             ab_mbar: cute.struct.MemRange[cutlass.Int64, cfg.stages * 2]
             red_mbar: cute.struct.MemRange[cutlass.Int64, 2]  # partials full / slots empty
+            # smem_scales' ring (one unused word otherwise, inside the first 1 KB: the
+            # 1024-aligned tiles after it keep their offsets)
+            scale_mbar: cute.struct.MemRange[cutlass.Int64, 2 * scale_ring_slots(cfg, cfg.stages) if cfg.smem_scales else 1]
 
         smem = SmemAllocator()
         storage = smem.allocate(SharedStorage)
         # A stage is free once every consumer warp of every CTA that reads it (this CTA and
         # the multicast peers that received the same tiles) has arrived on its empty barrier.
-        # It is full once its TMA bytes landed after the producer's expect-tx arrival, and with
-        # smem_scales once every lane of the loader warp saw its scale copies land too (one
-        # cp.async arrival each): one barrier wait per k-tile covers both.
         ab_pipe = pipeline.PipelineTmaAsync.create(
             barrier_storage=storage.ab_mbar.data_ptr(),
             num_stages=cfg.stages,
-            producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, 1 + 32 * cfg.smem_scales),
+            producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread),
             consumer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, self.consumer_threads),
             tx_count=tx_bytes,
             cta_layout_vmnk=cute.make_layout((1, *cta_layout_mnk.shape)),
@@ -258,6 +259,18 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
             # No multicast: lane 0 of each consumer warp frees the stage in its own CTA (the
             # helper would derive the signalling lanes from the launch cluster's rank).
             ab_pipe = dataclasses.replace(ab_pipe, is_signaling_thread=tidx % 32 == 0)
+        # smem_scales: a slot of the scale ring is full once every lane of the loader warp saw
+        # its copies land (one cp.async arrival each), free once lane 0 of every consumer warp
+        # has arrived after the promotion that used its values.
+        scale_pipe = None
+        if cutlass.const_expr(cfg.smem_scales):
+            scale_pipe = pipeline.PipelineCpAsync.create(
+                barrier_storage=storage.scale_mbar.data_ptr(),
+                num_stages=scale_ring_slots(cfg, cfg.stages),
+                producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, 32),
+                consumer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, self.consumer_threads // 32),
+                defer_sync=True,
+            )
         red_full = storage.red_mbar.data_ptr()
         red_empty = red_full + 1
         if cutlass.const_expr(cfg.split_k > 1):
@@ -325,7 +338,7 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
                                    tiles_n, k_begin, k_count, tma_atom_a, tAgA, (tAsA, *tAsA_more), tma_atom_b, tBgB, tBsB)
             if cutlass.const_expr(cfg.smem_scales):
                 if warp_idx == 1:
-                    self._scale_loader(ab_pipe, sS, mRowScale, mColScale, tiles_m, tiles_n, num_tiles,
+                    self._scale_loader(scale_pipe, sS, mRowScale, mColScale, tiles_m, tiles_n, num_tiles,
                                        cluster_id, num_clusters, cluster_coord, k_begin, k_count, tidx % 32)
 
         # ---------------- consumer warpgroups: WGMMA + epilogue --------------------------
@@ -358,7 +371,7 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
             # ``row_blocks``: each further A row block's fragments, accumulator and scale look-ahead.
             row_state = None
             if cutlass.const_expr(cfg.row_blocks > 1):
-                row_state = self._row_blocks_setup(tiled_mma, thr_mma, sA_more, tCcC, tCrA, acc, rings, sS)
+                row_state = self._row_blocks_setup(tiled_mma, thr_mma, sA_more, tCcC, tCrA, acc, rings, sS, scale_pipe)
 
             consumed = Int32(0)  # ring position of this CTA's next tile
             n_done = Int32(0)
@@ -377,7 +390,7 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
                     # Block scales: what the K loop needs to load each k-tile's factors.
                     blocks = None
                     if cutlass.const_expr(cfg.smem_scales):
-                        blocks = (SmemValues(cfg, sS, tCcC, 0), None)
+                        blocks = (SmemValues(cfg, sS, scale_pipe, tCcC, 0), None)
                     elif cutlass.const_expr(self.blockwise):
                         # (k_begin counts k-tiles; the scales count 128-deep blocks.)
                         ctx = block_scales.tile_context(cfg, tCcC, tm, tn, k_begin * (cfg.tile_k // 128), mRowScale,

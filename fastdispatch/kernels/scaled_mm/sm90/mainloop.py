@@ -137,38 +137,38 @@ class MainloopMixin:
         return release
 
     @cute.jit
-    def _take_values(self, blocks, t, g, stage):
+    def _take_values(self, blocks, t, g, pos):
         """Block scales: the scale values of the CTA's k-tile ``t`` (loaded `lookahead`
         k-tiles ago, in registers ``g % lookahead``: ``g`` is t's place in an unrolled
         group, t's residue known at trace time), and start loading those of k-tile
         t + lookahead into the same registers (with ``late_scale_loads``: `_refill_values`).
         With ``smem_scales`` (``blocks`` = (`smem_scales.SmemValues`, None)) they are read
-        from the slot of t's ring ``stage`` ((index, phase)), which the caller waited for
-        (`_wait_and_take`, or the issue of t's WGMMAs). None for rowwise scales."""
+        from the scale ring's slot for ring position ``pos`` (t's, as the A/B ring counts),
+        once it is full: callers take them after issuing t's WGMMAs (`_scales_late`), so the
+        wait and the reads run under them. None for rowwise scales."""
         if cutlass.const_expr(blocks is None):
             return None
         ctx, rings = blocks
-        if cutlass.const_expr(rings is None):   # smem_scales: from the slot of t's ring ``stage``
-            return ctx.take(stage, g % ctx.halves)
+        if cutlass.const_expr(rings is None):   # smem_scales: from the scale ring's slot for ``pos``
+            return ctx.take(pos, g % ctx.halves)
         ring = rings[g % len(rings)]
         values = block_scales.snapshot(ring)
         if cutlass.const_expr(not self.cfg.late_scale_loads):
             block_scales.load_raw(self.cfg, ctx, t + len(rings), ring)
         return values
 
-    @cute.jit
-    def _wait_and_take(self, ab_pipe, read, picks):
-        """Wait for the k-tile at ``read`` and take its scale values, one list per pick
-        (``blocks``, t, g) of `_take_values`: from SMEM slots after the wait (they land with
-        the stage's tiles, on its full barrier), from the register look-ahead before it (so
-        that the next loads go out first)."""
-        stage = (read.index, read.phase)
-        if cutlass.const_expr(self.cfg.smem_scales):
-            ab_pipe.consumer_wait(read)
-        values = [self._take_values(blocks, t, g, stage) for blocks, t, g in picks]
-        if cutlass.const_expr(not self.cfg.smem_scales):
-            ab_pipe.consumer_wait(read)
-        return values
+    @property
+    def _scales_late(self) -> bool:
+        """Whether a k-tile's scale values are taken after its WGMMAs are issued (SMEM slots:
+        the wait for them and their reads run under the WGMMAs) rather than before the wait
+        for its stage (the register look-ahead: its next loads go out first)."""
+        return self.cfg.smem_scales
+
+    def _release_values(self, blocks, pos):
+        """With ``smem_scales``: the k-tile at ring position ``pos`` has been promoted, so its
+        scale slot may be refilled."""
+        if cutlass.const_expr(blocks is not None and blocks[1] is None):
+            blocks[0].release(pos)
 
     def _refill_values(self, blocks, t, g):
         """With ``late_scale_loads``: once k-tile ``t``'s values were used (its promotion),
@@ -232,15 +232,24 @@ class MainloopMixin:
         """One k-tile on its own with block scales: take its values (``g``: its place in
         the unrolled group), issue it, wait, promote. ``temps``: (tmp, tmp2), the second
         only for 256-deep k-tiles. Returns (read, release)."""
+        pos = read.count
         if cutlass.const_expr(self.cfg.tile_k == 128):
-            values, = self._wait_and_take(ab_pipe, read, [(blocks, t, g)])
-            self._commit_mmas(mmas[0], mmas[1], tCrA, tCrB, temps[0], read.index)
-            read.advance()
+            values = None
+            if cutlass.const_expr(not self._scales_late):
+                values = self._take_values(blocks, t, g, pos)
+            read = self._issue_k_tile(ab_pipe, read, mmas[0], mmas[1], tCrA, tCrB, temps[0])
+            if cutlass.const_expr(self._scales_late):
+                values = self._take_values(blocks, t, g, pos)
             warpgroup.wait_group(0)
             release = self._retire_k_tile(ab_pipe, release, acc, temps[0], self._factors(values))
+            self._release_values(blocks, pos)
             self._refill_values(blocks, t, g)
         else:
-            first, second = self._wait_and_take(ab_pipe, read, [(blocks, 2 * t, 2 * g), (blocks, 2 * t + 1, 2 * g + 1)])
+            halves = ((2 * t, 2 * g), (2 * t + 1, 2 * g + 1))
+            first, second = None, None
+            if cutlass.const_expr(not self._scales_late):
+                first, second = (self._take_values(blocks, j, h, pos) for j, h in halves)
+            ab_pipe.consumer_wait(read)
             warpgroup.fence()
             for kb in cutlass.range_constexpr(8):   # 8 k32 blocks: two 128-deep halves
                 half = temps[kb // 4]
@@ -249,11 +258,14 @@ class MainloopMixin:
                 if cutlass.const_expr(kb % 4 == 3):
                     warpgroup.commit_group()
             read.advance()
+            if cutlass.const_expr(self._scales_late):
+                first, second = (self._take_values(blocks, j, h, pos) for j, h in halves)
             warpgroup.wait_group(1)
             block_scales.promote(acc, temps[0], self._factors(first))
             self._refill_values(blocks, 2 * t, 2 * g)
             warpgroup.wait_group(0)
             release = self._retire_k_tile(ab_pipe, release, acc, temps[1], self._factors(second))
+            self._release_values(blocks, pos)
             self._refill_values(blocks, 2 * t + 1, 2 * g + 1)
         return read, release
 
@@ -287,19 +299,21 @@ class MainloopMixin:
         # k-tiles earlier; the lookahead divides the group, so which registers is known at
         # trace time) and turned into factors when it retires.
         for it in cutlass.range(k_count // group, unroll=1):
-            stage = (read.index, read.phase)
+            pos = read.count
             read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, temps[0])
-            pending = self._take_values(blocks, it * group, 0, stage)
+            pending = self._take_values(blocks, it * group, 0, pos)
             for g in cutlass.range_constexpr(1, group):
-                stage = (read.index, read.phase)
+                issued_pos = read.count
                 read = self._issue_k_tile(ab_pipe, read, mma_first, mma_rest, tCrA, tCrB, temps[g % 2])
-                issued = self._take_values(blocks, it * group + g, g, stage)
+                issued = self._take_values(blocks, it * group + g, g, issued_pos)
                 warpgroup.wait_group(1)
                 release = self._retire_k_tile(ab_pipe, release, acc, temps[(g - 1) % 2], self._factors(pending))
+                self._release_values(blocks, pos)
                 self._refill_values(blocks, it * group + g - 1, g - 1)
-                pending = issued
+                pending, pos = issued, issued_pos
             warpgroup.wait_group(0)
             release = self._retire_k_tile(ab_pipe, release, acc, temps[(group - 1) % 2], self._factors(pending))
+            self._release_values(blocks, pos)
             self._refill_values(blocks, it * group + group - 1, group - 1)
         if cutlass.const_expr(blocks is None):
             for it in cutlass.range(k_count % group, unroll=1):

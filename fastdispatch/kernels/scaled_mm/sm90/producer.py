@@ -1,9 +1,8 @@
 """The producer warpgroup's roles on the sm_90a kernel (device code, traced per compile):
 `ProducerMixin`, methods of `kernel.ScaledMmSm90`. Warp 0 issues every TMA load of the A/B
-ring; with ``smem_scales`` warp 1 copies each k-tile's block-scale values into its stage's
-slot (`smem_scales`). Both walk this CTA's tiles in the consumers' order and wait on the same
-empty barriers and arrive on the same full barriers; the other two warps only give their
-registers back.
+ring; with ``smem_scales`` warp 1 copies each k-tile's block-scale values into the scale
+ring (`smem_scales`). Both walk this CTA's tiles in the consumers' order, each on its own
+ring; the other two warps only give their registers back.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import cutlass.pipeline as pipeline
 from cutlass.cute.nvgpu import cpasync
 
 from fastdispatch.kernels.scaled_mm._schedule import load_k_tiles
-from fastdispatch.kernels.scaled_mm.sm90.config import scale_slot_rows
+from fastdispatch.kernels.scaled_mm.sm90.config import scale_ring_slots, scale_slot_rows
 
 Float32, Int32 = cutlass.Float32, cutlass.Int32
 
@@ -56,27 +55,27 @@ class ProducerMixin:
         ab_pipe.producer_tail(state)
 
     @cute.jit
-    def _scale_loader(self, ab_pipe, sS, mRowScale, mColScale, tiles_m, tiles_n, num_tiles,
+    def _scale_loader(self, scale_pipe, sS, mRowScale, mColScale, tiles_m, tiles_n, num_tiles,
                       cluster_id, num_clusters, cluster_coord, k_begin, k_count, lane):
-        """For every k-tile of this CTA's tiles, in the TMA producer's order: wait until its
-        ring stage is free, copy its scale values into the stage's slot (lane l: rows l,
-        l + 32, ...; lane 0: the block value), then arrive on the stage's full barrier when
-        the copies land (``cp.async.mbarrier.arrive.noinc``, one arrival per lane: the
-        barrier counts them besides the TMA producer's)."""
+        """For every k-tile of this CTA's tiles, in the consumers' order: wait until the
+        next slot of the scale ring is free, copy the k-tile's scale values into it (lane l:
+        rows l, l + 32, ...; lane 0: the block value), then arrive on the slot's full
+        barrier when the copies land (``cp.async.mbarrier.arrive.noinc``, one arrival per
+        lane)."""
         cfg = self.cfg
         halves = cfg.tile_k // 128
         rows = scale_slot_rows(cfg)
         atom = cute.make_copy_atom(cpasync.CopyG2SOp(), Float32, num_bits_per_copy=32)
         row_last = mRowScale.shape[0] - 1
         kb_last = mRowScale.shape[1] - 1
-        state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, cfg.stages)
+        state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, scale_ring_slots(cfg, cfg.stages))
         tile = cluster_id
         while tile < num_tiles:
             tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
             r0 = tm * rows
             nb = tn * cfg.tile_n // 128   # the tile's one 128-column block of N
             for kt in cutlass.range(k_count, unroll=1):
-                ab_pipe.sync_object_empty.wait(state.index, state.phase)
+                scale_pipe.sync_object_empty.wait(state.index, state.phase)
                 for h in cutlass.range_constexpr(halves):
                     # (Clamped: the second half of a last 256-deep k-tile past K reads a valid value.)
                     kb = cutlass.min((k_begin + kt) * halves + h, kb_last)
@@ -86,7 +85,7 @@ class ProducerMixin:
                                   _one(sS, (r, h, state.index)))
                     if lane == 0:
                         cute.copy(atom, _one(mColScale, (kb, nb)), _one(sS, (rows, h, state.index)))
-                cute.arch.cp_async_mbarrier_arrive_noinc(ab_pipe.sync_object_full.get_barrier(state.index))
+                scale_pipe.producer_commit(state)
                 state.advance()
             tile += num_clusters
         cute.arch.cp_async_commit_group()

@@ -29,7 +29,7 @@ Float32 = cutlass.Float32
 class RowBlocksMixin:
     """The K loop and per-tile flow of `ScaledMmSm90` for several row blocks (no state of its own)."""
 
-    def _row_blocks_setup(self, tiled_mma, thr_mma, sA_more, tCcC, tCrA, acc, rings, sS):
+    def _row_blocks_setup(self, tiled_mma, thr_mma, sA_more, tCcC, tCrA, acc, rings, sS, scale_pipe):
         """Per consumer thread, once: every row block's A fragments, accumulator and scale
         look-ahead registers (block 0's are the kernel's own ``tCrA``, ``acc``, ``rings``),
         or with ``smem_scales`` its view of the scale slots."""
@@ -37,7 +37,7 @@ class RowBlocksMixin:
         accs = (acc, *(cute.make_rmem_tensor(tCcC.shape, self.acc_dtype) for _ in sA_more))
         block_rings = (None,) * len(accs)   # rowwise: the scales come in each block's epilogue
         if self.cfg.smem_scales:
-            block_rings = tuple(SmemValues(self.cfg, sS, tCcC, w)
+            block_rings = tuple(SmemValues(self.cfg, sS, scale_pipe, tCcC, w)
                                 for w in range(len(accs)))
         elif self.blockwise:
             block_rings = (rings, *(tuple(cute.make_rmem_tensor((block_scales.raw_count(self.cfg),), Float32)
@@ -101,14 +101,21 @@ class RowBlocksMixin:
     @cute.jit
     def _row_blocks_k_tile(self, ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp, scales, t, g):
         """One k-tile: every row block in turn. Returns (read, release)."""
-        values = self._wait_and_take(ab_pipe, read, [(scales[w], t, g) for w in range(len(accs))])
+        pos = read.count
+        values = [None] * len(accs)
+        if cutlass.const_expr(not self._scales_late):
+            values = [self._take_values(scales[w], t, g, pos) for w in range(len(accs))]
+        ab_pipe.consumer_wait(read)
         for w in cutlass.range_constexpr(len(accs)):
             self._commit_mmas(mmas[0], mmas[1], tCrAs[w], tCrB, tmp, read.index)
+            if cutlass.const_expr(w == 0 and self._scales_late):   # (all blocks': one slot)
+                values = [self._take_values(scales[v], t, g, pos) for v in range(len(accs))]
             warpgroup.wait_group(0)
             if cutlass.const_expr(w == len(accs) - 1):   # the stage's last reader has retired
                 ab_pipe.consumer_release(release)
                 release.advance()
             block_scales.promote(accs[w], tmp, self._factors(values[w]))
             self._refill_values(scales[w], t, g)
+        self._release_values(scales[0], pos)
         read.advance()
         return read, release
