@@ -260,15 +260,15 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
             # helper would derive the signalling lanes from the launch cluster's rank).
             ab_pipe = dataclasses.replace(ab_pipe, is_signaling_thread=tidx % 32 == 0)
         # smem_scales: a slot of the scale ring is full once every lane of the loader warp saw
-        # its copies land (one cp.async arrival each), free once lane 0 of every consumer warp
-        # has arrived after the promotion that used its values.
+        # its copies land (one cp.async arrival each), free once every consumer thread has
+        # arrived after the promotion that used its values.
         scale_pipe = None
         if cutlass.const_expr(cfg.smem_scales):
             scale_pipe = pipeline.PipelineCpAsync.create(
                 barrier_storage=storage.scale_mbar.data_ptr(),
                 num_stages=scale_ring_slots(cfg, cfg.stages),
                 producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, 32),
-                consumer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, self.consumer_threads // 32),
+                consumer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, self.consumer_threads),
                 defer_sync=True,
             )
         red_full = storage.red_mbar.data_ptr()
