@@ -157,6 +157,33 @@ def test_smem_scale_picks_read_the_slots_and_no_global_scales(name):
         assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage
 
 
+def _mbarrier_init_counts(text):
+    """Arrival count of every ``mbarrier.init`` in ``text`` (counts come as immediates or
+    through a ``mov`` into a register), as a Counter."""
+    from collections import Counter
+    movs = dict(re.findall(r"mov\.b32\s+(%r\d+),\s*(\d+);", text))
+    counts = [int(movs.get(v, v)) for v in re.findall(r"mbarrier\.init\.shared\.b64\s+\[[^\]]+\],\s*([%\w]+);", text)]
+    return Counter(counts)
+
+
+@pytest.mark.parametrize("name", ["large", "m64"])
+def test_scale_ring_barriers_count_their_arrivals(name):
+    """The scale ring of ``smem_scales``: each slot's full barrier counts the loader warp's 32
+    cp.async arrivals and its empty barrier every consumer thread (each arrives after its own
+    reads). A count that does not match the arrivals is a launch failure on the GPU (the
+    empty barriers once counted one arrival per warp)."""
+    from fastdispatch.kernels.scaled_mm.sm90.config import scale_ring_slots
+    cfg = _config(RECIPES[0], *TABLE_SHAPES[name])
+    assert cfg.smem_scales
+    slots = scale_ring_slots(cfg, cfg.stages)
+    assert slots >= 2 * cfg.stages and slots & (slots - 1) == 0
+    counts = _mbarrier_init_counts(sm90.ptx_sm90(cfg))
+    consumers = 128 * cfg.consumer_wgs
+    assert counts[32] == slots and counts[consumers] == slots, (counts, slots)
+    assert sum(counts.values()) == 2 * slots + 2 * cfg.stages, counts   # + the A/B ring's
+    assert sm90.smem_bytes(cfg) <= sm90.SMEM_CAPACITY
+
+
 def test_rowwise_kernel_keeps_plain_adds():
     text = sm90.ptx_sm90(sm90.default_config(4096, 4096, 4096))
     assert _fmas(text) == 0
