@@ -171,11 +171,11 @@ def test_functional_tensorwise_rowwise(recipe):
 def test_blockwise_routes_to_the_faster_kernel():
     # Ours at M <= 128 (faster than cuBLAS's blockwise there) and where torch's blockwise was
     # not checked correct (K not a multiple of 512); cuBLAS above M = 128 otherwise.
-    def blockwise(m, k, recipe="block_1x128_128x128"):
+    def blockwise(m, k, recipe="block_1x128_128x128", n=N):
         a = torch.randn(m, k).to(E4M3)
-        b = torch.randn(N, k).to(E4M3).t()
+        b = torch.randn(n, k).to(E4M3).t()
         L = -(-k // 128)
-        sb = torch.ones(N // 128, L).t() if recipe == "block_1x128_128x128" else torch.ones(L, N)
+        sb = torch.ones(n // 128, L).t() if recipe == "block_1x128_128x128" else torch.ones(L, n)
         return a, b, torch.ones(L, m).t(), sb
 
     assert routing.route((9, 0), *blockwise(128, 1024), None, None, BF16) == ("sm90", None)
@@ -183,3 +183,8 @@ def test_blockwise_routes_to_the_faster_kernel():
     assert variant == "torch" and "faster" in why
     assert routing.route((9, 0), *blockwise(4096, 384), None, None, BF16) == ("sm90", None)
     assert routing.route((9, 0), *blockwise(4096, 1024, "block_1x128_1x128"), None, None, BF16) == ("sm90", None)
+    # The 128x128x256 small-M tile (128 rows, N wide enough for 128-wide tiles) lost to cuBLAS.
+    variant, why = routing.route((9, 0), *blockwise(128, 1536, n=24576), None, None, BF16)
+    assert variant == "torch" and "128x128x256" in why
+    for m, n in ((64, 24576), (128, 7168), (128, 4096)):
+        assert routing.route((9, 0), *blockwise(m, 1536, n=n), None, None, BF16) == ("sm90", None), (m, n)

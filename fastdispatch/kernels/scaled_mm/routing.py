@@ -12,12 +12,18 @@ from fastdispatch.kernels.scaled_mm.args import _FLOAT8, FP8, recipe_of
 #: What the Blackwell kernel computes (compile-only here: no sm_100 GPU to extend it on).
 SM100_RECIPES = ("tensorwise", "rowwise")
 #: Blockwise 1x128 x 128x128 above this M goes to torch._scaled_mm where K is a multiple of
-#: 512: there cuBLAS's blockwise kernel is faster than ours (ours 0.87-1.03x at M = 4096 on
-#: the lent H200, 2026-12-01, SMEM scales and 256x128 tiles; 1.08-1.66x at M <= 128 but for
-#: N = 24576, K = 1536: 0.91x) and
+#: 512: there cuBLAS's blockwise kernel is faster than ours (ours 0.85-1.05x at M = 4096 on
+#: the lent H200, 2026-12-01, SMEM scales and 256x128 tiles; 1.05-1.83x at M <= 128 but for
+#: the tiles below) and
 #: was checked correct (the DeepSeek-V3 shapes, 1.7e-3). Elsewhere ours serves: at M = 200,
 #: K = 384 torch's blockwise result was 0.26 off the fp64 product, ours 1.7e-3-class.
 BLOCKWISE_OURS_UP_TO_M = 128
+#: Tiles (tile_m, tile_n, tile_k) of our small-M blockwise configs that lose to cuBLAS where K is
+#: a multiple of 512: 128x128x256 (64 KB stages: 2-3 of them), which the table picks for 128
+#: rows once N fills the grid with 128-wide tiles; at 128x24576x1536 it ran 0.88-0.91x torch's
+#: blockwise in four runs on the lent H200 (2026-12-01), 64-wide tiles no better (the sweep
+#: record's trial 4).
+BLOCKWISE_TORCH_TILES = ((128, 128, 256),)
 
 
 def variant_for(capability: tuple[int, int] | None) -> str:
@@ -71,9 +77,14 @@ def kernel_gap(family: str, a, b, scale_a, scale_b, bias, scale_result, out_dtyp
         return f"CuTe DSL unavailable ({exc})"
     if not supported:
         return f"the {family} kernel does not implement {types}"
-    if family == "sm90" and recipe == "block_1x128_128x128" and m > BLOCKWISE_OURS_UP_TO_M and k % 512 == 0:
-        return (f"blockwise at M = {m} > {BLOCKWISE_OURS_UP_TO_M}: cuBLAS's blockwise kernel is faster there "
-                f"(ours 0.87-1.03x on the H200)")
+    if family == "sm90" and recipe == "block_1x128_128x128" and k % 512 == 0:
+        if m > BLOCKWISE_OURS_UP_TO_M:
+            return (f"blockwise at M = {m} > {BLOCKWISE_OURS_UP_TO_M}: cuBLAS's blockwise kernel is faster there "
+                    f"(ours 0.85-1.05x on the H200)")
+        cfg = sm90.default_config(m, n, k, scales=recipe)
+        if (cfg.tile_m, cfg.tile_n, cfg.tile_k) in BLOCKWISE_TORCH_TILES:
+            return (f"blockwise at M = {m}, N = {n}: our {cfg.tile_m}x{cfg.tile_n}x{cfg.tile_k} tile is slower than "
+                    f"cuBLAS's blockwise kernel there (0.88-0.91x at 128x24576x1536 on the H200)")
     if scale_result is not None and out_dtype in _FLOAT8:
         return "scale_result (the kernels have no output scale)"
     if bias is not None and bias.dtype != out_dtype:
