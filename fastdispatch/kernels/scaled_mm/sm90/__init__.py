@@ -58,12 +58,16 @@ N % 8 == 0, M, N, K >= 1. One binary per (config, bias) serves every M/N/K.
 
 The package, by part and lifetime:
 - `config` (per key, plain Python): `Sm90Config`, the scale recipes and dtypes tables, SMEM
-  sizing, the shipped configs and the `default_config` table;
+  sizing;
+- `table` (per miss, plain Python): the named and shipped configs and `default_config`;
 - `kernel` (per compile: host side traced once, device code): `ScaledMmSm90`, its launch and
   the `kernel` function (roles, SMEM carve-up, persistent tile walk);
+- `producer` (device code): the TMA producer and the scale loader (a mixin of the kernel);
 - `mainloop` (device code): the K loops and the split-K reduction (a mixin of the kernel);
+- `row_blocks` (device code): the K loop of tiles of several A row blocks (a mixin);
 - `epilogue` (device code): scales, bias and the stores (a mixin of the kernel);
 - `block_scales` (device code): the BlockWise factors applied at each promotion;
+- `smem_scales` (device code): the consumers' view of the scale ring;
 - here (per key): `compile_sm90`, `raw_callable`, `ptx_sm90`.
 """
 
@@ -74,10 +78,12 @@ import dataclasses
 from fastdispatch.kernels.scaled_mm._compile import ArgSpec, compile_kernel, ptx_of
 from fastdispatch.kernels.scaled_mm.sm90 import block_scales  # noqa: F401  (sm90.block_scales)
 from fastdispatch.kernels.scaled_mm.sm90.config import (  # noqa: F401  (the module's names before the split)
-    _TORCH_NAMES, ARCH, BLOCK_LARGE, BLOCK_WAVES, FAST_LARGE, H100_SMS, ROWWISE_WAVES, IMPLEMENTED, LARGE, LARGE_WIDE, MEDIUM, OPERAND_DTYPES,
-    OUT_DTYPES, PADDED_STRIDES, SCALE_RECIPES, SMEM_CAPACITY, SMEM_RESERVED, WIDE_TILE_GAIN, Sm90Config,
-    _epilogue_bytes, _reduce_bytes, _small_m_block_config, _small_m_config, _stage_bytes, _waves,
-    default_config, dtype_name, kernel_supports, max_stages, shipped_configs, smem_bytes)
+    _TORCH_NAMES, ARCH, H100_SMS, IMPLEMENTED, OPERAND_DTYPES, OUT_DTYPES, PADDED_STRIDES, SCALE_RECIPES,
+    SMEM_CAPACITY, SMEM_RESERVED, Sm90Config, _epilogue_bytes, _reduce_bytes, _stage_bytes, dtype_name,
+    kernel_supports, max_stages, smem_bytes)
+from fastdispatch.kernels.scaled_mm.sm90.table import (  # noqa: F401
+    BLOCK_LARGE, BLOCK_WAVES, FAST_LARGE, LARGE, LARGE_WIDE, MEDIUM, ROW_BLOCKS_GAIN, ROWWISE_WAVES, WIDE_TILE_GAIN,
+    _small_m_block_config, _small_m_config, _waves, default_config, shipped_configs)
 from fastdispatch.kernels.scaled_mm.sm90.kernel import ScaledMmSm90  # noqa: F401
 
 __all__ = [

@@ -10,7 +10,7 @@ tile ``tm`` is the 128-row tile ``tm * row_blocks + w`` everywhere else: its sca
 epilogue (TMA stores clip a block past M) and A's TMA tile. Registers per consumer thread: one
 64-value accumulator per block plus the temporary (192 at 128x128 blocks; the scale look-ahead is
 halved to fit: `block_scales.lookahead`; with ``smem_scales`` there is none). The table picks it
-for B per 128x128 at large M (`config.BLOCK_LARGE`: 5-16% faster than two 128x128 tiles on the
+for B per 128x128 at large M (`table.BLOCK_LARGE`: 5-16% faster than two 128x128 tiles on the
 lent H200, bench/results/blockwise_sweep_2026-12-01.txt).
 """
 

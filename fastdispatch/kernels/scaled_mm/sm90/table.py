@@ -1,0 +1,145 @@
+"""The sm_90a kernel's config table (per miss, plain Python: no tracing): the named configs
+the table picks among, `shipped_configs` (what the tests compile) and `default_config`, the
+pick per problem shape, measured on the lent H100/H200 (the figures beside each entry and
+rule; bench/results/ has the runs). `config` defines what a config is and what fits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fastdispatch.kernels.scaled_mm.sm90.config import H100_SMS, Sm90Config, dtype_name
+
+#: DeepGEMM's large-M blockwise tile (256x128 as two 128-row waves, A multicast over a 1x2
+#: cluster), its scales through the consumers' own loads: the trials' base
+#: (bench/results/blockwise_sweep_2026-12-01.txt).
+BLOCK_WAVES = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, cluster_n=2, promote=1,
+                         scales="block_1x128_128x128", row_blocks=2)
+#: The same tile for rowwise scales (applied in each block's epilogue); not picked (+2.5% at 4096^3,
+#: nothing elsewhere, 8192^3 worse: the sweep record's trial 8).
+ROWWISE_WAVES = dataclasses.replace(BLOCK_WAVES, scales="rowwise")
+#: What `default_config` picks for 1x128 x 128x128 block scales at large M: that tile with the
+#: scales through SMEM slots, the whole 256x128 tile staged for its stores (3 stages) and
+#: DeepGEMM's 128-SM grid. Interleaved on the lent H200 beside the 128x128 overlapped tile
+#: (both with SMEM scales): 4096x4096x7168 218.2 vs 233.4 us, 8192^3 1031.9 vs 1104.3.
+BLOCK_LARGE = dataclasses.replace(BLOCK_WAVES, epi_n=64, epi_stages=4, num_sms=128, smem_scales=True)
+#: How much faster the 256x128 block tile computes the same output than two 128x128 tiles, its
+#: coarser waves aside: 1.05-1.07 at full waves on the lent H200 (4096x4096x7168, 8192^3).
+ROW_BLOCKS_GAIN = 1.06
+
+#: Shipped configs: (name, config). `default_config` picks among them; tests compile each.
+FAST_LARGE = Sm90Config(tile_m=128, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0)
+# 128x128 tiles, each promotion overlapped with the next k-tile's WGMMAs (groups of 4 k-tiles),
+# the whole tile staged for its TMA stores (4 buffers: still 6 stages). Interleaved on the lent
+# H100 (bench/results/sm90_sweep_2026-11-23.txt, fifth session): 4096^3 119.5 -> 112.2 us.
+LARGE = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, cluster_m=2, promote=1,
+                   overlap_promotion=4, epi_stages=4)
+# 64x192 per consumer warpgroup: two 96-register accumulators (promotion) still fit, no third
+# for overlapping, and each WGMMA reads 85 instead of 96 bytes of SMEM per cycle of MMA work.
+# Whole-tile epilogue staging (6 buffers) at the cost of a stage (5 -> 4): 8192^3 924.8 ->
+# 898.7 us, 16384x8192x8192 1813.7 -> 1762.3 us.
+LARGE_WIDE = dataclasses.replace(LARGE, tile_n=192, overlap_promotion=0, epi_stages=6)
+#: How much faster the 192-wide tiles compute the same output, their coarser waves aside
+#: (time ~ waves x tile width / gain): 1.06-1.09 on the lent H100, measured interleaved with
+#: the 128x128 tiles (fifth session: 8192^3 898.7 vs 964.8 us, 21 vs 32 waves;
+#: 16384x8192x8192 1762.3 vs 1912.9 us; 4096^3, where the wide tiles leave the last of 6
+#: waves two-thirds empty, 117.8 vs 112.2 us).
+WIDE_TILE_GAIN = 1.08
+MEDIUM = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, promote=1)
+
+
+def _small_m_config(m: int, split_k: int = 1) -> Sm90Config:
+    # N side 64 rows per tile (N=8192 -> 128 CTAs streaming Bt), M side rounded up to the
+    # WGMMA N granularity, 256-deep k-tiles (two 128-byte TMA boxes per row and stage), the
+    # deepest ring that fits, programmatic dependent launch. Measured on the lent H100 with
+    # a clean L2 (bench/results/sm90_sweep_2026-11-23.txt): up to M = 64 these read Bt
+    # faster than torch.sum reads the same bytes (M = 128: 2-6% slower); 256-deep k-tiles are
+    # 3-14% faster than 128-deep ones.
+    tile_n = 16 if m <= 16 else (32 if m <= 32 else (64 if m <= 64 else 128))
+    return Sm90Config(tile_m=64, tile_n=tile_n, tile_k=256, consumer_wgs=1, swap_ab=True, split_k=split_k,
+                      pdl=True)
+
+
+def _small_m_block_config(m: int, n: int, scales: str = "block_1x128_128x128", cluster_n: int = 1) -> Sm90Config:
+    """Block scales at M <= 128: not swap-AB. Swapped, every thread would need a scale of A
+    per MMA column (tile_n / 4 loads and multiplies per k-tile; 2.0-2.6x the rowwise time
+    on the lent H200), unswapped it needs its 2 rows' and one block value. The M side is
+    one or two 64-row consumer warpgroups; N is cut into narrow tiles (16..128 columns)
+    so that the grid fills the SMs: estimated time = rounds of the persistent grid x the
+    bytes a tile's k-tile reads (tile_n rows of B + the M side's rows of A). With B per
+    128x128, 256-deep k-tiles promoted in two halves: half the pipeline hand-offs per K (each
+    128-deep k-tile cost ~0.34 us at 64x2112x7168, DeepGEMM's ~0.24)."""
+    rows = 64 if m <= 64 else 128
+
+    def cost(tile_n):
+        tiles = -(-m // rows) * -(-n // tile_n)
+        return -(-tiles // H100_SMS) * (tile_n + rows)
+
+    tile_n = min((128, 64, 32, 16), key=cost)
+    tile_k = 256 if scales == "block_1x128_128x128" else 128
+    return Sm90Config(tile_m=rows, tile_n=tile_n, tile_k=tile_k, consumer_wgs=rows // 64, cluster_n=cluster_n,
+                      epi_n=min(tile_n, 32), epi_stages=max(1, tile_n // 32) if tile_n >= 32 else 1, pdl=True)
+
+
+def shipped_configs() -> dict[str, Sm90Config]:
+    """Every config `default_config` can return, by name (what the tests compile)."""
+    return {
+        "fast_large": FAST_LARGE,
+        "large": LARGE,
+        "large_wide": LARGE_WIDE,
+        "medium": MEDIUM,
+        **{f"small_m{m}": _small_m_config(m) for m in (16, 32, 64, 128)},
+        "small_m16_split_k2": _small_m_config(16, split_k=2),
+    }
+
+
+def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: str = "rowwise",
+                   a_dtype="e4m3", b_dtype="e4m3", out_dtype="bf16") -> Sm90Config:
+    """The config for an M x N x K problem (a small table, measured on the lent H100):
+    M <= 128 -> swap-AB with the M side rounded up to 16/32/64/128, and for M <= 16 split-K
+    over a 2-CTA cluster while the N tiles fill at most half the SMs (N <= 4224) and K has
+    four k-tiles or more; otherwise 128x128x128 tiles, with a 2x1 cluster (B multicast) once
+    there is a wave of tiles, or 128x192x128 where its waves come out shorter. ``fast_accum``
+    (torch._scaled_mm's use_fast_accum=True) allows the 128x256x128 fast-accumulation tile.
+    Block scales (``scales`` not 'rowwise') promote every 128 of K, so they take 128-deep
+    k-tiles and tiles no wider than one 128-column scale block. Dtypes are torch dtypes or
+    the config's names."""
+    types = {"scales": "rowwise" if scales == "tensorwise" else scales,
+             "a_dtype": dtype_name(a_dtype) or a_dtype, "b_dtype": dtype_name(b_dtype) or b_dtype,
+             "out_dtype": dtype_name(out_dtype) or out_dtype}
+    blockwise = types["scales"] != "rowwise"
+    # 1x128 x 128x128 scales reach the promotion through SMEM slots (`smem_scales`): 4-12%
+    # faster than the consumers' own look-ahead loads on the lent H200 at M = 64..8192.
+    smem = {"smem_scales": True} if types["scales"] == "block_1x128_128x128" else {}
+    if blockwise and m <= 128:
+        cfg = _small_m_block_config(m, n, types["scales"])
+    elif m <= 128:
+        tile_k = 128 if blockwise else 256
+        # Split-K was measured for the 16-wide tile only (1x4096x4096: 12.4 -> 11.9 us).
+        few_tiles = -(-n // 64) * 2 <= H100_SMS
+        split_k = 2 if m <= 16 and few_tiles and k >= 4 * tile_k else 1
+        cfg = dataclasses.replace(_small_m_config(m, split_k), tile_k=tile_k)
+    elif fast_accum and not blockwise and -(-m // 128) * -(-n // 256) >= H100_SMS:
+        cfg = FAST_LARGE
+    elif -(-m // 128) * -(-n // 128) < H100_SMS:
+        cfg = MEDIUM
+    elif smem:
+        # The 256x128 tile where its coarser waves cost less than its gain (N = 2112: 2.06
+        # waves of 256x128 tiles, 4.1 of 128x128: the smaller tile, measured 134.6 vs 149.6 us).
+        rows2 = _waves(BLOCK_LARGE, m, n) * 2 / ROW_BLOCKS_GAIN
+        cfg = BLOCK_LARGE if rows2 <= _waves(LARGE, m, n) else LARGE
+    elif blockwise:
+        cfg = LARGE
+    else:
+        # The wider tile does more per cycle but comes in fewer, coarser waves: pick the smaller
+        # estimated time, waves x tile width (/ its measured gain).
+        wide = _waves(LARGE_WIDE, m, n) * LARGE_WIDE.tile_n / WIDE_TILE_GAIN
+        cfg = LARGE_WIDE if wide < _waves(LARGE, m, n) * LARGE.tile_n else LARGE
+    return dataclasses.replace(cfg, **types, **smem).resolved()
+
+
+def _waves(cfg: Sm90Config, m: int, n: int) -> int:
+    """Rounds of the persistent grid over the cluster tiles of an M x N output."""
+    clusters = -(-m // (cfg.tile_m * cfg.row_blocks * cfg.cluster_m)) * -(-n // (cfg.tile_n * cfg.cluster_n))
+    per_round = cfg.num_sms // (cfg.cluster_m * cfg.cluster_n)
+    return -(-clusters // per_round)
