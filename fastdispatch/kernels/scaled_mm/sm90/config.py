@@ -211,8 +211,8 @@ def scale_ring_slots(cfg: Sm90Config, stages: int) -> int:
     """``smem_scales``: slots of the scale ring, a power of two (cheap ring arithmetic) of at
     least twice the A/B stages: the loader copies a k-tile's values up to that many k-tiles
     before they are read, where a slot per A/B stage gave its copies one k-tile less than the
-    ring depth to land, and they were late (the same kernels with the copies left out, on the
-    lent H200: 2-8% faster at M = 4096)."""
+    A/B ring's depth to land (on the lent H200 the two ran within the runs' spread of each
+    other: bench/results/blockwise_sweep_2026-12-01.txt, trial 9)."""
     return 1 << (2 * stages - 1).bit_length()
 
 

@@ -12,9 +12,10 @@ then waits for that barrier and reads its two rows and the block value from SMEM
 run, and frees the slot once its promotion has used them.
 
 The ring has `config.scale_ring_slots` slots, twice the A/B stages or more, so the loader
-runs that many k-tiles ahead. With one slot per A/B stage (freed with the stage) its copies
-were late: the 256x128 tile waited for them at M = 4096, and ran 2-8% faster with them left
-out (bench/blockwise_probe.py ``_nofeed``, on the lent H200).
+runs that many k-tiles ahead, and the consumers' wait for a slot is off the path to the
+k-tile's first WGMMA. (Before it, each A/B stage held one slot, freed with the stage, and the
+copies arrived on the stage's full barrier; the two designs ran within the runs' spread of
+each other on the lent H200: bench/results/blockwise_sweep_2026-12-01.txt, trial 9.)
 
 A slot holds, per 128-deep scale block of the k-tile (two at tile_k = 256), the CTA tile's
 ``tile_m * row_blocks`` row values of A's scale, then the one 128x128 block value of B's,
