@@ -134,11 +134,11 @@ def test_block_promotion_is_fma_per_element_with_few_loads(block_ptx, name):
 @pytest.mark.parametrize("name", sorted(TABLE_SHAPES))
 def test_smem_scale_picks_read_the_slots_and_no_global_scales(name):
     """The table's picks with SMEM scales: the consumers read each 128-deep scale block's 2 row
-    values per row block and its one block value from the stage's slot (the rows' ld.shared
-    per promotion site, the block value's once for all row blocks: the stage's one barrier
-    wait comes before them all; one FMA per accumulator element each), the loader warp copies
-    the CTA tile's rows (one cp.async per 32 rows and lane) and the block value, arriving on
-    the stage's full barrier; no consumer loads a scale from global memory."""
+    values per row block and its one block value from the k-tile's slot of the scale ring
+    (the rows' ld.shared per promotion site, the block value's once for all row blocks: the
+    slot's one barrier wait comes before them all; one FMA per accumulator element each), the
+    loader warp copies the CTA tile's rows (one cp.async per 32 rows and lane) and the block
+    value, arriving on the slot's full barrier; no consumer loads a scale from global memory."""
     cfg = _config(RECIPES[0], *TABLE_SHAPES[name])
     assert cfg.smem_scales
     text = sm90.ptx_sm90(cfg)
@@ -356,7 +356,7 @@ ROW_BLOCK_EPILOGUES = {"per_block": {}, "whole_tile": dict(epi_n=64, epi_stages=
                                    (1000, 2112, 1040), (4096, 4096, 7168)])
 @pytest.mark.parametrize("tile", ["pick", "overlapped", "rows2"])
 def test_smem_scales_match_fp64_reference(layout, has_bias, m, n, k, tile):
-    """``smem_scales``: the scales copied into each stage's slot by the loader warp, on the
+    """``smem_scales``: the scales copied into the scale ring's slots by the loader warp, on the
     table's pick (256-deep k-tiles at small M, 128x128 or 256x128 above), the overlapped
     128x128 loop and the 256x128 row-block tile with per-block stores; partial scale blocks
     along N and K, partial and past-M row blocks, any scale strides."""

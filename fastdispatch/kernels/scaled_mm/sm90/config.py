@@ -81,8 +81,8 @@ class Sm90Config:
       look-ahead after its promotion instead of when it is taken (see
       `mainloop._refill_values`).
     - ``smem_scales``: 1x128 x 128x128 block scales (no swap_ab, no split_k) reach the
-      consumers through a slot of each ring stage, copied there by a producer warp
-      (`smem_scales`), instead of their own look-ahead loads.
+      consumers through a ring of SMEM slots of their own (`scale_ring_slots`), copied there
+      by a producer warp (`smem_scales`), instead of their own look-ahead loads.
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
     """
