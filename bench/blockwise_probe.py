@@ -18,7 +18,9 @@ RECIPE = "block_1x128_128x128"
 
 def trials(m, n, k):
     """(name, config) pairs: the table's pick and its neighbours, each also as ``<name>_late``
-    (``late_scale_loads``), ``<name>_smem`` (``smem_scales``) and ``<name>_noscale``."""
+    (``late_scale_loads``), ``<name>_smem`` (``smem_scales``), ``<name>_evn`` (EVICT_NORMAL
+    TMA loads) and the timing-only twins: ``<name>_noscale`` (constant scales), with SMEM
+    scales ``<name>_nofeed`` / ``<name>_ones`` (a loader that copies nothing)."""
     out = _trials(m, n, k)
     for name, cfg in list(out.items()):
         if not cfg.late_scale_loads and not cfg.smem_scales:   # (the two do not combine)
@@ -26,11 +28,44 @@ def trials(m, n, k):
         if not cfg.swap_ab:
             out[name + "_smem"] = dataclasses.replace(cfg, smem_scales=True, stages=None).resolved()
     for name, cfg in list(out.items()):
-        out[name + "_noscale"] = cfg
+        out[name + "_evn"] = cfg
+        if not cfg.smem_scales:   # (its scales come through the loader: _nofeed / _ones)
+            out[name + "_noscale"] = cfg
         if cfg.smem_scales:
             out[name + "_nofeed"] = cfg
             out[name + "_ones"] = cfg
     return out
+
+
+def compile_noscale(cfg):
+    """A measurement, not a kernel: ``cfg`` (scales through the consumers' own loads) compiled
+    with every block-scale load replaced by the constant 1.0 (wrong results), so its time
+    minus the real one is what loading the scales costs."""
+    from fastdispatch.kernels.scaled_mm.sm90 import block_scales
+
+    real = block_scales.load_raw
+
+    def constant_scales(cfg, ctx, j, dst):
+        for i in range(cute.size(dst)):
+            dst[i] = cutlass.Float32(1.0)
+
+    block_scales.load_raw = constant_scales
+    try:
+        return sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=False))
+    finally:
+        block_scales.load_raw = real
+
+
+def compile_evict_normal(cfg):
+    """``cfg`` with its TMA loads carrying CUTLASS's EVICT_NORMAL L2 policy (DeepGEMM's hint)
+    instead of the DSL's 0 (``_schedule.TMA_LOAD_POLICY``)."""
+    from fastdispatch.kernels.scaled_mm import _schedule
+
+    _schedule.TMA_LOAD_POLICY = 0x1000000000000000
+    try:
+        return sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=False))
+    finally:
+        _schedule.TMA_LOAD_POLICY = None
 
 
 def compile_nofeed(cfg, ones=False):
@@ -72,6 +107,8 @@ def _trials(m, n, k):
     pick = sm90.default_config(m, n, k, scales=RECIPE)
     out = {"pick": pick}
     if m > 128:
+        if pick.cluster_n > 1:   # DeepGEMM's A feed: the first CTA along N multicasts all of it
+            out["aleader"] = dataclasses.replace(pick, a_from_leader=True)
         for name, change in (("overlap0", dict(overlap_promotion=0)), ("c1x2", dict(cluster_m=1, cluster_n=2)),
                              ("c2x2", dict(cluster_n=2)), ("group16", dict(group_m=16))):
             out[name] = dataclasses.replace(pick, **change, stages=None).resolved()
@@ -118,12 +155,13 @@ def main():
         for name, cfg in trials(m, n, k).items():
             if only and name not in only:
                 continue
-            trick = next((t for t in ("noscale", "nofeed", "ones") if name.endswith("_" + t)), None)
-            noscale = trick is not None
+            trick = next((t for t in ("noscale", "nofeed", "ones", "evn") if name.endswith("_" + t)), None)
+            noscale = trick in ("noscale", "nofeed", "ones")
             try:
                 if trick:   # its own binary: the cache holds the real one under the same config
                     if (cfg, trick) not in fns:
                         fns[(cfg, trick)] = (compile_noscale(cfg) if trick == "noscale"
+                                             else compile_evict_normal(cfg) if trick == "evn"
                                              else compile_nofeed(cfg, ones=trick == "ones"))
                     fn = fns[(cfg, trick)]
                 else:

@@ -83,6 +83,9 @@ class Sm90Config:
     - ``smem_scales``: 1x128 x 128x128 block scales (no swap_ab, no split_k) reach the
       consumers through a ring of SMEM slots of their own (`scale_ring_slots`), copied there
       by a producer warp (`smem_scales`), instead of their own look-ahead loads.
+    - ``a_from_leader``: with ``cluster_n > 1``, the cluster's first CTA along N loads A's
+      whole tile and multicasts it (DeepGEMM's way), instead of each CTA loading its
+      1/cluster_n slice and multicasting that.
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
     """
@@ -105,6 +108,7 @@ class Sm90Config:
     row_blocks: int = 1
     late_scale_loads: bool = False
     smem_scales: bool = False
+    a_from_leader: bool = False
     num_sms: int = H100_SMS
     scales: str = "rowwise"
     a_dtype: str = "e4m3"
@@ -185,6 +189,8 @@ class Sm90Config:
         ):
             errs.append("smem_scales needs 1x128 x 128x128 block scales, no swap_ab, no split_k, "
                         "no late_scale_loads and a multiple of 32 rows per CTA tile")
+        if self.a_from_leader and self.cluster_n == 1:
+            errs.append("a_from_leader multicasts A along N: it needs cluster_n > 1")
         if self.stages is not None and self.stages < 2:
             errs.append("stages must be >= 2")
         if errs:

@@ -77,7 +77,7 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
             f"scaled_mm_sm90_{c.tile_m}x{c.tile_n}x{c.tile_k}_w{c.consumer_wgs}_c{c.cluster_m}x{c.cluster_n}"
             f"_s{c.stages}p{c.promote}{'_swap' if c.swap_ab else ''}{'_pdl' if c.pdl else ''}{f'_ovl{c.overlap_promotion}' if c.overlap_promotion else ''}"
             f"{f'_splitk{c.split_k}' if c.split_k > 1 else ''}{f'_rows{c.row_blocks}' if c.row_blocks > 1 else ''}"
-            f"{'_late' if c.late_scale_loads else ''}"
+            f"{'_late' if c.late_scale_loads else ''}{'_aleader' if c.a_from_leader else ''}"
             f"{'_bias' if self.has_bias else ''}"
             f"{'' if c.scales == 'rowwise' else '_' + c.scales}"
             f"{'' if (c.a_dtype, c.b_dtype, c.out_dtype) == ('e4m3', 'e4m3', 'bf16') else f'_{c.a_dtype}x{c.b_dtype}_{c.out_dtype}'}"
@@ -143,12 +143,14 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
             assert cute.size_in_bytes(Float32, slot_layout(cfg)) == _scale_ring_bytes(cfg, cfg.stages)
 
         # A tiles are shared by the cluster's CTAs along N, B tiles by those along M: each CTA
-        # loads its 1/cluster slice and multicasts it.
+        # loads its 1/cluster slice and multicasts it (``a_from_leader``: the first CTA along N
+        # loads all of A's tile).
         def g2s(mcast):
             return cpasync.CopyBulkTensorTileG2SMulticastOp() if mcast > 1 else cpasync.CopyBulkTensorTileG2SOp()
 
         tma_atom_a, tma_a = cpasync.make_tiled_tma_atom(
-            g2s(cfg.cluster_n), mP, a_smem_one, (cfg.tile_m, cfg.tile_k), num_multicast=cfg.cluster_n
+            g2s(cfg.cluster_n), mP, a_smem_one, (cfg.tile_m, cfg.tile_k),
+            num_multicast=1 if cfg.a_from_leader else cfg.cluster_n
         )
         tma_atom_b, tma_b = cpasync.make_tiled_tma_atom(
             g2s(cfg.cluster_m), mQ, b_smem_one, (cfg.tile_n, cfg.tile_k), num_multicast=cfg.cluster_m
@@ -311,9 +313,12 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
             k_begin = k_rank * per_cta
             k_count = cutlass.max(cutlass.min(per_cta, k_tiles - k_begin), 0)
         a_peers = cute.make_layout(cute.slice_(cta_layout_mnk, (0, None, 0)).shape)
-        tAsA, tAgA = cpasync.tma_partition(tma_atom_a, cluster_coord[1], a_peers, cute.group_modes(sA, 0, 2),
+        a_slice = cluster_coord[1]
+        if cutlass.const_expr(cfg.a_from_leader):   # one CTA loads the whole tile
+            a_peers, a_slice = cute.make_layout(1), 0
+        tAsA, tAgA = cpasync.tma_partition(tma_atom_a, a_slice, a_peers, cute.group_modes(sA, 0, 2),
                                            cute.group_modes(gA, 0, 2))
-        tAsA_more = [cpasync.tma_partition(tma_atom_a, cluster_coord[1], a_peers, cute.group_modes(s_more, 0, 2),
+        tAsA_more = [cpasync.tma_partition(tma_atom_a, a_slice, a_peers, cute.group_modes(s_more, 0, 2),
                                            cute.group_modes(gA, 0, 2))[0] for s_more in sA_more]
         tBsB, tBgB = cpasync.tma_partition(
             tma_atom_b,

@@ -31,7 +31,8 @@ class ProducerMixin:
                       tiles_n, k_begin, k_count, tma_atom_a, tAgA, tAsA_blocks, tma_atom_b, tBgB, tBsB):
         """Every k-tile of this CTA's tiles: A's row blocks (``tAsA_blocks``: one SMEM ring
         each) and B's tile onto the stage's full barrier, multicast to the cluster peers that
-        share them; then wait until the peers freed every stage (so no arrival lands after exit)."""
+        share them (``a_from_leader``: the first CTA along N multicasts all of A's); then wait
+        until the peers freed every stage (so no arrival lands after exit)."""
         cfg = self.cfg
         a_mcast = Int32(0)
         b_mcast = Int32(0)
@@ -39,6 +40,9 @@ class ProducerMixin:
             a_mcast = cute.make_layout_image_mask(cta_layout_mnk, cluster_coord, mode=1)
         if cutlass.const_expr(cfg.cluster_m > 1):
             b_mcast = cute.make_layout_image_mask(cta_layout_mnk, cluster_coord, mode=0)
+        loads_a = None
+        if cutlass.const_expr(cfg.a_from_leader):
+            loads_a = cluster_coord[1] == 0
         state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, cfg.stages)
         tile = cluster_id
         while tile < num_tiles:
@@ -50,7 +54,7 @@ class ProducerMixin:
                 tAsA_t = tAsA_blocks
             tBgB_t = tBgB[(None, tn, None)]
             state = load_k_tiles(ab_pipe, state, k_begin, k_count, tma_atom_a, tAgA_t, tAsA_t, a_mcast,
-                                 tma_atom_b, tBgB_t, tBsB, b_mcast)
+                                 tma_atom_b, tBgB_t, tBsB, b_mcast, loads_a)
             tile += num_clusters
         ab_pipe.producer_tail(state)
 
