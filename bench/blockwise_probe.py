@@ -11,7 +11,8 @@ import cutlass.cute as cute
 import torch
 
 from fastdispatch.kernels.scaled_mm import sm90
-from fastdispatch.kernels.scaled_mm.bench_blockwise import DSV3_NK, _median_us, _rel, block_inputs, deepgemm_for
+from fastdispatch.kernels.scaled_mm.bench_blockwise import (DSV3_NK, _median_us, _rel, block_inputs, deepgemm_for,
+                                                             dequantized_product)
 
 RECIPE = "block_1x128_128x128"
 
@@ -141,6 +142,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--shapes", default=",".join(f"{m}x{n}x{k}" for m in (64, 128) for n, k in DSV3_NK))
     parser.add_argument("--only", default="", help="comma-separated trial names to run (default: all)")
+    parser.add_argument("--unit-scales", action="store_true",
+                        help="every scale 1.0 (same layouts), for every trial and DeepGEMM: what the values cost "
+                             "(power at the cap) apart from moving them")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
@@ -150,6 +154,9 @@ def main():
     fns = {}
     for m, n, k in shapes:
         _, _, a, sa, bt, sb, ref = block_inputs(m, n, k)
+        if args.unit_scales:
+            sa, sb = torch.ones_like(sa), torch.ones_like(sb)
+            ref = dequantized_product(a, sa, bt, sb)
         out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
         calls = {}
         for name, cfg in trials(m, n, k).items():
