@@ -32,7 +32,7 @@ def trials(m, n, k):
         out[name + "_evn"] = cfg
         if not cfg.smem_scales:   # (its scales come through the loader: _nofeed / _ones)
             out[name + "_noscale"] = cfg
-        if cfg.smem_scales:
+        if cfg.smem_scales and not cfg.scale_a_tma:   # (the copy-free loader arrives as the copies do)
             out[name + "_nofeed"] = cfg
             out[name + "_ones"] = cfg
     return out
@@ -105,8 +105,11 @@ def compile_nofeed(cfg, ones=False):
 
 
 def _trials(m, n, k):
-    pick = sm90.default_config(m, n, k, scales=RECIPE)
-    out = {"pick": pick}
+    # The table's pick as the API runs it for torch's scale_a layout (A's scales by TMA where
+    # M % 4 == 0), and the same config with every scale value a cp.async (``copies``).
+    copies = sm90.default_config(m, n, k, scales=RECIPE)
+    pick = dataclasses.replace(copies, scale_a_tma=copies.smem_scales and m % 4 == 0)
+    out = {"pick": pick, "copies": copies}
     if m > 128:
         if pick.cluster_n > 1:   # DeepGEMM's A feed: the first CTA along N multicasts all of it
             out["aleader"] = dataclasses.replace(pick, a_from_leader=True)

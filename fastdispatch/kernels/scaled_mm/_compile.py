@@ -43,6 +43,8 @@ class ArgSpec:
     out_dtype: str = "bf16"
     scales: str = "rowwise"
     padded: bool = False
+    #: Block scale_a with unit stride along M and a 16-byte column stride and pointer (a TMA source).
+    scale_a_tma: bool = False
 
 
 def fake_args(has_bias: bool, spec: ArgSpec = ArgSpec()) -> list:
@@ -51,7 +53,8 @@ def fake_args(has_bias: bool, spec: ArgSpec = ArgSpec()) -> list:
     [N]. Rowwise scales are [M, 1] and [1, N] (the stride of their size-1 dimension is free:
     torch reports several for the same contiguous data); block scales are torch's 2-D
     BlockWise tensors ([M, KB] and [KB, ceil(N/128)] or [KB, N], KB = ceil(K/128)) with
-    free strides (torch's outer-dim-major layouts, or any other). So the hot path passes the
+    free strides (torch's outer-dim-major layouts, or any other; ``spec.scale_a_tma``: scale_a
+    with unit stride along M and a 16-byte column stride). So the hot path passes the
     caller's tensors as they are (no ``b.t()`` or reshapes per call: ~0.5 us each);
     `TorchLayoutEntries` makes the kernels' views. With ``spec.padded`` A's row stride and
     B's column stride are symbolic too (views into larger buffers). The divisibility is what
@@ -71,9 +74,14 @@ def fake_args(has_bias: bool, spec: ArgSpec = ArgSpec()) -> list:
     else:
         kb = cute.sym_int32(symbol="KB")
         b_cols = cute.sym_int32(symbol="NB") if spec.scales == "block_1x128_128x128" else n
+        if spec.scale_a_tma:
+            scale_a = make_fake_tensor(cutlass.Float32, (m, kb), (1, cute.sym_int32(divisibility=4, symbol="SA1")),
+                                       assumed_align=16)
+        else:
+            scale_a = make_fake_tensor(cutlass.Float32, (m, kb),
+                                       (cute.sym_int32(symbol="SA0"), cute.sym_int32(symbol="SA1")), assumed_align=4)
         scales = [
-            make_fake_tensor(cutlass.Float32, (m, kb), (cute.sym_int32(symbol="SA0"), cute.sym_int32(symbol="SA1")),
-                             assumed_align=4),
+            scale_a,
             make_fake_tensor(cutlass.Float32, (kb, b_cols),
                              (cute.sym_int32(symbol="SB0"), cute.sym_int32(symbol="SB1")), assumed_align=4),
         ]

@@ -67,13 +67,17 @@ def _compiled(variant: str, config, has_bias: bool):
 
 def config_for(variant: str, m: int, n: int, k: int, fast_accum: bool = False, *, recipe: str = "rowwise",
                a_dtype=torch.float8_e4m3fn, b_dtype=torch.float8_e4m3fn, out_dtype=torch.bfloat16,
-               carveout: int | None = None):
+               carveout: int | None = None, scale_a=None):
     """The heuristic config of ``variant`` for an M x N x K problem; with an SM ``carveout``
-    (``torch._C._set_sm_carveout_experimental``) the persistent grid leaves that many SMs free."""
+    (``torch._C._set_sm_carveout_experimental``) the persistent grid leaves that many SMs free.
+    ``scale_a`` (the call's tensor, its layout in the key): on sm90 its block scales come by
+    TMA where its layout allows (`sm90.with_scale_a_layout`)."""
     if variant == "sm90":
         from fastdispatch.kernels.scaled_mm import sm90
         config = sm90.default_config(m, n, k, fast_accum=fast_accum, scales=recipe, a_dtype=a_dtype,
                                      b_dtype=b_dtype, out_dtype=out_dtype)
+        if scale_a is not None:
+            config = sm90.with_scale_a_layout(config, scale_a)
     else:
         from fastdispatch.kernels.scaled_mm import sm100
         config = sm100.default_config(m, n, k)
@@ -208,7 +212,7 @@ class _ScaledMmDispatcher(Dispatcher):
         recipe = recipe_of(a, b, scale_a, scale_b)
         try:
             config = config_for(variant, m, n, k, fast_accum, recipe=recipe, a_dtype=a.dtype,
-                                b_dtype=b.dtype, out_dtype=out.dtype, carveout=carveout)
+                                b_dtype=b.dtype, out_dtype=out.dtype, carveout=carveout, scale_a=scale_a)
         except ValueError as exc:   # a carveout leaving fewer SMs than one cluster
             raise _UseTorch(f"SM carveout {carveout}: {exc}") from exc
         try:

@@ -131,7 +131,7 @@ def main(quick: bool = False, rounds: int = 2) -> dict:
         sb_row = sb_row.reshape(1, n).contiguous()
         ref_row = (a_row.double() * sa_row.double()) @ (bt_row.double() * sb_row.double().t()).t()
         out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
-        block_cfg = sm90.default_config(m, n, k, scales="block_1x128_128x128")
+        block_cfg = sm90.with_scale_a_layout(sm90.default_config(m, n, k, scales="block_1x128_128x128"), sa)
         row_cfg = sm90.default_config(m, n, k)
         impls = {
             "ours_blockwise": (lambda: ours(block_cfg)(a, bt.t(), sa, sb_blocks.t(), out) or out, ref_block),

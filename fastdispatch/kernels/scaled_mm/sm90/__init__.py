@@ -80,7 +80,7 @@ from fastdispatch.kernels.scaled_mm.sm90 import block_scales  # noqa: F401  (sm9
 from fastdispatch.kernels.scaled_mm.sm90.config import (  # noqa: F401  (the module's names before the split)
     _TORCH_NAMES, ARCH, H100_SMS, IMPLEMENTED, OPERAND_DTYPES, OUT_DTYPES, PADDED_STRIDES, SCALE_RECIPES,
     SMEM_CAPACITY, SMEM_RESERVED, Sm90Config, _epilogue_bytes, _reduce_bytes, _stage_bytes, dtype_name,
-    kernel_supports, max_stages, smem_bytes)
+    kernel_supports, max_stages, scale_a_tma_ok, smem_bytes, with_scale_a_layout)
 from fastdispatch.kernels.scaled_mm.sm90.table import (  # noqa: F401
     BLOCK_LARGE, BLOCK_WAVES, FAST_LARGE, LARGE, LARGE_WIDE, MEDIUM, ROW_BLOCKS_GAIN, ROWWISE_WAVES, WIDE_TILE_GAIN,
     _small_m_block_config, _small_m_config, _waves, default_config, shipped_configs)
@@ -93,6 +93,8 @@ __all__ = [
     "kernel_supports",
     "max_stages",
     "ptx_sm90",
+    "scale_a_tma_ok",
+    "with_scale_a_layout",
     "raw_callable",
     "smem_bytes",
 ]
@@ -113,7 +115,7 @@ def compile_sm90(config: Sm90Config, *, has_bias: bool, out_dtype=None, keep_ptx
     if out_dtype is not None and out_dtype != cfg.out_dtype:   # the older keyword still works
         cfg = dataclasses.replace(cfg, out_dtype=out_dtype)
     spec = ArgSpec(a_dtype=cfg.a_dtype, b_dtype=cfg.b_dtype, out_dtype=cfg.out_dtype, scales=cfg.scales,
-                   padded=PADDED_STRIDES)
+                   padded=PADDED_STRIDES, scale_a_tma=cfg.scale_a_tma)
     return compile_kernel(ScaledMmSm90(cfg, has_bias), ARCH, has_bias, cfg.out_dtype, keep_ptx=keep_ptx, spec=spec)
 
 

@@ -8,6 +8,7 @@ here is traced.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -83,6 +84,10 @@ class Sm90Config:
     - ``smem_scales``: 1x128 x 128x128 block scales (no swap_ab, no split_k) reach the
       consumers through a ring of SMEM slots of their own (`scale_ring_slots`), copied there
       by a producer warp (`smem_scales`), instead of their own look-ahead loads.
+    - ``scale_a_tma``: with ``smem_scales``, A's scale rows reach each slot as one TMA copy per
+      128-deep scale block (DeepGEMM's feed) instead of 4-byte ``cp.async`` copies; the binary
+      then takes scale_a with unit stride along M, a 16-byte column stride and a 16-byte aligned
+      pointer (torch's layout when M % 4 == 0: `scale_a_tma_ok`).
     - ``a_from_leader``: with ``cluster_n > 1``, the cluster's first CTA along N loads A's
       whole tile and multicasts it (DeepGEMM's way), instead of each CTA loading its
       1/cluster_n slice and multicasting that.
@@ -108,6 +113,7 @@ class Sm90Config:
     row_blocks: int = 1
     late_scale_loads: bool = False
     smem_scales: bool = False
+    scale_a_tma: bool = False
     a_from_leader: bool = False
     num_sms: int = H100_SMS
     scales: str = "rowwise"
@@ -189,6 +195,8 @@ class Sm90Config:
         ):
             errs.append("smem_scales needs 1x128 x 128x128 block scales, no swap_ab, no split_k, "
                         "no late_scale_loads and a multiple of 32 rows per CTA tile")
+        if self.scale_a_tma and not self.smem_scales:
+            errs.append("scale_a_tma copies A's scales into the scale ring: it needs smem_scales")
         if self.a_from_leader and self.cluster_n == 1:
             errs.append("a_from_leader multicasts A along N: it needs cluster_n > 1")
         if self.stages is not None and self.stages < 2:
@@ -209,8 +217,16 @@ def scale_slot_rows(cfg: Sm90Config) -> int:
 
 def scale_slot_floats(cfg: Sm90Config) -> int:
     """``smem_scales``: floats per 128-deep scale block of a slot: the rows, the block value,
-    padding to 16 bytes."""
+    padding to 16 bytes (``scale_a_tma`` keeps the rows and the block values in two regions:
+    `smem_scales`)."""
     return scale_slot_rows(cfg) + 4
+
+
+def scale_a_tma_ok(scale_a) -> bool:
+    """Whether a [M, ceil(K/128)] fp32 scale_a tensor can be a TMA source (``scale_a_tma``):
+    unit stride along M, a column stride of a multiple of 4 floats, a 16-byte aligned pointer."""
+    return (scale_a.dim() == 2 and scale_a.stride(0) == 1 and scale_a.stride(1) % 4 == 0
+            and scale_a.data_ptr() % 16 == 0)
 
 
 def scale_ring_slots(cfg: Sm90Config, stages: int) -> int:
@@ -220,6 +236,14 @@ def scale_ring_slots(cfg: Sm90Config, stages: int) -> int:
     A/B ring's depth to land (on the lent H200 the two ran within the runs' spread of each
     other: bench/results/blockwise_sweep_2026-12-01.txt, trial 9)."""
     return 1 << (2 * stages - 1).bit_length()
+
+
+def with_scale_a_layout(cfg: Sm90Config, scale_a) -> Sm90Config:
+    """``cfg`` for this scale_a tensor: with ``scale_a_tma`` where its scales come through
+    SMEM and the tensor can be a TMA source (`scale_a_tma_ok`; the same SMEM either way)."""
+    if not cfg.smem_scales or cfg.scale_a_tma or not scale_a_tma_ok(scale_a):
+        return cfg
+    return dataclasses.replace(cfg, scale_a_tma=True)
 
 
 def _stage_bytes(cfg: Sm90Config) -> int:

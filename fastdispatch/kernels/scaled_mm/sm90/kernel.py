@@ -23,7 +23,8 @@ from fastdispatch.kernels.scaled_mm._compile import TorchLayoutEntries
 from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile
 from fastdispatch.kernels.scaled_mm.sm90 import block_scales
 from fastdispatch.kernels.scaled_mm.sm90.config import (OPERAND_DTYPES, OUT_DTYPES, Sm90Config, _epilogue_bytes,
-                                                          _scale_ring_bytes, _stage_bytes, scale_ring_slots)
+                                                          _scale_ring_bytes, _stage_bytes, scale_ring_slots,
+                                                          scale_slot_rows)
 from fastdispatch.kernels.scaled_mm.sm90.epilogue import EpilogueMixin
 from fastdispatch.kernels.scaled_mm.sm90.mainloop import MainloopMixin
 from fastdispatch.kernels.scaled_mm.sm90.producer import ProducerMixin
@@ -78,6 +79,7 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
             f"_s{c.stages}p{c.promote}{'_swap' if c.swap_ab else ''}{'_pdl' if c.pdl else ''}{f'_ovl{c.overlap_promotion}' if c.overlap_promotion else ''}"
             f"{f'_splitk{c.split_k}' if c.split_k > 1 else ''}{f'_rows{c.row_blocks}' if c.row_blocks > 1 else ''}"
             f"{'_late' if c.late_scale_loads else ''}{'_aleader' if c.a_from_leader else ''}"
+            f"{'_sfatma' if c.scale_a_tma else ''}"
             f"{'_bias' if self.has_bias else ''}"
             f"{'' if c.scales == 'rowwise' else '_' + c.scales}"
             f"{'' if (c.a_dtype, c.b_dtype, c.out_dtype) == ('e4m3', 'e4m3', 'bf16') else f'_{c.a_dtype}x{c.b_dtype}_{c.out_dtype}'}"
@@ -155,6 +157,12 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
         tma_atom_b, tma_b = cpasync.make_tiled_tma_atom(
             g2s(cfg.cluster_m), mQ, b_smem_one, (cfg.tile_n, cfg.tile_k), num_multicast=cfg.cluster_m
         )
+        # scale_a_tma: A's scale rows of a CTA tile and 128-deep scale block, one box per slot.
+        tma_atom_s, tma_s = None, None
+        if cutlass.const_expr(cfg.scale_a_tma):
+            rows = scale_slot_rows(cfg)
+            tma_atom_s, tma_s = cpasync.make_tiled_tma_atom(
+                cpasync.CopyBulkTensorTileG2SOp(), row_scale, cute.make_layout((rows, 1)), (rows, 1))
         tma_atom_c, tma_c, c_smem = None, mC, None
         if cutlass.const_expr(not cfg.swap_ab):
             c_smem = self._c_smem_layout()
@@ -172,7 +180,7 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
         self.kernel(
             tiled_mma, tma_atom_a, tma_a, tma_atom_b, tma_b, tma_atom_c, tma_c,
             row_scale, col_scale, bias, cta_layout_mnk, a_smem, b_smem, c_smem,
-            tiles_m, tiles_n, tx_bytes,
+            tiles_m, tiles_n, tx_bytes, tma_atom_s, tma_s,
         ).launch(
             grid=(*self.launch_cluster, num_clusters),
             block=[self.threads, 1, 1],
@@ -211,6 +219,8 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
         tiles_m: Int32,
         tiles_n: Int32,
         tx_bytes: cutlass.Constexpr,
+        tma_atom_s: Optional[cute.CopyAtom],
+        mRowScaleTma: Optional[cute.Tensor],
     ):
         cfg = self.cfg
         tidx, _, _ = cute.arch.thread_idx()
@@ -234,6 +244,8 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
             cpasync.prefetch_descriptor(tma_atom_b)
             if cutlass.const_expr(not cfg.swap_ab):
                 cpasync.prefetch_descriptor(tma_atom_c)
+            if cutlass.const_expr(cfg.scale_a_tma):
+                cpasync.prefetch_descriptor(tma_atom_s)
 
         @cute.struct
         class SharedStorage:
@@ -262,14 +274,15 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
             # helper would derive the signalling lanes from the launch cluster's rank).
             ab_pipe = dataclasses.replace(ab_pipe, is_signaling_thread=tidx % 32 == 0)
         # smem_scales: a slot of the scale ring is full once every lane of the loader warp saw
-        # its copies land (one cp.async arrival each), free once every consumer thread has
-        # arrived after the promotion that used its values.
+        # its copies land (one cp.async arrival each; scale_a_tma: the TMA copies' bytes after
+        # one expect-tx arrival, and lane 0's cp.async arrival for the block values), free once
+        # every consumer thread has arrived after the promotion that used its values.
         scale_pipe = None
         if cutlass.const_expr(cfg.smem_scales):
             scale_pipe = pipeline.PipelineCpAsync.create(
                 barrier_storage=storage.scale_mbar.data_ptr(),
                 num_stages=scale_ring_slots(cfg, cfg.stages),
-                producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, 32),
+                producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, 2 if cfg.scale_a_tma else 32),
                 consumer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, self.consumer_threads),
                 defer_sync=True,
             )
@@ -290,8 +303,19 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
                    for _ in range(cfg.row_blocks - 1)]
         sB = smem.allocate_tensor(self.b_dtype, b_smem.outer, byte_alignment=1024, swizzle=b_smem.inner)
         sS = None
+        scale_tma = None
         if cutlass.const_expr(cfg.smem_scales):
-            sS = smem.allocate_tensor(Float32, slot_layout(cfg), byte_alignment=16)
+            # (TMA destinations are 128-byte aligned.)
+            sS = smem.allocate_tensor(Float32, slot_layout(cfg), byte_alignment=128 if cfg.scale_a_tma else 16)
+        if cutlass.const_expr(cfg.scale_a_tma):
+            # Box (rows, 1) of A's scales -> the rows of scale block h of slot i (index h + blocks * i).
+            rows = scale_slot_rows(cfg)
+            sS_rows = cute.make_tensor(sS.iterator, cute.make_layout(
+                (rows, 1, cfg.tile_k // 128 * scale_ring_slots(cfg, cfg.stages)), stride=(1, rows, rows)))
+            gS = cute.local_tile(mRowScaleTma, (rows, 1), (None, None))   # (rows, 1, RestM, RestKB)
+            tSsS, tSgS = cpasync.tma_partition(tma_atom_s, 0, cute.make_layout(1), cute.group_modes(sS_rows, 0, 2),
+                                               cute.group_modes(gS, 0, 2))
+            scale_tma = (tma_atom_s, tSgS, tSsS)
         sRed = None
         if cutlass.const_expr(cfg.split_k > 1):
             # Partial slots, fp32 in accumulator-fragment order: (4 values, thread, vector,
@@ -344,7 +368,8 @@ class ScaledMmSm90(ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, 
             if cutlass.const_expr(cfg.smem_scales):
                 if warp_idx == 1:
                     self._scale_loader(scale_pipe, sS, mRowScale, mColScale, tiles_m, tiles_n, num_tiles,
-                                       cluster_id, num_clusters, cluster_coord, k_begin, k_count, tidx % 32)
+                                       cluster_id, num_clusters, cluster_coord, k_begin, k_count, tidx % 32,
+                                       scale_tma)
 
         # ---------------- consumer warpgroups: WGMMA + epilogue --------------------------
         if wg_idx > 0:

@@ -19,7 +19,10 @@ each other on the lent H200: bench/results/blockwise_sweep_2026-12-01.txt, trial
 
 A slot holds, per 128-deep scale block of the k-tile (two at tile_k = 256), the CTA tile's
 ``tile_m * row_blocks`` row values of A's scale, then the one 128x128 block value of B's,
-padded to 16 bytes (`config.scale_slot_floats`).
+padded to 16 bytes (`config.scale_slot_floats`). With ``scale_a_tma`` the row values come as
+one TMA copy per scale block, whose destination must be 128-byte aligned: the ring's row
+values are then one region (`tma_views`: each block's rows 128-byte aligned, as 32 rows are)
+and the block values, padded to 16 bytes each, a second one after it (the same bytes).
 """
 
 from __future__ import annotations
@@ -34,8 +37,21 @@ Float32 = cutlass.Float32
 
 def slot_layout(cfg):
     """(slot floats, scale blocks per k-tile, ring slots), the rows contiguous (sized as
-    `config._scale_ring_bytes` counts them)."""
-    return cute.make_layout((scale_slot_floats(cfg), cfg.tile_k // 128, scale_ring_slots(cfg, cfg.stages)))
+    `config._scale_ring_bytes` counts them); with ``scale_a_tma`` as many floats in one mode
+    (`tma_views` divides them)."""
+    shape = (scale_slot_floats(cfg), cfg.tile_k // 128, scale_ring_slots(cfg, cfg.stages))
+    if cfg.scale_a_tma:
+        return cute.make_layout(shape[0] * shape[1] * shape[2])
+    return cute.make_layout(shape)
+
+
+def tma_views(cfg, sS):
+    """``scale_a_tma``: the ring's (row values [rows, block, slot], block values [4, block,
+    slot]) in the allocation ``sS`` (`slot_layout`)."""
+    rows, blocks, slots = scale_slot_rows(cfg), cfg.tile_k // 128, scale_ring_slots(cfg, cfg.stages)
+    row_values = cute.make_tensor(sS.iterator, cute.make_layout((rows, blocks, slots)))
+    block_values = cute.make_tensor(sS.iterator + rows * blocks * slots, cute.make_layout((4, blocks, slots)))
+    return row_values, block_values
 
 
 class SmemValues:
@@ -51,6 +67,7 @@ class SmemValues:
         self.rows = [tCcC[2 * v1][0] + w * cfg.tile_m for v1 in range(2)]
         self.block_at = scale_slot_rows(cfg)
         self.slots = scale_ring_slots(cfg, cfg.stages)
+        self.views = tma_views(cfg, sS) if cfg.scale_a_tma else None
 
     def _slot(self, pos):
         # Ring position `pos` (the k-tile's, counted like the A/B ring's) -> (slot, phase).
@@ -62,6 +79,10 @@ class SmemValues:
         index, phase = self._slot(pos)
         if self.owner and half == 0:
             self.pipe.sync_object_full.wait(index, phase)
+        if self.views is not None:
+            row_values, block_values = self.views
+            return [row_values[(self.rows[0], half, index)], row_values[(self.rows[1], half, index)],
+                    block_values[(0, half, index)]]
         return [self.sS[(self.rows[0], half, index)], self.sS[(self.rows[1], half, index)],
                 self.sS[(self.block_at, half, index)]]
 
