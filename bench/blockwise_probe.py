@@ -19,7 +19,8 @@ RECIPE = "block_1x128_128x128"
 
 def trials(m, n, k):
     """(name, config) pairs: the table's pick and its neighbours, each also as ``<name>_late``
-    (``late_scale_loads``), ``<name>_smem`` (``smem_scales``), ``<name>_evn`` (EVICT_NORMAL
+    (``late_scale_loads``), ``<name>_smem`` (``smem_scales``; ``_smem_tma`` with ``scale_a_tma``),
+    ``<name>_evn`` (EVICT_NORMAL
     TMA loads) and the timing-only twins: ``<name>_noscale`` (constant scales), with SMEM
     scales ``<name>_nofeed`` / ``<name>_ones`` (a loader that copies nothing)."""
     out = _trials(m, n, k)
@@ -28,6 +29,8 @@ def trials(m, n, k):
             out[name + "_late"] = dataclasses.replace(cfg, late_scale_loads=True)
         if not cfg.swap_ab:
             out[name + "_smem"] = dataclasses.replace(cfg, smem_scales=True, stages=None).resolved()
+            if m % 4 == 0:   # (A's scales by TMA: torch's scale layout with M % 4 == 0)
+                out[name + "_smem_tma"] = dataclasses.replace(out[name + "_smem"], scale_a_tma=True)
     for name, cfg in list(out.items()):
         out[name + "_evn"] = cfg
         if not cfg.smem_scales:   # (its scales come through the loader: _nofeed / _ones)
@@ -83,7 +86,7 @@ def compile_nofeed(cfg, ones=False):
 
     @cute.jit
     def arrive_only(self, scale_pipe, sS, mRowScale, mColScale, tiles_m, tiles_n, num_tiles, cluster_id,
-                    num_clusters, cluster_coord, k_begin, k_count, lane):
+                    num_clusters, cluster_coord, k_begin, k_count, lane, scale_tma=None):
         state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer,
                                              scale_ring_slots(self.cfg, self.cfg.stages))
         if cutlass.const_expr(ones):   # (ordered before the consumers' reads by the arrivals)

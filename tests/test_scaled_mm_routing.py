@@ -175,7 +175,7 @@ def test_blockwise_routes_to_the_faster_kernel():
         a = torch.randn(m, k).to(E4M3)
         b = torch.randn(n, k).to(E4M3).t()
         L = -(-k // 128)
-        sb = torch.ones(n // 128, L).t() if recipe == "block_1x128_128x128" else torch.ones(L, n)
+        sb = torch.ones(-(-n // 128), L).t() if recipe == "block_1x128_128x128" else torch.ones(L, n)
         return a, b, torch.ones(L, m).t(), sb
 
     assert routing.route((9, 0), *blockwise(128, 1024), None, None, BF16) == ("sm90", None)
@@ -183,6 +183,11 @@ def test_blockwise_routes_to_the_faster_kernel():
     assert variant == "torch" and "faster" in why
     assert routing.route((9, 0), *blockwise(4096, 384), None, None, BF16) == ("sm90", None)
     assert routing.route((9, 0), *blockwise(4096, 1024, "block_1x128_1x128"), None, None, BF16) == ("sm90", None)
+    # Above M = 128: ours where the table picks the 256x128 tile and A's scales can come by TMA.
+    assert routing.route((9, 0), *blockwise(4096, 7168, n=4096), None, None, BF16) == ("sm90", None)
+    for m, n, why_part in ((4096, 2112, "128x128 tile"), (4098, 4096, "not a TMA source")):
+        variant, why = routing.route((9, 0), *blockwise(m, 7168, n=n), None, None, BF16)
+        assert variant == "torch" and "faster" in why and why_part in why, (m, n, why)
     # The 128x128x256 small-M tile (128 rows, N wide enough for 128-wide tiles) lost to cuBLAS.
     variant, why = routing.route((9, 0), *blockwise(128, 1536, n=24576), None, None, BF16)
     assert variant == "torch" and "128x128x256" in why

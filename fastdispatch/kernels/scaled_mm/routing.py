@@ -12,11 +12,13 @@ from fastdispatch.kernels.scaled_mm.args import _FLOAT8, FP8, recipe_of
 #: What the Blackwell kernel computes (compile-only here: no sm_100 GPU to extend it on).
 SM100_RECIPES = ("tensorwise", "rowwise")
 #: Blockwise 1x128 x 128x128 above this M goes to torch._scaled_mm where K is a multiple of
-#: 512: there cuBLAS's blockwise kernel is faster than ours (ours 0.85-1.05x at M = 4096 on
-#: the lent H200, 2026-12-01, SMEM scales and 256x128 tiles; 1.05-1.83x at M <= 128 but for
-#: the tiles below) and
-#: was checked correct (the DeepSeek-V3 shapes, 1.7e-3). Elsewhere ours serves: at M = 200,
-#: K = 384 torch's blockwise result was 0.26 off the fp64 product, ours 1.7e-3-class.
+#: 512 (where cuBLAS's blockwise kernel was checked correct: the DeepSeek-V3 shapes, 1.7e-3),
+#: unless the table picks our 256x128 tile with A's scales by TMA (`sm90.with_scale_a_layout`:
+#: torch's scale layout, M % 4 == 0): that ran 1.03-1.13x torch's blockwise at M = 4096 and
+#: 0.995-1.02x at 8192^3 in two runs on the lent H200 (2026-12-02), the 128x128 tile the table
+#: keeps for N = 2112 0.87-0.88x, the same 256x128 tile with its scales by cp.async ~0.96-1.0x.
+#: Elsewhere ours serves: at M = 200, K = 384 torch's blockwise result was 0.26 off the fp64
+#: product, ours 1.7e-3-class.
 BLOCKWISE_OURS_UP_TO_M = 128
 #: Tiles (tile_m, tile_n, tile_k) of our small-M blockwise configs that lose to cuBLAS where K is
 #: a multiple of 512: 128x128x256 (64 KB stages: 2-3 of them), which the table picks for 128
@@ -78,10 +80,13 @@ def kernel_gap(family: str, a, b, scale_a, scale_b, bias, scale_result, out_dtyp
     if not supported:
         return f"the {family} kernel does not implement {types}"
     if family == "sm90" and recipe == "block_1x128_128x128" and k % 512 == 0:
-        if m > BLOCKWISE_OURS_UP_TO_M:
-            return (f"blockwise at M = {m} > {BLOCKWISE_OURS_UP_TO_M}: cuBLAS's blockwise kernel is faster there "
-                    f"(ours 0.85-1.05x on the H200)")
         cfg = sm90.default_config(m, n, k, scales=recipe)
+        if m > BLOCKWISE_OURS_UP_TO_M:
+            large = sm90.with_scale_a_layout(cfg, scale_a)
+            if not (large.row_blocks > 1 and large.scale_a_tma):
+                return (f"blockwise at M = {m} > {BLOCKWISE_OURS_UP_TO_M}: cuBLAS's blockwise kernel is faster there "
+                        f"than our {cfg.tile_m * cfg.row_blocks}x{cfg.tile_n} tile"
+                        f"{'' if large.scale_a_tma else ' with scale_a not a TMA source'} (0.87-1.0x on the H200)")
         if (cfg.tile_m, cfg.tile_n, cfg.tile_k) in BLOCKWISE_TORCH_TILES:
             return (f"blockwise at M = {m}, N = {n}: our {cfg.tile_m}x{cfg.tile_n}x{cfg.tile_k} tile is slower than "
                     f"cuBLAS's blockwise kernel there (0.88-0.91x at 128x24576x1536 on the H200)")
