@@ -108,11 +108,14 @@ def compile_nofeed(cfg, ones=False):
 
 
 def _trials(m, n, k):
-    # The table's pick as the API runs it for torch's scale_a layout (A's scales by TMA where
-    # M % 4 == 0), and the same config with every scale value a cp.async (``copies``).
+    # The table's pick as the API runs it for torch's scale_a layout (A's scales by TMA above
+    # M = 128 where M % 4 == 0), and its two scale feeds: ``copies`` (every value a cp.async)
+    # and ``tma`` (``scale_a_tma``); one of them is the pick.
     copies = sm90.default_config(m, n, k, scales=RECIPE)
-    pick = dataclasses.replace(copies, scale_a_tma=copies.smem_scales and m % 4 == 0)
-    out = {"pick": pick, "copies": copies}
+    out = {"pick": sm90.with_scale_a_layout(copies, torch.empty(-(-k // 128), m).t()), "copies": copies}
+    if copies.smem_scales and m % 4 == 0:
+        out["tma"] = dataclasses.replace(copies, scale_a_tma=True)
+    pick = out["pick"]
     if m > 128:
         if pick.cluster_n > 1:   # DeepGEMM's A feed: the first CTA along N multicasts all of it
             out["aleader"] = dataclasses.replace(pick, a_from_leader=True)

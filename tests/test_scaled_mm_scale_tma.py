@@ -3,7 +3,7 @@
 as one TMA box into the scale ring instead of 4-byte ``cp.async`` copies, where scale_a has
 torch's layout (unit stride along M) with a 16-byte column stride and pointer.
 
-CPU tier: which tensors get the variant (`sm90.with_scale_a_layout`), what the loader's PTX
+CPU tier: which tensors get the variant (`sm90.with_scale_a_layout`: above M = 128), what the loader's PTX
 holds (one TMA per scale block, the block values' cp.async, two arrivals per slot). GPU tier
 (``gpu`` + ``sm90``): the variant on the table's picks and the other SMEM-scale tiles against
 the fp64 reference of `test_scaled_mm_blockwise` (bf16 out: rel. error <= 2e-3), with partial
@@ -39,16 +39,17 @@ def _scale_a(m, kb, layout="torch", offset=0):
     return torch.empty(m * kb + offset)[offset:].view(m, kb)
 
 
-@pytest.mark.parametrize("m,layout,offset,expected", [
-    (64, "torch", 0, True), (4096, "torch", 0, True), (300, "torch", 0, True),
-    (37, "torch", 0, False),        # column stride 37 floats: not 16 bytes
-    (64, "rowmajor", 0, False),     # stride 1 along K, not along M
-    (64, "torch", 1, False),        # pointer 4 bytes past 16-byte alignment
+@pytest.mark.parametrize("m,layout,offset,source,expected", [
+    (4096, "torch", 0, True, True), (300, "torch", 0, True, True),
+    (64, "torch", 0, True, False),      # M <= 128: the 4-byte copies were as fast or faster
+    (301, "torch", 0, False, False),    # column stride 301 floats: not 16 bytes
+    (4096, "rowmajor", 0, False, False),  # stride 1 along K, not along M
+    (4096, "torch", 1, False, False),   # pointer 4 bytes past 16-byte alignment
 ])
-def test_with_scale_a_layout_takes_tma_only_where_the_tensor_is_a_tma_source(m, layout, offset, expected):
-    pick = _pick(m, 2112, 7168)
+def test_with_scale_a_layout_takes_tma_only_where_the_tensor_is_a_tma_source(m, layout, offset, source, expected):
+    pick = _pick(m, 4096, 7168)
     scale_a = _scale_a(m, 56, layout, offset)
-    assert sm90.scale_a_tma_ok(scale_a) is expected
+    assert sm90.scale_a_tma_ok(scale_a) is source
     cfg = sm90.with_scale_a_layout(pick, scale_a)
     assert cfg.scale_a_tma is expected
     assert dataclasses.replace(cfg, scale_a_tma=False) == pick   # nothing else changes
@@ -58,7 +59,7 @@ def test_with_scale_a_layout_takes_tma_only_where_the_tensor_is_a_tma_source(m, 
 def test_with_scale_a_layout_leaves_configs_without_smem_scales():
     cfg = sm90.default_config(64, 2112, 7168, scales="block_1x128_1x128")
     assert not cfg.smem_scales
-    assert sm90.with_scale_a_layout(cfg, _scale_a(64, 56)) is cfg
+    assert sm90.with_scale_a_layout(cfg, _scale_a(4096, 56)) is cfg
     with pytest.raises(ValueError, match="scale_a_tma .* needs smem_scales"):
         dataclasses.replace(cfg, scale_a_tma=True)
 
@@ -105,14 +106,14 @@ def test_scale_a_tma_matches_fp64_reference(has_bias, m, n, k, tile):
 
 @pytest.mark.gpu
 @pytest.mark.sm90
-@pytest.mark.parametrize("m,expected", [(64, True), (37, False)])
+@pytest.mark.parametrize("m,expected", [(4096, True), (64, False), (37, False)])
 def test_api_routes_torchs_scale_layout_to_the_tma_loader(m, expected):
     """fastdispatch.scaled_mm with torch's BlockWise1x128 / 128x128 scales: the key's binary
-    takes A's scales by TMA where M % 4 == 0, by cp.async otherwise; both match the fp64
-    reference."""
+    takes A's scales by TMA above M = 128 (M % 4 == 0), by cp.async at small M; all match
+    the fp64 reference."""
     import fastdispatch
     from fastdispatch.kernels.scaled_mm import api
-    n, k = 2112, 7168
+    n, k = 4096, 7168
     g = torch.Generator(device="cuda").manual_seed(m)
     a = (torch.randn(m, k, device="cuda", generator=g) * 2).to(torch.float8_e4m3fn)
     bt = (torch.randn(n, k, device="cuda", generator=g) * 2).to(torch.float8_e4m3fn)

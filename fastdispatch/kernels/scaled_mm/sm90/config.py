@@ -242,10 +242,20 @@ def scale_ring_slots(cfg: Sm90Config, stages: int) -> int:
     return 1 << (2 * stages - 1).bit_length()
 
 
+#: ``scale_a_tma`` above this M (the large-M tiles). On the lent H200 (2026-12-02,
+#: bench/results/h200_2026-12-01/probe_scale_a_tma.log, probeC_small.log) the TMA feed ran
+#: 3-7% faster than the 4-byte copies at M = 4096 and the squares, but -8 .. +3% at ten shapes
+#: with M <= 128 (16x4096x7168 22.5 vs 20.7 us): a small tile's slot is a few hundred bytes,
+#: where a TMA round trip is slower than 32 lanes' cp.async.
+SCALE_A_TMA_ABOVE_M = 128
+
+
 def with_scale_a_layout(cfg: Sm90Config, scale_a) -> Sm90Config:
-    """``cfg`` for this scale_a tensor: with ``scale_a_tma`` where its scales come through
-    SMEM and the tensor can be a TMA source (`scale_a_tma_ok`; the same SMEM either way)."""
-    if not cfg.smem_scales or cfg.scale_a_tma or not scale_a_tma_ok(scale_a):
+    """``cfg`` for this [M, ceil(K/128)] scale_a tensor: with ``scale_a_tma`` where its scales
+    come through SMEM, M > `SCALE_A_TMA_ABOVE_M` and the tensor can be a TMA source
+    (`scale_a_tma_ok`; the same SMEM either way)."""
+    if (not cfg.smem_scales or cfg.scale_a_tma or scale_a.shape[0] <= SCALE_A_TMA_ABOVE_M
+            or not scale_a_tma_ok(scale_a)):
         return cfg
     return dataclasses.replace(cfg, scale_a_tma=True)
 
