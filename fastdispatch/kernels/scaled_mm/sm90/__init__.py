@@ -60,14 +60,16 @@ The package, by part and lifetime:
 - `config` (per key, plain Python): `Sm90Config`, the scale recipes and dtypes tables, SMEM
   sizing;
 - `table` (per miss, plain Python): the named and shipped configs and `default_config`;
-- `kernel` (per compile: host side traced once, device code): `ScaledMmSm90`, its launch and
-  the `kernel` function (roles, SMEM carve-up, persistent tile walk);
+- `kernel` (per compile, device code): `ScaledMmSm90` and the `kernel` function (roles,
+  SMEM carve-up, persistent tile walk);
+- `launch` (per compile, host side traced once): the WGMMA, SMEM layouts, TMA atoms and grid
+  of `_launch` (a mixin of the kernel);
 - `producer` (device code): the TMA producer and the scale loader (a mixin of the kernel);
 - `mainloop` (device code): the K loops and the split-K reduction (a mixin of the kernel);
 - `row_blocks` (device code): the K loop of tiles of several A row blocks (a mixin);
 - `epilogue` (device code): scales, bias and the stores (a mixin of the kernel);
 - `block_scales` (device code): the BlockWise factors applied at each promotion;
-- `smem_scales` (device code): the consumers' view of the scale ring;
+- `smem_scales` (device code): the consumers' view of the scale ring (and its TMA views);
 - here (per key): `compile_sm90`, `raw_callable`, `ptx_sm90`.
 """
 
@@ -78,7 +80,8 @@ import dataclasses
 from fastdispatch.kernels.scaled_mm._compile import ArgSpec, compile_kernel, ptx_of
 from fastdispatch.kernels.scaled_mm.sm90 import block_scales  # noqa: F401  (sm90.block_scales)
 from fastdispatch.kernels.scaled_mm.sm90.config import (  # noqa: F401  (the module's names before the split)
-    _TORCH_NAMES, ARCH, H100_SMS, IMPLEMENTED, OPERAND_DTYPES, OUT_DTYPES, PADDED_STRIDES, SCALE_RECIPES,
+    _TORCH_NAMES, ARCH, H100_SMS, IMPLEMENTED, OPERAND_DTYPES, OUT_DTYPES, PADDED_STRIDES, SCALE_A_TMA_ABOVE_M,
+    SCALE_RECIPES,
     SMEM_CAPACITY, SMEM_RESERVED, Sm90Config, _epilogue_bytes, _reduce_bytes, _stage_bytes, dtype_name,
     kernel_supports, max_stages, scale_a_tma_ok, smem_bytes, with_scale_a_layout)
 from fastdispatch.kernels.scaled_mm.sm90.table import (  # noqa: F401

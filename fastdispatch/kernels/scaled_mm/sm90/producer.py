@@ -1,7 +1,7 @@
 """The producer warpgroup's roles on the sm_90a kernel (device code, traced per compile):
 `ProducerMixin`, methods of `kernel.ScaledMmSm90`. Warp 0 issues every TMA load of the A/B
 ring; with ``smem_scales`` warp 1 copies each k-tile's block-scale values into the scale
-ring (`smem_scales`). Both walk this CTA's tiles in the consumers' order, each on its own
+ring (`smem_scales`; A's rows by TMA with ``scale_a_tma``). Both walk this CTA's tiles in the consumers' order, each on its own
 ring; the other two warps only give their registers back.
 """
 
