@@ -122,6 +122,19 @@ def _trials(m, n, k):
         for name, change in (("overlap0", dict(overlap_promotion=0)), ("c1x2", dict(cluster_m=1, cluster_n=2)),
                              ("c2x2", dict(cluster_n=2)), ("group16", dict(group_m=16))):
             out[name] = dataclasses.replace(pick, **change, stages=None).resolved()
+        # Tiles over several of B's 128-column scale blocks (SMEM scales only): 128x176 (N = 2112:
+        # 12 x 32 tiles = 2.9 waves, where 128x128 makes 4.1), 128x192, 256x96 (DeepGEMM's
+        # 256x88 needs an 8-column epilogue); A's scales fed as the pick feeds them.
+        span = dataclasses.replace(sm90.LARGE, scales=RECIPE, overlap_promotion=0, smem_scales=True,
+                                   scale_a_tma=pick.scale_a_tma, stages=None)
+        for name, change in (("span176", dict(tile_n=176, epi_n=16, epi_stages=4)),
+                             ("span176_e11", dict(tile_n=176, epi_n=16, epi_stages=11)),
+                             ("span176_c1x2", dict(tile_n=176, epi_n=16, epi_stages=4, cluster_m=1, cluster_n=2)),
+                             ("span176_sm128", dict(tile_n=176, epi_n=16, epi_stages=4, num_sms=128)),
+                             ("span192", dict(tile_n=192, epi_n=64, epi_stages=3))):
+            out[name] = dataclasses.replace(span, **change).resolved()
+        out["rows2_96"] = dataclasses.replace(sm90.BLOCK_LARGE, tile_n=96, epi_n=32, epi_stages=6,
+                                              scale_a_tma=pick.scale_a_tma, stages=None).resolved()
         # DeepGEMM's 256x128 tiles (two 128-row blocks per k-stage), A multicast over 1x2 or not;
         # its epilogue (the whole tile staged, one barrier: 3 stages), its 128-SM grid, 64-wide
         # tiles (N = 2112: 33 x 16 tiles = 4 waves, where 128-wide tiles make 2.06)

@@ -15,12 +15,15 @@ replacing them with constants). The distinct values
 per thread come from the WGMMA accumulator layout (CUTLASS's 64xN C layout): thread values
 (v0, v1, v2) of shape (2, 2, N/8) sit at row +8*v1 and column +v0 +8*v2 of the thread's
 first element, so a thread holds 2 distinct rows and N/4 distinct columns; one 128x128 block
-scale covers the whole tile (tiles never straddle a 128-column block: `Sm90Config` checks).
+scale covers the whole tile (tiles never straddle a 128-column block: `Sm90Config` checks),
+except with ``smem_scales``, where a tile may span up to 3 (`_spanning_factors`).
 """
 from __future__ import annotations
 
 import cutlass
 import cutlass.cute as cute
+
+from fastdispatch.kernels.scaled_mm.sm90.config import scale_b_blocks
 
 
 def _sides(cfg):
@@ -112,7 +115,11 @@ def snapshot(raw):
 
 def factors(cfg, vals, count):
     """Per accumulator element (``count`` of them) its scale factor from one block's loaded
-    values, as a list (repeated values are the same register): row x column x block."""
+    values, as a list (repeated values are the same register): row x column x block. A tile
+    that spans several of B's 128-column blocks (``smem_scales``: `_spanning_factors`) takes
+    its columns' block values by a select per 8-column group."""
+    if cfg.smem_scales and scale_b_blocks(cfg) > 1:
+        return _spanning_factors(cfg, vals, count)
     has_rows, has_cols, has_block = _sides(cfg)
     n_cols = cfg.tile_n // 4
     rows = vals[:2] if has_rows else None
@@ -132,6 +139,29 @@ def factors(cfg, vals, count):
             out.append(rows[r])
         else:
             out.append(rows[r] * cols[c])
+    return out
+
+
+def _spanning_factors(cfg, vals, count):
+    """`factors` for a tile over ``spans`` = `scale_b_blocks` of B's blocks: ``vals`` = [row 0,
+    row 1, the blocks' values, the tile columns where blocks 2.. begin] (`SmemValues.take`).
+    An accumulator element's columns come in groups of 8 (value i is in group i // 4), each
+    within one block (the bounds are multiples of 8): group g takes block j's value where
+    bound j - 1 <= 8 g. The bounds are the tile's, so the selects are warp-uniform (DeepGEMM's
+    predicate per group: 2 FMULs per extra block and a select per group and row per k-tile)."""
+    spans = scale_b_blocks(cfg)
+    rows, blocks, bounds = vals[:2], vals[2:2 + spans], vals[2 + spans:]
+    products = [[r * b for b in blocks] for r in rows]   # [row][block]
+    chosen = {}
+    out = []
+    for i in range(count):
+        r, g = (i // 2) % 2, i // 4
+        if (r, g) not in chosen:
+            f = products[r][0]
+            for j in range(1, spans):
+                f = cutlass.select_(bounds[j - 1] <= 8 * g, products[r][j], f)
+            chosen[(r, g)] = f
+        out.append(chosen[(r, g)])
     return out
 
 

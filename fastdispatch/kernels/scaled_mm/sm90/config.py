@@ -9,6 +9,7 @@ here is traced.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -83,7 +84,8 @@ class Sm90Config:
       `mainloop._refill_values`).
     - ``smem_scales``: 1x128 x 128x128 block scales (no swap_ab, no split_k) reach the
       consumers through a ring of SMEM slots of their own (`scale_ring_slots`), copied there
-      by a producer warp (`smem_scales`), instead of their own look-ahead loads.
+      by a producer warp (`smem_scales`), instead of their own look-ahead loads. Only then may
+      ``tile_n`` not divide 128: a tile spans up to 3 of B's scale blocks (`scale_b_blocks`).
     - ``scale_a_tma``: with ``smem_scales``, A's scale rows reach each slot as one TMA copy per
       128-deep scale block (DeepGEMM's feed) instead of 4-byte ``cp.async`` copies; the binary
       then takes scale_a with unit stride along M, a 16-byte column stride and a 16-byte aligned
@@ -134,8 +136,10 @@ class Sm90Config:
                         "no swap_ab and no overlap_promotion")
         elif self.scales != "rowwise" and self.tile_m // self.consumer_wgs != 64:
             errs.append("block scales need 64 rows per consumer warpgroup (one m64 WGMMA accumulator)")
-        elif self.scales != "rowwise" and 128 % (self.tile_m if self.swap_ab else self.tile_n):
-            errs.append("block scales need the tile's side along N to divide 128 (one 128x128 scale block)")
+        elif self.scales != "rowwise" and 128 % (self.tile_m if self.swap_ab else self.tile_n) and not self.smem_scales:
+            # (Through SMEM slots a tile may span up to 3 scale blocks along N: `scale_b_blocks`.)
+            errs.append("block scales need the tile's side along N to divide 128 (one 128x128 scale block) "
+                        "unless they come through SMEM (smem_scales)")
         if self.a_dtype not in OPERAND_DTYPES or self.b_dtype not in OPERAND_DTYPES:
             errs.append(f"a_dtype and b_dtype must be in {tuple(OPERAND_DTYPES)}")
         if self.out_dtype not in OUT_DTYPES:
@@ -215,10 +219,19 @@ def scale_slot_rows(cfg: Sm90Config) -> int:
     return cfg.tile_m * cfg.row_blocks
 
 
+def scale_b_blocks(cfg: Sm90Config) -> int:
+    """``smem_scales``: the most 128-column scale blocks of B one tile's columns touch. 1 where
+    tile_n divides 128; else 2 or 3 (tile n starts at column n * tile_n, a multiple of
+    gcd(tile_n, 128), so it begins at most 128 - gcd columns into a block): 2 for 88 or 192
+    columns, 3 for 176. DeepGEMM's tiles that fill the SMs (256x88 at N = 2112) need it."""
+    step = math.gcd(cfg.tile_n, 128)
+    return (cfg.tile_n + 128 - step - 1) // 128 + 1
+
+
 def scale_slot_floats(cfg: Sm90Config) -> int:
-    """``smem_scales``: floats per 128-deep scale block of a slot: the rows, the block value,
-    padding to 16 bytes (``scale_a_tma`` keeps the rows and the block values in two regions:
-    `smem_scales`)."""
+    """``smem_scales``: floats per 128-deep scale block of a slot: the rows, the tile's
+    `scale_b_blocks` block values (at most 3), padding to 16 bytes (``scale_a_tma`` keeps the
+    rows and the block values in two regions: `smem_scales`)."""
     return scale_slot_rows(cfg) + 4
 
 

@@ -314,7 +314,7 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Ep
                     # Block scales: what the K loop needs to load each k-tile's factors.
                     blocks = None
                     if cutlass.const_expr(cfg.smem_scales):
-                        blocks = (SmemValues(cfg, sS, scale_pipe, tCcC, 0), None)
+                        blocks = (SmemValues(cfg, sS, scale_pipe, tCcC, 0).at_tile(tn), None)
                     elif cutlass.const_expr(self.blockwise):
                         # (k_begin counts k-tiles; the scales count 128-deep blocks.)
                         ctx = block_scales.tile_context(cfg, tCcC, tm, tn, k_begin * (cfg.tile_k // 128), mRowScale,

@@ -13,7 +13,7 @@ import cutlass.pipeline as pipeline
 from cutlass.cute.nvgpu import cpasync
 
 from fastdispatch.kernels.scaled_mm._schedule import load_k_tiles
-from fastdispatch.kernels.scaled_mm.sm90.config import scale_ring_slots, scale_slot_rows
+from fastdispatch.kernels.scaled_mm.sm90.config import scale_b_blocks, scale_ring_slots, scale_slot_rows
 from fastdispatch.kernels.scaled_mm.sm90.smem_scales import tma_views
 
 Float32, Int32 = cutlass.Float32, cutlass.Int32
@@ -64,9 +64,9 @@ class ProducerMixin:
                       cluster_id, num_clusters, cluster_coord, k_begin, k_count, lane, scale_tma=None):
         """For every k-tile of this CTA's tiles, in the consumers' order: wait until the
         next slot of the scale ring is free, copy the k-tile's scale values into it (lane l:
-        rows l, l + 32, ...; lane 0: the block value), then arrive on the slot's full
-        barrier when the copies land (``cp.async.mbarrier.arrive.noinc``, one arrival per
-        lane). With ``scale_a_tma`` (``scale_tma``: the TMA atom and partitions of A's
+        rows l, l + 32, ...; lane 0: the tile's `scale_b_blocks` block values), then arrive
+        on the slot's full barrier when the copies land (``cp.async.mbarrier.arrive.noinc``,
+        one arrival per lane). With ``scale_a_tma`` (``scale_tma``: the TMA atom and partitions of A's
         scales) the rows come as one TMA copy per scale block instead (`_scale_loader_tma`)."""
         if cutlass.const_expr(scale_tma is not None):
             self._scale_loader_tma(scale_pipe, sS, mColScale, tiles_m, tiles_n, num_tiles, cluster_id, num_clusters,
@@ -74,6 +74,12 @@ class ProducerMixin:
         else:
             self._scale_loader_copies(scale_pipe, sS, mRowScale, mColScale, tiles_m, tiles_n, num_tiles,
                                       cluster_id, num_clusters, cluster_coord, k_begin, k_count, lane)
+
+    @staticmethod
+    def _block_of(nb, b, mColScale):
+        """B's scale block column of the tile's ``b``-th block (its first is ``nb``): past the
+        last one (the last tile's, beyond N) clamped to a valid, unused value."""
+        return nb if b == 0 else cutlass.min(nb + b, mColScale.shape[1] - 1)
 
     @cute.jit
     def _scale_loader_tma(self, scale_pipe, sS, mColScale, tiles_m, tiles_n, num_tiles, cluster_id, num_clusters,
@@ -87,6 +93,7 @@ class ProducerMixin:
         halves = cfg.tile_k // 128
         rows = scale_slot_rows(cfg)
         atom_s, tSgS, tSsS = scale_tma
+        spans = scale_b_blocks(cfg)
         _, block_values = tma_views(cfg, sS)
         atom = cute.make_copy_atom(cpasync.CopyG2SOp(), Float32, num_bits_per_copy=32)
         kb_last = mColScale.shape[0] - 1
@@ -94,7 +101,7 @@ class ProducerMixin:
         tile = cluster_id
         while tile < num_tiles:
             tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
-            nb = tn * cfg.tile_n // 128
+            nb = tn * cfg.tile_n // 128   # the tile's first 128-column block of N
             for kt in cutlass.range(k_count, unroll=1):
                 scale_pipe.sync_object_empty.wait(state.index, state.phase)
                 full = scale_pipe.sync_object_full.get_barrier(state.index)
@@ -106,7 +113,9 @@ class ProducerMixin:
                 if lane == 0:
                     for h in cutlass.range_constexpr(halves):
                         kb = cutlass.min((k_begin + kt) * halves + h, kb_last)
-                        cute.copy(atom, _one(mColScale, (kb, nb)), _one(block_values, (0, h, state.index)))
+                        for b in cutlass.range_constexpr(spans):
+                            cute.copy(atom, _one(mColScale, (kb, self._block_of(nb, b, mColScale))),
+                                      _one(block_values, (b, h, state.index)))
                     scale_pipe.producer_commit(state)
                 state.advance()
             tile += num_clusters
@@ -121,6 +130,7 @@ class ProducerMixin:
         halves = cfg.tile_k // 128
         rows = scale_slot_rows(cfg)
         atom = cute.make_copy_atom(cpasync.CopyG2SOp(), Float32, num_bits_per_copy=32)
+        spans = scale_b_blocks(cfg)
         row_last = mRowScale.shape[0] - 1
         kb_last = mRowScale.shape[1] - 1
         state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, scale_ring_slots(cfg, cfg.stages))
@@ -128,7 +138,7 @@ class ProducerMixin:
         while tile < num_tiles:
             tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
             r0 = tm * rows
-            nb = tn * cfg.tile_n // 128   # the tile's one 128-column block of N
+            nb = tn * cfg.tile_n // 128   # the tile's first 128-column block of N
             for kt in cutlass.range(k_count, unroll=1):
                 scale_pipe.sync_object_empty.wait(state.index, state.phase)
                 for h in cutlass.range_constexpr(halves):
@@ -139,7 +149,9 @@ class ProducerMixin:
                         cute.copy(atom, _one(mRowScale, (cutlass.min(r0 + r, row_last), kb)),
                                   _one(sS, (r, h, state.index)))
                     if lane == 0:
-                        cute.copy(atom, _one(mColScale, (kb, nb)), _one(sS, (rows, h, state.index)))
+                        for b in cutlass.range_constexpr(spans):
+                            cute.copy(atom, _one(mColScale, (kb, self._block_of(nb, b, mColScale))),
+                                      _one(sS, (rows + b, h, state.index)))
                 scale_pipe.producer_commit(state)
                 state.advance()
             tile += num_clusters

@@ -53,7 +53,7 @@ class RowBlocksMixin:
         tCrAs, accs, block_rings = row_state
         scales = [None] * cfg.row_blocks
         if cutlass.const_expr(cfg.smem_scales):
-            scales = [(view, None) for view in block_rings]
+            scales = [(view.at_tile(tn), None) for view in block_rings]
         elif cutlass.const_expr(self.blockwise):
             for w in cutlass.range_constexpr(cfg.row_blocks):
                 ctx = block_scales.tile_context(cfg, tCcC, tm * cfg.row_blocks + w, tn, k_begin, mRowScale, mColScale)

@@ -18,8 +18,9 @@ copies arrived on the stage's full barrier; the two designs ran within the runs'
 each other on the lent H200: bench/results/blockwise_sweep_2026-12-01.txt, trial 9.)
 
 A slot holds, per 128-deep scale block of the k-tile (two at tile_k = 256), the CTA tile's
-``tile_m * row_blocks`` row values of A's scale, then the one 128x128 block value of B's,
-padded to 16 bytes (`config.scale_slot_floats`). With ``scale_a_tma`` the row values come as
+``tile_m * row_blocks`` row values of A's scale, then the 128x128 block values of B's that
+the tile's columns touch (one, or up to 3 for tiles that do not divide 128 columns:
+`config.scale_b_blocks`), padded to 16 bytes (`config.scale_slot_floats`). With ``scale_a_tma`` the row values come as
 one TMA copy per scale block, whose destination must be 128-byte aligned: the ring's row
 values are then one region (`tma_views`: each block's rows 128-byte aligned, as 32 rows are)
 and the block values, padded to 16 bytes each, a second one after it (the same bytes).
@@ -27,10 +28,13 @@ and the block values, padded to 16 bytes each, a second one after it (the same b
 
 from __future__ import annotations
 
+import copy
+
 import cutlass
 import cutlass.cute as cute
 
-from fastdispatch.kernels.scaled_mm.sm90.config import scale_ring_slots, scale_slot_floats, scale_slot_rows
+from fastdispatch.kernels.scaled_mm.sm90.config import (scale_b_blocks, scale_ring_slots, scale_slot_floats,
+                                                        scale_slot_rows)
 
 Float32 = cutlass.Float32
 
@@ -60,14 +64,27 @@ class SmemValues:
     block 0 waits for a slot and frees it; the others read the same slot after it."""
 
     def __init__(self, cfg, sS, scale_pipe, tCcC, w):
+        self.cfg = cfg
         self.halves = cfg.tile_k // 128
         self.sS = sS
         self.pipe = scale_pipe
         self.owner = w == 0
         self.rows = [tCcC[2 * v1][0] + w * cfg.tile_m for v1 in range(2)]
         self.block_at = scale_slot_rows(cfg)
+        self.spans = scale_b_blocks(cfg)
+        self.bounds = []
         self.slots = scale_ring_slots(cfg, cfg.stages)
         self.views = tma_views(cfg, sS) if cfg.scale_a_tma else None
+
+    def at_tile(self, tn):
+        """This view for the CTA tile of column ``tn`` (traced in its loop body): where its
+        tile spans several of B's scale blocks (`scale_b_blocks`), the tile columns at which
+        its 2nd and 3rd blocks begin (a multiple of 8: the tile starts at a multiple of 8)."""
+        view = copy.copy(self)
+        if self.spans > 1:
+            into = tn * self.cfg.tile_n % 128   # columns of the first block before the tile
+            view.bounds = [128 * j - into for j in range(1, self.spans)]
+        return view
 
     def _slot(self, pos):
         # Ring position `pos` (the k-tile's, counted like the A/B ring's) -> (slot, phase).
@@ -75,16 +92,19 @@ class SmemValues:
 
     def take(self, pos, half):
         """The values of scale block ``half`` of the k-tile at ring position ``pos``, once
-        they landed: [row 0, row 1, block], `block_scales.factors`' order."""
+        they landed: [row 0, row 1, block values..., bounds...], `block_scales.factors`'
+        order (one block value and no bounds unless the tile spans blocks: `at_tile`)."""
         index, phase = self._slot(pos)
         if self.owner and half == 0:
             self.pipe.sync_object_full.wait(index, phase)
         if self.views is not None:
             row_values, block_values = self.views
-            return [row_values[(self.rows[0], half, index)], row_values[(self.rows[1], half, index)],
-                    block_values[(0, half, index)]]
-        return [self.sS[(self.rows[0], half, index)], self.sS[(self.rows[1], half, index)],
-                self.sS[(self.block_at, half, index)]]
+            rows = [row_values[(self.rows[0], half, index)], row_values[(self.rows[1], half, index)]]
+            blocks = [block_values[(b, half, index)] for b in range(self.spans)]
+        else:
+            rows = [self.sS[(self.rows[0], half, index)], self.sS[(self.rows[1], half, index)]]
+            blocks = [self.sS[(self.block_at + b, half, index)] for b in range(self.spans)]
+        return rows + blocks + self.bounds
 
     def release(self, pos):
         """The k-tile at ``pos`` has been promoted: its slot may be refilled (every consumer

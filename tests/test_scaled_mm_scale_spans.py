@@ -1,0 +1,81 @@
+"""Hopper tiles that span several of B's 128x128 scale blocks along N (``smem_scales``,
+`sm90.scale_b_blocks`): a tile of 176 or 192 columns (or 96 in the 256-row tile) starts
+inside a block and reaches into the next one or two. The loader copies every block value the
+tile touches into the slot; the promotion picks each 8-column group's value (DeepGEMM's
+predicate per group).
+
+CPU tier: how many blocks a tile can touch, which configs may span, the loader's PTX (one
+cp.async per block value). GPU tier (``gpu`` + ``sm90``): spanning tiles against the fp64
+reference of `test_scaled_mm_blockwise` (bf16 out: rel. error <= 2e-3; a wrong block for a
+column group shows as an error of the order of the scales' spread, ~1), outputs poisoned
+with NaN, the last tile past N (its clamped block values unused) and partial tiles along M.
+"""
+import dataclasses
+import types
+
+import pytest
+
+cutlass = pytest.importorskip("cutlass", reason="nvidia-cutlass-dsl not installed")
+sm90 = pytest.importorskip("fastdispatch.kernels.scaled_mm.sm90")
+
+from fastdispatch.kernels.scaled_mm._ptx import count_ptx_ops  # noqa: E402
+from fastdispatch.kernels.scaled_mm.sm90.config import scale_b_blocks  # noqa: E402
+# (pytest puts tests/ on sys.path: the blockwise tests' runner)
+from test_scaled_mm_blockwise import _run_block  # noqa: E402
+
+RECIPE = "block_1x128_128x128"
+#: The spanning tiles: 128x176 and 128x192 (2 consumer warpgroups of 64 rows), and DeepGEMM's
+#: 256-row tile 96 wide; A's scales by cp.async and by TMA.
+SPAN_176 = sm90.Sm90Config(tile_m=128, tile_n=176, tile_k=128, consumer_wgs=2, cluster_m=2, promote=1, epi_n=16,
+                           epi_stages=4, scales=RECIPE, smem_scales=True)
+SPANNING = {
+    "176": SPAN_176,
+    "176_tma": dataclasses.replace(SPAN_176, scale_a_tma=True),
+    "192": dataclasses.replace(SPAN_176, tile_n=192, epi_n=64, epi_stages=3),
+    "rows2_96_tma": dataclasses.replace(sm90.BLOCK_LARGE, tile_n=96, epi_n=32, epi_stages=6, scale_a_tma=True),
+}
+
+
+@pytest.mark.parametrize("tile_n", [8, 16, 64, 88, 96, 112, 128, 144, 176, 192, 248, 256])
+def test_scale_b_blocks_is_the_most_blocks_any_tile_touches(tile_n):
+    # Tile n covers columns [n * tile_n, (n + 1) * tile_n); the pattern repeats every 128 tiles.
+    touched = max(len({(n * tile_n + c) // 128 for c in range(tile_n)}) for n in range(128))
+    assert scale_b_blocks(types.SimpleNamespace(tile_n=tile_n)) == touched   # (it reads tile_n only)
+    assert touched <= 3   # the slot keeps 4 floats for the block values
+
+
+def test_only_smem_scales_let_a_tile_span_blocks():
+    sm90.Sm90Config(**{**dataclasses.asdict(SPAN_176)})   # accepted
+    with pytest.raises(ValueError, match="divide 128 .* unless they come through SMEM"):
+        dataclasses.replace(SPAN_176, smem_scales=False)
+    assert scale_b_blocks(sm90.BLOCK_LARGE) == 1 and scale_b_blocks(sm90.LARGE) == 1
+
+
+@pytest.mark.parametrize("name", ["176", "176_tma", "rows2_96_tma"])
+def test_loader_copies_every_block_value_the_tile_touches(name):
+    """Per 128-deep scale block of a k-tile, lane 0 issues one cp.async per block value
+    (`scale_b_blocks` of them) besides the rows' copies (32 lanes x rows / 32) or box; the
+    promotion selects among the values (``selp.f32``), which the one-block tile does not."""
+    cfg = SPANNING[name].resolved()
+    spans = scale_b_blocks(cfg)
+    rows = cfg.tile_m * cfg.row_blocks
+    ops = count_ptx_ops(sm90.ptx_sm90(cfg), ("cp.async.ca.shared.global", "selp.f32"))
+    row_copies = 0 if cfg.scale_a_tma else rows // 32
+    assert ops["cp.async.ca.shared.global"] == row_copies + spans, (ops, spans)
+    assert ops["selp.f32"] > 0
+    one_block = dataclasses.replace(cfg, tile_n=128, epi_n=32 if cfg.row_blocks == 1 else 64,
+                                    epi_stages=4, stages=None).resolved()
+    base = count_ptx_ops(sm90.ptx_sm90(one_block), ("cp.async.ca.shared.global", "selp.f32"))
+    assert base["cp.async.ca.shared.global"] == row_copies + 1 and base["selp.f32"] == 0, base
+
+
+@pytest.mark.gpu
+@pytest.mark.sm90
+@pytest.mark.parametrize("has_bias", [False, True])
+@pytest.mark.parametrize("m,n,k", [(300, 2112, 1040), (128, 400, 1024), (4096, 2112, 7168), (1000, 4224, 640)])
+@pytest.mark.parametrize("name", list(SPANNING))
+def test_spanning_tiles_match_fp64_reference(has_bias, m, n, k, name):
+    # N = 2112: twelve 176-wide tiles (the 2nd .. 11th start inside a block, some touch 3);
+    # N = 400: the last tile mostly past N (its second and third block values clamped);
+    # M = 300 / 1000: partial row tiles; K = 1040: 9 scale blocks, the last partial.
+    _run_block(SPANNING[name].resolved(), m, n, k, has_bias)
