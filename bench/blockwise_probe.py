@@ -133,6 +133,10 @@ def _trials(m, n, k):
                              ("span176_sm128", dict(tile_n=176, epi_n=16, epi_stages=4, num_sms=128)),
                              ("span192", dict(tile_n=192, epi_n=64, epi_stages=3))):
             out[name] = dataclasses.replace(span, **change).resolved()
+        # The table's other large-M picks, as the pick feeds A's scales (where it is the span tile).
+        out["large"] = dataclasses.replace(sm90.LARGE, scales=RECIPE, smem_scales=True, scale_a_tma=pick.scale_a_tma,
+                                           stages=None).resolved()
+        out["block_large"] = dataclasses.replace(sm90.BLOCK_LARGE, scale_a_tma=pick.scale_a_tma, stages=None).resolved()
         out["rows2_96"] = dataclasses.replace(sm90.BLOCK_LARGE, tile_n=96, epi_n=32, epi_stages=6,
                                               scale_a_tma=pick.scale_a_tma, stages=None).resolved()
         # DeepGEMM's 256x128 tiles (two 128-row blocks per k-stage), A multicast over 1x2 or not;

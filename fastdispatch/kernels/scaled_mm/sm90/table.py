@@ -27,6 +27,19 @@ BLOCK_LARGE = dataclasses.replace(BLOCK_WAVES, epi_n=64, epi_stages=4, num_sms=1
 #: coarser waves aside: 1.05-1.07 at full waves on the lent H200 (4096x4096x7168, 8192^3).
 ROW_BLOCKS_GAIN = 1.06
 
+#: Where 128-wide tiles leave the last wave mostly empty: 128x176 tiles, which span up to three
+#: of B's 128-column scale blocks (`config.scale_b_blocks`; SMEM scales only). N = 2112 is
+#: 12 x 176: 2.9 waves at M = 4096 where 128x128 makes 4.1. On the lent H200 (2026-12-02,
+#: bench/results/h200_2026-12-02/probeS.log) 128.9 us against the 128x128 tile's 136.5
+#: (DeepGEMM's 256x88 120.0; 128x192 143.2, 256x96 141.5; the whole tile staged, 16x11, the
+#: same 128.7).
+BLOCK_SPAN = Sm90Config(tile_m=128, tile_n=176, tile_k=128, consumer_wgs=2, cluster_m=2, promote=1, epi_n=16,
+                        epi_stages=4, scales="block_1x128_128x128", smem_scales=True)
+#: Its work per column against the 128x128 tile's in the waves x width estimate: 0.875, from
+#: that pair (3 waves x 176 against 5 x 128 columns, 128.9 vs 136.5 us; the 128x128 tile's
+#: short last wave runs faster than a full one, which the estimate does not see).
+SPAN_TILE_GAIN = 0.875
+
 #: Shipped configs: (name, config). `default_config` picks among them; tests compile each.
 FAST_LARGE = Sm90Config(tile_m=128, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0)
 # 128x128 tiles, each promotion overlapped with the next k-tile's WGMMAs (groups of 4 k-tiles),
@@ -125,9 +138,12 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
         cfg = MEDIUM
     elif smem:
         # The 256x128 tile where its coarser waves cost less than its gain (N = 2112: 2.06
-        # waves of 256x128 tiles, 4.1 of 128x128: the smaller tile, measured 134.6 vs 149.6 us).
-        rows2 = _waves(BLOCK_LARGE, m, n) * 2 / ROW_BLOCKS_GAIN
-        cfg = BLOCK_LARGE if rows2 <= _waves(LARGE, m, n) else LARGE
+        # waves of 256x128 tiles, 4.1 of 128x128: the smaller tile, measured 134.6 vs 149.6 us),
+        # the 176-wide one where its waves come out fewer still (N = 2112: 2.9).
+        estimates = {BLOCK_LARGE: _waves(BLOCK_LARGE, m, n) * 256 / ROW_BLOCKS_GAIN,
+                     LARGE: _waves(LARGE, m, n) * 128,
+                     BLOCK_SPAN: _waves(BLOCK_SPAN, m, n) * 176 / SPAN_TILE_GAIN}
+        cfg = min(estimates, key=estimates.get)   # (ties: the first, as before)
     elif blockwise:
         cfg = LARGE
     else:
