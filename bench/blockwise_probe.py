@@ -137,6 +137,17 @@ def _trials(m, n, k):
         out["large"] = dataclasses.replace(sm90.LARGE, scales=RECIPE, smem_scales=True, scale_a_tma=pick.scale_a_tma,
                                            stages=None).resolved()
         out["block_large"] = dataclasses.replace(sm90.BLOCK_LARGE, scale_a_tma=pick.scale_a_tma, stages=None).resolved()
+        # Mid M (one or two waves): 128-row tiles of every width the SMEM scales allow up to the
+        # registers' 192 (DeepGEMM picks its width by waves, then the last wave's fill), and
+        # 64-row ones (one consumer warpgroup).
+        if m <= 2048:
+            for width in (96, 112, 128, 144, 160, 176, 192):
+                epi_n = 32 if width % 32 == 0 else 16
+                out[f"w{width}"] = dataclasses.replace(span, tile_n=width, epi_n=epi_n, epi_stages=4).resolved()
+            for width in (128, 176):
+                epi_n = 32 if width % 32 == 0 else 16
+                out[f"m64_w{width}"] = dataclasses.replace(span, tile_m=64, consumer_wgs=1, tile_n=width, epi_n=epi_n,
+                                                           epi_stages=4).resolved()
         out["rows2_96"] = dataclasses.replace(sm90.BLOCK_LARGE, tile_n=96, epi_n=32, epi_stages=6,
                                               scale_a_tma=pick.scale_a_tma, stages=None).resolved()
         # DeepGEMM's 256x128 tiles (two 128-row blocks per k-stage), A multicast over 1x2 or not;
@@ -171,6 +182,7 @@ def main():
     parser.add_argument("--unit-scales", action="store_true",
                         help="every scale 1.0 (same layouts), for every trial and DeepGEMM: what the values cost "
                              "(power at the cap) apart from moving them")
+    parser.add_argument("--torch", action="store_true", help="time torch._scaled_mm's blockwise beside the trials")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
@@ -213,6 +225,9 @@ def main():
         if dg:
             sa_dg = deep_gemm.get_col_major_tma_aligned_tensor(sa)
             calls["deepgemm"] = (lambda: deep_gemm.gemm_fp8_fp8_bf16_nt((a, sa_dg), (bt, sb), out), None)
+        if args.torch:   # torch's blockwise (cuBLAS), what fastdispatch.scaled_mm routes to otherwise
+            calls["torch"] = (lambda: torch._scaled_mm(a, bt.t(), scale_a=sa, scale_b=sb.t(), out_dtype=torch.bfloat16),
+                              None)
         times = {name: [] for name in calls}
         for _ in range(2):
             for name, (call, _) in calls.items():
@@ -221,8 +236,10 @@ def main():
         for name, (_, cfg) in calls.items():
             us = statistics.median(times[name])
             vs = f" {dg_us / us:5.3f}x DG" if dg_us else ""
+            if "torch" in times:
+                vs += f" {statistics.median(times['torch']) / us:5.3f}x torch"
             what = (f"{cfg.tile_m * cfg.row_blocks}x{cfg.tile_n} swap={cfg.swap_ab} c={cfg.cluster_m}x{cfg.cluster_n} "
-                    f"st={cfg.stages} epi={cfg.epi_n}x{cfg.epi_stages} sms={cfg.num_sms}") if cfg else "DeepGEMM"
+                    f"st={cfg.stages} epi={cfg.epi_n}x{cfg.epi_stages} sms={cfg.num_sms}") if cfg else name
             print(f"{m}x{n}x{k} {name:<14} {us:7.1f} us {2 * m * n * k / us / 1e6:6.0f} TFLOP/s{vs}  {what}", flush=True)
 
 
