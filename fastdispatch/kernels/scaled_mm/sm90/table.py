@@ -154,6 +154,47 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
     return dataclasses.replace(cfg, **types, **smem).resolved()
 
 
+#: The widths `block_tile_by_waves` considers: multiples of 16 (the epilogue's subtiles) up
+#: to 192 (two fp32 accumulators of 64 x 192 / 128 = 96 registers per thread).
+WAVE_WIDTHS = tuple(range(16, 193, 16))
+
+
+def block_tile_by_waves(m: int, n: int, num_sms: int = H100_SMS) -> Sm90Config:
+    """DeepGEMM's tile choice for 1x128 x 128x128 block scales (its `get_best_configs`) in our
+    tiles: the fewest waves of 64- or 128-row tiles 16..192 wide (SMEM scales: any width) or
+    of the 256x128 tile, then the fullest last wave; equal fills prefer, as DeepGEMM does, the
+    narrower of two tiles of one height or the shorter of one width, else the wider. The grid
+    then takes only the SMs those waves need (DeepGEMM: less L2 and a higher clock), and B is
+    multicast over a 2x1 cluster from M = 512 where the tile rows pair up."""
+    def tiles(rows, width):
+        return -(-m // rows) * -(-n // width)
+
+    best = None
+    for rows in (64, 128, 256):
+        for width in ((128,) if rows == 256 else WAVE_WIDTHS):
+            count = tiles(rows, width)
+            waves, fill = -(-count // num_sms), count % num_sms or num_sms
+            if best is not None:
+                b_rows, b_width, b_waves, b_fill = best
+                better = waves < b_waves or (waves == b_waves and (fill > b_fill or fill == b_fill and (
+                    (rows == b_rows and width < b_width) or (width == b_width and rows < b_rows)
+                    or (rows != b_rows and width > b_width))))
+                if not better:
+                    continue
+            best = (rows, width, waves, fill)
+    rows, width, waves, _ = best
+    if rows == 256:
+        cfg = BLOCK_LARGE
+    else:
+        cluster_m = 2 if m >= 512 and -(-m // rows) % 2 == 0 else 1
+        cfg = Sm90Config(tile_m=rows, tile_n=width, tile_k=128, consumer_wgs=rows // 64, cluster_m=cluster_m,
+                         promote=1, epi_n=32 if width % 32 == 0 else 16, epi_stages=4,
+                         scales="block_1x128_128x128", smem_scales=True)
+    cluster = cfg.cluster_m * cfg.cluster_n
+    sms = -(-tiles(rows, width) // waves)
+    return dataclasses.replace(cfg, num_sms=min(num_sms, -(-sms // cluster) * cluster))
+
+
 def _waves(cfg: Sm90Config, m: int, n: int) -> int:
     """Rounds of the persistent grid over the cluster tiles of an M x N output."""
     clusters = -(-m // (cfg.tile_m * cfg.row_blocks * cfg.cluster_m)) * -(-n // (cfg.tile_n * cfg.cluster_n))
