@@ -149,13 +149,13 @@ def _trials(m, n, k):
                 epi_n = 32 if width % 32 == 0 else 16
                 out[f"m64_w{width}"] = dataclasses.replace(span, tile_m=64, consumer_wgs=1, tile_n=width, epi_n=epi_n,
                                                            epi_stages=4).resolved()
-        # DeepGEMM's choice by waves in our tiles (`sm90.table.block_tile_by_waves`), also on
-        # all SMs and with 256-deep k-tiles.
+        # DeepGEMM's choice by waves in our tiles (`sm90.table.block_tile_by_waves`, the pick up
+        # to M = 2048), with DeepGEMM's multicast rule, and on all SMs.
         waves = dataclasses.replace(block_tile_by_waves(m, n), scale_a_tma=pick.scale_a_tma)
         out["waves"] = waves.resolved()
+        out["waves_dgc"] = dataclasses.replace(block_tile_by_waves(m, n, dg_cluster=True),
+                                               scale_a_tma=pick.scale_a_tma, stages=None).resolved()
         out["waves_allsms"] = dataclasses.replace(waves, num_sms=sm90.H100_SMS).resolved()
-        if 128 % waves.tile_n == 0 and waves.row_blocks == 1:
-            out["waves_k256"] = dataclasses.replace(waves, tile_k=256, stages=None).resolved()
         out["rows2_96"] = dataclasses.replace(sm90.BLOCK_LARGE, tile_n=96, epi_n=32, epi_stages=6,
                                               scale_a_tma=pick.scale_a_tma, stages=None).resolved()
         # DeepGEMM's 256x128 tiles (two 128-row blocks per k-stage), A multicast over 1x2 or not;

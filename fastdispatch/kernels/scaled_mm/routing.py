@@ -13,13 +13,24 @@ from fastdispatch.kernels.scaled_mm.args import _FLOAT8, FP8, recipe_of
 SM100_RECIPES = ("tensorwise", "rowwise")
 #: Blockwise 1x128 x 128x128 above this M goes to torch._scaled_mm where K is a multiple of
 #: 512 (where cuBLAS's blockwise kernel was checked correct: the DeepSeek-V3 shapes, 1.7e-3),
-#: unless the table picks our 256x128 tile with A's scales by TMA (`sm90.with_scale_a_layout`:
-#: torch's scale layout, M % 4 == 0): that ran 1.03-1.13x torch's blockwise at M = 4096 and
-#: 0.995-1.02x at 8192^3 in two runs on the lent H200 (2026-12-02), the 128x128 tile the table
-#: keeps for N = 2112 0.87-0.88x, the same 256x128 tile with its scales by cp.async ~0.96-1.0x.
+#: unless the table picks our 256x128 tile or a tile that fills the SMs (`fills_the_sms`), with
+#: A's scales by TMA (`sm90.with_scale_a_layout`: torch's scale layout, M % 4 == 0): the
+#: 256x128 tile ran 1.03-1.13x torch's blockwise at M = 4096 and 0.995-1.02x at 8192^3 in two
+#: runs on the lent H200 (2026-12-02), the 128x176 tile the table keeps for N = 2112 at
+#: M = 4096 0.92-0.95x, the same 256x128 tile with its scales by cp.async ~0.96-1.0x.
 #: Elsewhere ours serves: at M = 200, K = 384 torch's blockwise result was 0.26 off the fp64
 #: product, ours 1.7e-3-class.
 BLOCKWISE_OURS_UP_TO_M = 128
+
+
+def fills_the_sms(cfg) -> bool:
+    """Whether a blockwise config above M = 128 is one of the tiles the wave rule takes to fill
+    the SMs (`sm90.block_tile_by_waves`: 64 rows, or narrower than 128, or 160 wide), where
+    cuBLAS leaves SMs idle: on the lent H200 (2026-12-02, A's scales by TMA) 256x2112x7168
+    64x64 1.52x torch's blockwise, 256x4096x7168 64x128 1.07x, 512x2112x7168 128x64 1.16x,
+    1024x2112x7168 128x160 1.21x (2048x2112x7168 0.99x); the 128x128 tile it keeps at one wave
+    ran 0.91-1.0x, 128x192 0.97x (bench/results/h200_2026-12-02/probeW_waves.log)."""
+    return cfg.row_blocks == 1 and (cfg.tile_m == 64 or cfg.tile_n < 128 or cfg.tile_n == 160)
 #: Tiles (tile_m, tile_n, tile_k) of our small-M blockwise configs that lose to cuBLAS where K is
 #: a multiple of 512: 128x128x256 (64 KB stages: 2-3 of them), which the table picks for 128
 #: rows once N fills the grid with 128-wide tiles; at 128x24576x1536 it ran 0.88-0.91x torch's
@@ -83,10 +94,10 @@ def kernel_gap(family: str, a, b, scale_a, scale_b, bias, scale_result, out_dtyp
         cfg = sm90.default_config(m, n, k, scales=recipe)
         if m > BLOCKWISE_OURS_UP_TO_M:
             large = sm90.with_scale_a_layout(cfg, scale_a)
-            if not (large.row_blocks > 1 and large.scale_a_tma):
+            if not (large.scale_a_tma and (large.row_blocks > 1 or fills_the_sms(large))):
                 return (f"blockwise at M = {m} > {BLOCKWISE_OURS_UP_TO_M}: cuBLAS's blockwise kernel is faster there "
                         f"than our {cfg.tile_m * cfg.row_blocks}x{cfg.tile_n} tile"
-                        f"{'' if large.scale_a_tma else ' with scale_a not a TMA source'} (0.87-1.0x on the H200)")
+                        f"{'' if large.scale_a_tma else ' with scale_a not a TMA source'} (0.91-1.0x on the H200)")
         if (cfg.tile_m, cfg.tile_n, cfg.tile_k) in BLOCKWISE_TORCH_TILES:
             return (f"blockwise at M = {m}, N = {n}: our {cfg.tile_m}x{cfg.tile_n}x{cfg.tile_k} tile is slower than "
                     f"cuBLAS's blockwise kernel there (0.88-0.91x at 128x24576x1536 on the H200)")

@@ -132,6 +132,8 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
         few_tiles = -(-n // 64) * 2 <= H100_SMS
         split_k = 2 if m <= 16 and few_tiles and k >= 4 * tile_k else 1
         cfg = dataclasses.replace(_small_m_config(m, split_k), tile_k=tile_k)
+    elif smem and m <= WAVES_UP_TO_M:
+        cfg = block_tile_by_waves(m, n)
     elif fast_accum and not blockwise and -(-m // 128) * -(-n // 256) >= H100_SMS:
         cfg = FAST_LARGE
     elif -(-m // 128) * -(-n // 128) < H100_SMS:
@@ -154,18 +156,28 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
     return dataclasses.replace(cfg, **types, **smem).resolved()
 
 
-#: The widths `block_tile_by_waves` considers: multiples of 16 (the epilogue's subtiles) up
-#: to 192 (two fp32 accumulators of 64 x 192 / 128 = 96 registers per thread).
-WAVE_WIDTHS = tuple(range(16, 193, 16))
+#: Blockwise 1x128 x 128x128 from M = 129 up to this M takes its tile by waves
+#: (`block_tile_by_waves`); above it the 256x128 / 128x128 / 128x176 estimate below, measured
+#: at M = 4096 and the squares.
+WAVES_UP_TO_M = 2048
+#: The widths `block_tile_by_waves` considers: 16 and multiples of 32 up to 192 (two fp32
+#: accumulators of 64 x 192 / 128 = 96 registers per thread). On the lent H200 112 and 144 ran
+#: behind 96 and 160 at one wave each (1024x2112x7168: 128x144 40.3-40.8 us, 128x160 38.9;
+#: bench/results/h200_2026-12-02/probeM_midM.log).
+WAVE_WIDTHS = (16, 32, 64, 96, 128, 160, 192)
 
 
-def block_tile_by_waves(m: int, n: int, num_sms: int = H100_SMS) -> Sm90Config:
+def block_tile_by_waves(m: int, n: int, num_sms: int = H100_SMS, dg_cluster: bool = False) -> Sm90Config:
     """DeepGEMM's tile choice for 1x128 x 128x128 block scales (its `get_best_configs`) in our
-    tiles: the fewest waves of 64- or 128-row tiles 16..192 wide (SMEM scales: any width) or
-    of the 256x128 tile, then the fullest last wave; equal fills prefer, as DeepGEMM does, the
-    narrower of two tiles of one height or the shorter of one width, else the wider. The grid
-    then takes only the SMs those waves need (DeepGEMM: less L2 and a higher clock), and B is
-    multicast over a 2x1 cluster from M = 512 where the tile rows pair up."""
+    tiles: the fewest waves of 64- or 128-row tiles `WAVE_WIDTHS` wide (SMEM scales: any
+    width) or of the 256x128 tile, then the fullest last wave; equal fills prefer, as
+    DeepGEMM does, the narrower of two tiles of one height or the shorter of one width, else
+    the wider. The grid then takes only the SMs those waves need (DeepGEMM: less L2, a higher
+    clock). Unlike DeepGEMM, one wave takes no multicast cluster (at one wave the 2x1 cluster
+    ran 13-15% slower on the lent H200: 256x2112x7168 128x128 28.1 vs 32.4 us, 512x4096x7168
+    30.1 vs 34.5); from two waves B is multicast over 2x1 from M = 512 where the tile rows pair
+    up (``dg_cluster``: DeepGEMM's rule at any wave count). 256-deep k-tiles where the width
+    divides 128 and they still get 3 stages (256x2112x7168: 64x64 17.4 vs 19.8 us)."""
     def tiles(rows, width):
         return -(-m // rows) * -(-n // width)
 
@@ -185,11 +197,17 @@ def block_tile_by_waves(m: int, n: int, num_sms: int = H100_SMS) -> Sm90Config:
     rows, width, waves, _ = best
     if rows == 256:
         cfg = BLOCK_LARGE
+    elif (rows, width) == (128, 128) and waves == 1:
+        cfg = dataclasses.replace(MEDIUM, scales="block_1x128_128x128", smem_scales=True)   # the table's 1-wave tile
     else:
-        cluster_m = 2 if m >= 512 and -(-m // rows) % 2 == 0 else 1
-        cfg = Sm90Config(tile_m=rows, tile_n=width, tile_k=128, consumer_wgs=rows // 64, cluster_m=cluster_m,
-                         promote=1, epi_n=32 if width % 32 == 0 else 16, epi_stages=4,
-                         scales="block_1x128_128x128", smem_scales=True)
+        pairs = m >= 512 and -(-m // rows) % 2 == 0
+        cfg = Sm90Config(tile_m=rows, tile_n=width, tile_k=128, consumer_wgs=rows // 64,
+                         cluster_m=2 if pairs and (waves > 1 or dg_cluster) else 1, promote=1,
+                         epi_n=32 if width % 32 == 0 else 16, epi_stages=4, scales="block_1x128_128x128",
+                         smem_scales=True)
+        if 128 % width == 0:
+            deep = dataclasses.replace(cfg, tile_k=256)
+            cfg = deep if deep.resolved().stages >= 3 else cfg
     cluster = cfg.cluster_m * cfg.cluster_n
     sms = -(-tiles(rows, width) // waves)
     return dataclasses.replace(cfg, num_sms=min(num_sms, -(-sms // cluster) * cluster))
