@@ -183,7 +183,8 @@ def test_blockwise_routes_to_the_faster_kernel():
     assert variant == "torch" and "faster" in why
     assert routing.route((9, 0), *blockwise(4096, 384), None, None, BF16) == ("sm90", None)
     assert routing.route((9, 0), *blockwise(4096, 1024, "block_1x128_1x128"), None, None, BF16) == ("sm90", None)
-    # Above M = 128: ours where the table picks the 256x128 tile and A's scales can come by TMA.
+    # Above M = 128: ours where the table picks the 256x128 tile and A's scales can come by TMA
+    # (from M = 129 to 2048 also its SM-filling tiles, at N >= 16384 only the 256x128: test_scaled_mm_waves).
     assert routing.route((9, 0), *blockwise(4096, 7168, n=4096), None, None, BF16) == ("sm90", None)
     for m, n, why_part in ((4096, 2112, "128x176 tile"), (4098, 4096, "not a TMA source")):
         variant, why = routing.route((9, 0), *blockwise(m, 7168, n=n), None, None, BF16)

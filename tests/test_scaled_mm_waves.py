@@ -90,7 +90,8 @@ def _blockwise_args(m, n, k):
 
 
 @pytest.mark.parametrize("m,n,ours", [(256, 2112, True), (512, 2112, True), (1024, 2112, True), (256, 4096, True),
-                                      (512, 4096, False), (256, 24576, False), (1024, 4096, True)])
+                                      (512, 4096, False), (256, 24576, False), (1024, 4096, False),
+                                      (2048, 7168, False), (1024, 24576, True), (4096, 7168, True)])
 def test_routing_takes_the_tiles_that_fill_the_sms(m, n, ours):
     variant, why = routing.route((9, 0), *_blockwise_args(m, n, 7168), None, None, torch.bfloat16)
     assert (variant == "sm90") is ours, (m, n, variant, why)
