@@ -104,17 +104,13 @@ def test_scale_a_tma_matches_fp64_reference(has_bias, m, n, k, tile):
     _run_block(cfg, m, n, k, has_bias)
 
 
-@pytest.mark.gpu
-@pytest.mark.sm90
-@pytest.mark.parametrize("m,expected", [(4096, True), (64, False), (37, False)])
-def test_api_routes_torchs_scale_layout_to_the_tma_loader(m, expected):
-    """fastdispatch.scaled_mm with torch's BlockWise1x128 / 128x128 scales: the key's binary
-    takes A's scales by TMA above M = 128 (M % 4 == 0), by cp.async at small M; all match
-    the fp64 reference."""
+def run_api_blockwise(m, n, k, seed):
+    """fastdispatch.scaled_mm on random e4m3 operands with torch's BlockWise1x128 / 128x128
+    scales, checked against the fp64 reference (bf16 out: rel. error <= 2e-3). Returns the
+    config the API keys for them, asserting that the call ran it (not torch's fallback)."""
     import fastdispatch
     from fastdispatch.kernels.scaled_mm import api
-    n, k = 4096, 7168
-    g = torch.Generator(device="cuda").manual_seed(m)
+    g = torch.Generator(device="cuda").manual_seed(seed)
     a = (torch.randn(m, k, device="cuda", generator=g) * 2).to(torch.float8_e4m3fn)
     bt = (torch.randn(n, k, device="cuda", generator=g) * 2).to(torch.float8_e4m3fn)
     sa, sb = block_scales(RECIPE, m, n, k, "cuda", g, "torch")
@@ -123,5 +119,15 @@ def test_api_routes_torchs_scale_layout_to_the_tma_loader(m, expected):
     ref = block_reference(a, bt.t(), sa, sb, RECIPE)
     assert float((out.double() - ref).norm() / ref.norm()) <= 2e-3
     cfg = api.config_for("sm90", m, n, k, recipe=RECIPE, scale_a=sa)
-    assert cfg.scale_a_tma is expected
     assert any(e.info.get("config") == cfg for e in api.dispatcher().entries()), "the call did not run cfg"
+    return cfg
+
+
+@pytest.mark.gpu
+@pytest.mark.sm90
+@pytest.mark.parametrize("m,expected", [(4096, True), (64, False), (37, False)])
+def test_api_routes_torchs_scale_layout_to_the_tma_loader(m, expected):
+    """fastdispatch.scaled_mm with torch's BlockWise1x128 / 128x128 scales: the key's binary
+    takes A's scales by TMA above M = 128 (M % 4 == 0), by cp.async at small M; all match
+    the fp64 reference."""
+    assert run_api_blockwise(m, 4096, 7168, seed=m).scale_a_tma is expected

@@ -22,7 +22,8 @@ torch = pytest.importorskip("torch")
 from fastdispatch.kernels.scaled_mm import routing  # noqa: E402
 from fastdispatch.kernels.scaled_mm.sm90.table import WAVE_WIDTHS  # noqa: E402
 # (pytest puts tests/ on sys.path: the blockwise tests' reference and runner)
-from test_scaled_mm_blockwise import _run_block, block_reference, block_scales  # noqa: E402
+from test_scaled_mm_blockwise import _run_block  # noqa: E402
+from test_scaled_mm_scale_tma import run_api_blockwise  # noqa: E402
 
 RECIPE = "block_1x128_128x128"
 SMS = sm90.H100_SMS
@@ -118,17 +119,5 @@ def test_wave_picks_match_fp64_reference(tma, has_bias, m, n, k):
 @pytest.mark.gpu
 @pytest.mark.sm90
 def test_api_routes_a_mid_m_problem_to_the_wave_tile():
-    import fastdispatch
-    from fastdispatch.kernels.scaled_mm import api
-    m, n, k = 256, 2112, 7168
-    g = torch.Generator(device="cuda").manual_seed(7)
-    a = (torch.randn(m, k, device="cuda", generator=g) * 2).to(torch.float8_e4m3fn)
-    bt = (torch.randn(n, k, device="cuda", generator=g) * 2).to(torch.float8_e4m3fn)
-    sa, sb = block_scales(RECIPE, m, n, k, "cuda", g, "torch")
-    out = fastdispatch.scaled_mm(a, bt.t(), sa, sb, out_dtype=torch.bfloat16)
-    torch.cuda.synchronize()
-    ref = block_reference(a, bt.t(), sa, sb, RECIPE)
-    assert float((out.double() - ref).norm() / ref.norm()) <= 2e-3
-    cfg = api.config_for("sm90", m, n, k, recipe=RECIPE, scale_a=sa)
+    cfg = run_api_blockwise(256, 2112, 7168, seed=7)
     assert (cfg.tile_m, cfg.tile_n, cfg.scale_a_tma) == (64, 64, True)
-    assert any(e.info.get("config") == cfg for e in api.dispatcher().entries()), "the call did not run cfg"
