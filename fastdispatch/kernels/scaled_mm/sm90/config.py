@@ -93,6 +93,10 @@ class Sm90Config:
     - ``a_from_leader``: with ``cluster_n > 1``, the cluster's first CTA along N loads A's
       whole tile and multicasts it (DeepGEMM's way), instead of each CTA loading its
       1/cluster_n slice and multicasting that.
+    - ``stagger_wgs``: with ``row_blocks > 1`` and two consumer warpgroups, the second starts
+      each tile's K loop only once the first one's first WGMMAs have retired (a named
+      barrier), so that one warpgroup's promotion FMAs run while the other's WGMMAs do,
+      instead of both promoting at once with the tensor cores idle (trial knob).
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
     """
@@ -117,6 +121,7 @@ class Sm90Config:
     smem_scales: bool = False
     scale_a_tma: bool = False
     a_from_leader: bool = False
+    stagger_wgs: bool = False
     num_sms: int = H100_SMS
     scales: str = "rowwise"
     a_dtype: str = "e4m3"
@@ -201,6 +206,8 @@ class Sm90Config:
                         "no late_scale_loads and a multiple of 32 rows per CTA tile")
         if self.scale_a_tma and not self.smem_scales:
             errs.append("scale_a_tma copies A's scales into the scale ring: it needs smem_scales")
+        if self.stagger_wgs and not (self.row_blocks > 1 and self.consumer_wgs == 2):
+            errs.append("stagger_wgs staggers two consumer warpgroups' row blocks: it needs row_blocks > 1 and consumer_wgs 2")
         if self.a_from_leader and self.cluster_n == 1:
             errs.append("a_from_leader multicasts A along N: it needs cluster_n > 1")
         if self.stages is not None and self.stages < 2:

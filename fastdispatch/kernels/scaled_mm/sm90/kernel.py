@@ -64,6 +64,7 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Ep
         self.producer_regs = 40
         self.consumer_regs = 232 if cfg.consumer_wgs == 2 else 240
         self.epi_bar_id = 1
+        self.stagger_bar_id = 2   # ``stagger_wgs``
         # Swap-AB tiles with one consumer warpgroup hold few scales per thread (240 registers
         # to spare): their loads are issued before the K loop, so the HBM latency hides under
         # it instead of following it. With two warpgroups (168 registers per thread until
@@ -78,6 +79,7 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Ep
             f"_s{c.stages}p{c.promote}{'_swap' if c.swap_ab else ''}{'_pdl' if c.pdl else ''}{f'_ovl{c.overlap_promotion}' if c.overlap_promotion else ''}"
             f"{f'_splitk{c.split_k}' if c.split_k > 1 else ''}{f'_rows{c.row_blocks}' if c.row_blocks > 1 else ''}"
             f"{'_late' if c.late_scale_loads else ''}{'_aleader' if c.a_from_leader else ''}"
+            f"{'_stagger' if c.stagger_wgs else ''}"
             f"{'_sfatma' if c.scale_a_tma else ''}"
             f"{'_bias' if self.has_bias else ''}"
             f"{'' if c.scales == 'rowwise' else '_' + c.scales}"

@@ -60,7 +60,7 @@ class RowBlocksMixin:
                 for d in cutlass.range_constexpr(len(block_rings[w])):
                     block_scales.load_raw(cfg, ctx, d, block_rings[w][d])
                 scales[w] = (ctx, block_rings[w])
-        self._mainloop_row_blocks(ab_pipe, accs, tmp, tCrAs, tCrB, consumed, k_count, scales)
+        self._mainloop_row_blocks(ab_pipe, accs, tmp, tCrAs, tCrB, consumed, k_count, scales, warp_idx // 4 - 1)
         shared = None   # the blocks' column scales and bias: the same columns, loaded once
         whole_tile = cfg.epi_stages * cfg.epi_n >= cfg.row_blocks * cfg.tile_n
         for w in cutlass.range_constexpr(cfg.row_blocks):
@@ -77,7 +77,7 @@ class RowBlocksMixin:
             self._stage_whole(epi, accs, tm, tn, warp_idx, retile=True)
 
     @cute.jit
-    def _mainloop_row_blocks(self, ab_pipe, accs, tmp, tCrAs, tCrB, consumed, k_count, scales):
+    def _mainloop_row_blocks(self, ab_pipe, accs, tmp, tCrAs, tCrB, consumed, k_count, scales, consumer_wg):
         """`_mainloop_blocks` for several row blocks: per k-tile, each block's WGMMAs go into
         the one temporary ``tmp``, are waited for and promoted into its accumulator
         ``accs[w]`` with its factors; the stage is freed once the last block's WGMMAs have
@@ -87,19 +87,22 @@ class RowBlocksMixin:
         read, release, mmas = self._k_loop_start(consumed)
         for w in cutlass.range_constexpr(len(accs)):
             accs[w].fill(0.0)
+        if cutlass.const_expr(self.cfg.stagger_wgs):
+            if consumer_wg == 1:   # until the first consumer warpgroup's first WGMMAs retired
+                cute.arch.barrier(barrier_id=self.stagger_bar_id, number_of_threads=self.consumer_threads)
         ahead = self._unroll(scales[0])
         for it in cutlass.range(k_count // ahead, unroll=1):
             for g in cutlass.range_constexpr(ahead):
                 read, release = self._row_blocks_k_tile(ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp,
-                                                        scales, it * ahead + g, g)
+                                                        scales, it * ahead + g, g, consumer_wg)
         base = k_count - k_count % ahead
         for g in cutlass.range_constexpr(ahead - 1):
             if g < k_count % ahead:
                 read, release = self._row_blocks_k_tile(ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp,
-                                                        scales, base + g, g)
+                                                        scales, base + g, g, consumer_wg)
 
     @cute.jit
-    def _row_blocks_k_tile(self, ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp, scales, t, g):
+    def _row_blocks_k_tile(self, ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp, scales, t, g, consumer_wg):
         """One k-tile: every row block in turn. Returns (read, release)."""
         pos = read.count
         values = [None] * len(accs)
@@ -111,6 +114,9 @@ class RowBlocksMixin:
             if cutlass.const_expr(w == 0 and self._scales_late):   # (all blocks': one slot)
                 values = [self._take_values(scales[v], t, g, pos) for v in range(len(accs))]
             warpgroup.wait_group(0)
+            if cutlass.const_expr(self.cfg.stagger_wgs and w == 0):
+                if t == 0 and consumer_wg == 0:   # the second consumer warpgroup may start
+                    cute.arch.barrier_arrive(barrier_id=self.stagger_bar_id, number_of_threads=self.consumer_threads)
             if cutlass.const_expr(w == len(accs) - 1):   # the stage's last reader has retired
                 ab_pipe.consumer_release(release)
                 release.advance()
