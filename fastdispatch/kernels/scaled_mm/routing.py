@@ -21,30 +21,29 @@ SM100_RECIPES = ("tensorwise", "rowwise")
 #: Elsewhere ours serves: at M = 200, K = 384 torch's blockwise result was 0.26 off the fp64
 #: product, ours 1.7e-3-class.
 BLOCKWISE_OURS_UP_TO_M = 128
-
-
 #: From M = 129 to `sm90.WAVES_UP_TO_M` our 256x128 tile runs only from this N: on the lent H200
 #: (2026-12-02, two probe runs) 1.01-1.09x torch's blockwise at N = 24576 (M = 512-2048), but
 #: 0.94-1.05x at N = 4096 / 7168 (512x7168x2048 0.965x, 1024x4096x7168 0.98-0.99x,
 #: 2048x7168x16384 0.94-0.96x; bench/results/h200_2026-12-02/probeW_waves.log, probeF_final_picks.log).
 MID_M_ROW_BLOCKS_FROM_N = 16384
-
-
-def fills_the_sms(cfg) -> bool:
-    """Whether a blockwise config above M = 128 is one of the tiles the wave rule takes to fill
-    the SMs (`sm90.block_tile_by_waves`: 64 rows, or narrower than 128, or 160 wide), where
-    cuBLAS leaves SMs idle: on the lent H200 (2026-12-02, A's scales by TMA) 256x2112x7168
-    64x64 1.52x torch's blockwise, 256x4096x7168 64x128 1.07x, 512x2112x7168 128x64 1.16x,
-    1024x2112x7168 128x160 1.21-1.23x, 2048x2112x7168 0.99-1.03x (two runs); the 128x128 tile
-    it keeps at one wave ran 0.92-1.0x, 128x192 0.95-0.97x
-    (bench/results/h200_2026-12-02/probeW_waves.log, probeF_final_picks.log)."""
-    return cfg.row_blocks == 1 and (cfg.tile_m == 64 or cfg.tile_n < 128 or cfg.tile_n == 160)
 #: Tiles (tile_m, tile_n, tile_k) of our small-M blockwise configs that lose to cuBLAS where K is
 #: a multiple of 512: 128x128x256 (64 KB stages: 2-3 of them), which the table picks for 128
 #: rows once N fills the grid with 128-wide tiles; at 128x24576x1536 it ran 0.88-0.91x torch's
 #: blockwise in four runs on the lent H200 (2026-12-01), 64-wide tiles no better (the sweep
 #: record's trial 4).
 BLOCKWISE_TORCH_TILES = ((128, 128, 256),)
+
+
+def fills_the_sms(cfg) -> bool:
+    """Whether a blockwise config above M = 128 is one of the tiles the wave rule takes to fill
+    the SMs (`sm90.block_tile_by_waves`: 64 rows, or narrower than 128, or 160 wide), where
+    cuBLAS leaves SMs idle: on the lent H200 (2026-12-02, A's scales by TMA) 256x2112x7168
+    64x64 1.47-1.52x torch's blockwise, 256x4096x7168 64x128 1.05-1.07x, 512x2112x7168 128x64
+    1.13-1.16x, 1024x2112x7168 128x160 1.21-1.23x, 2048x2112x7168 0.99-1.03x (two runs each:
+    the second with the final rule's clusters); the 128x128 tile
+    it keeps at one wave ran 0.92-1.0x, 128x192 0.95-0.97x
+    (bench/results/h200_2026-12-02/probeW_waves.log, probeF_final_picks.log)."""
+    return cfg.row_blocks == 1 and (cfg.tile_m == 64 or cfg.tile_n < 128 or cfg.tile_n == 160)
 
 
 def variant_for(capability: tuple[int, int] | None) -> str:
@@ -107,8 +106,8 @@ def kernel_gap(family: str, a, b, scale_a, scale_b, bias, scale_result, out_dtyp
             else:
                 ours = fills_the_sms(large)
             if not (large.scale_a_tma and ours):
-                return (f"blockwise at M = {m} > {BLOCKWISE_OURS_UP_TO_M}: cuBLAS's blockwise kernel is faster there "
-                        f"than our {cfg.tile_m * cfg.row_blocks}x{cfg.tile_n} tile"
+                return (f"blockwise at M = {m} > {BLOCKWISE_OURS_UP_TO_M}: cuBLAS's blockwise kernel is faster "
+                        f"there than our {cfg.tile_m * cfg.row_blocks}x{cfg.tile_n} tile"
                         f"{'' if large.scale_a_tma else ' with scale_a not a TMA source'} (0.91-1.0x on the H200)")
         if (cfg.tile_m, cfg.tile_n, cfg.tile_k) in BLOCKWISE_TORCH_TILES:
             return (f"blockwise at M = {m}, N = {n}: our {cfg.tile_m}x{cfg.tile_n}x{cfg.tile_k} tile is slower than "

@@ -207,7 +207,8 @@ class Sm90Config:
         if self.scale_a_tma and not self.smem_scales:
             errs.append("scale_a_tma copies A's scales into the scale ring: it needs smem_scales")
         if self.stagger_wgs and not (self.row_blocks > 1 and self.consumer_wgs == 2):
-            errs.append("stagger_wgs staggers two consumer warpgroups' row blocks: it needs row_blocks > 1 and consumer_wgs 2")
+            errs.append("stagger_wgs staggers two consumer warpgroups' row blocks: "
+                        "it needs row_blocks > 1 and consumer_wgs 2")
         if self.a_from_leader and self.cluster_n == 1:
             errs.append("a_from_leader multicasts A along N: it needs cluster_n > 1")
         if self.stages is not None and self.stages < 2:

@@ -66,8 +66,9 @@ class ProducerMixin:
         next slot of the scale ring is free, copy the k-tile's scale values into it (lane l:
         rows l, l + 32, ...; lane 0: the tile's `scale_b_blocks` block values), then arrive
         on the slot's full barrier when the copies land (``cp.async.mbarrier.arrive.noinc``,
-        one arrival per lane). With ``scale_a_tma`` (``scale_tma``: the TMA atom and partitions of A's
-        scales) the rows come as one TMA copy per scale block instead (`_scale_loader_tma`)."""
+        one arrival per lane). With ``scale_a_tma`` (``scale_tma``: the TMA atom and
+        partitions of A's scales) the rows come as one TMA copy per scale block instead
+        (`_scale_loader_tma`)."""
         if cutlass.const_expr(scale_tma is not None):
             self._scale_loader_tma(scale_pipe, sS, mColScale, tiles_m, tiles_n, num_tiles, cluster_id, num_clusters,
                                    cluster_coord, k_begin, k_count, lane, scale_tma)

@@ -83,7 +83,8 @@ class RowBlocksMixin:
         ``accs[w]`` with its factors; the stage is freed once the last block's WGMMAs have
         retired. ``scales``: each block's (context, look-ahead registers), None for rowwise.
         The loop is unrolled by the look-ahead (rowwise: not unrolled); the k-tiles left over
-        run under a guard each."""
+        run under a guard each. ``consumer_wg``: this thread's consumer warpgroup (0 or 1; read
+        by ``stagger_wgs`` only)."""
         read, release, mmas = self._k_loop_start(consumed)
         for w in cutlass.range_constexpr(len(accs)):
             accs[w].fill(0.0)

@@ -20,8 +20,8 @@ each other on the lent H200: bench/results/blockwise_sweep_2026-12-01.txt, trial
 A slot holds, per 128-deep scale block of the k-tile (two at tile_k = 256), the CTA tile's
 ``tile_m * row_blocks`` row values of A's scale, then the 128x128 block values of B's that
 the tile's columns touch (one, or up to 3 for tiles that do not divide 128 columns:
-`config.scale_b_blocks`), padded to 16 bytes (`config.scale_slot_floats`). With ``scale_a_tma`` the row values come as
-one TMA copy per scale block, whose destination must be 128-byte aligned: the ring's row
+`config.scale_b_blocks`), padded to 16 bytes (`config.scale_slot_floats`). With
+``scale_a_tma`` the row values come as one TMA copy per scale block, whose destination must be 128-byte aligned: the ring's row
 values are then one region (`tma_views`: each block's rows 128-byte aligned, as 32 rows are)
 and the block values, padded to 16 bytes each, a second one after it (the same bytes).
 """

@@ -115,8 +115,11 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
     there is a wave of tiles, or 128x192x128 where its waves come out shorter. ``fast_accum``
     (torch._scaled_mm's use_fast_accum=True) allows the 128x256x128 fast-accumulation tile.
     Block scales (``scales`` not 'rowwise') promote every 128 of K, so they take 128-deep
-    k-tiles and tiles no wider than one 128-column scale block. Dtypes are torch dtypes or
-    the config's names."""
+    k-tiles (256-deep ones promoted in halves at small M) and tiles no wider than one
+    128-column scale block, but with B per 128x128 (SMEM scales): from M = 129 to
+    `WAVES_UP_TO_M` DeepGEMM's choice by waves (`block_tile_by_waves`), above it the 256x128,
+    128x128 or 128x176 tile by a waves x width estimate. Dtypes are torch dtypes or the
+    config's names."""
     types = {"scales": "rowwise" if scales == "tensorwise" else scales,
              "a_dtype": dtype_name(a_dtype) or a_dtype, "b_dtype": dtype_name(b_dtype) or b_dtype,
              "out_dtype": dtype_name(out_dtype) or out_dtype}
