@@ -62,7 +62,7 @@ B200_SMS = 148
 
 from fastdispatch.kernels.scaled_mm._compile import (  # noqa: E402
     TorchLayoutEntries, compile_kernel, ptx_of, resolve_stages)
-from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile, load_k_tiles  # noqa: E402
+from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile, load_k_tiles, persistent_grid  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -261,10 +261,8 @@ class ScaledMmSm100(TorchLayoutEntries):
         tx_bytes = (a_bytes + b_bytes) * cute.size(tiled_mma.thr_id.shape)
 
         m, n = out.shape
-        pair_m = cfg.tile_m * (cfg.cluster_m // 2)
-        tiles_m = (m + pair_m - 1) // pair_m
-        tiles_n = (n + cfg.tile_n * cfg.cluster_n - 1) // (cfg.tile_n * cfg.cluster_n)
-        num_clusters = cutlass.min(tiles_m * tiles_n, self.max_clusters)
+        pair_m = cfg.tile_m * (cfg.cluster_m // 2)   # rows of one cluster tile (a CTA pair's MMA)
+        tiles_m, tiles_n, num_clusters = persistent_grid(m, n, pair_m, cfg.tile_n * cfg.cluster_n, self.max_clusters)
 
         self.kernel(
             tiled_mma, tma_atom_a, tma_a, tma_atom_b, tma_b, tma_atom_c, tma_c,

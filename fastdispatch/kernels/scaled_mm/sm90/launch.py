@@ -10,6 +10,7 @@ import cutlass
 import cutlass.cute as cute
 from cutlass.cute.nvgpu import cpasync, warpgroup
 
+from fastdispatch.kernels.scaled_mm._schedule import persistent_grid
 from fastdispatch.kernels.scaled_mm.sm90.config import _epilogue_bytes, _scale_ring_bytes, _stage_bytes, scale_slot_rows
 from fastdispatch.kernels.scaled_mm.sm90.smem_scales import slot_layout
 
@@ -104,10 +105,8 @@ class LaunchMixin:
             )
 
         rows, cols = mC.shape
-        tile_rows = cfg.tile_m * cfg.row_blocks * cfg.cluster_m   # rows of one cluster tile
-        tiles_m = (rows + tile_rows - 1) // tile_rows
-        tiles_n = (cols + cfg.tile_n * cfg.cluster_n - 1) // (cfg.tile_n * cfg.cluster_n)
-        num_clusters = cutlass.min(tiles_m * tiles_n, self.max_clusters)
+        tiles_m, tiles_n, num_clusters = persistent_grid(
+            rows, cols, cfg.tile_m * cfg.row_blocks * cfg.cluster_m, cfg.tile_n * cfg.cluster_n, self.max_clusters)
 
         self.kernel(
             tiled_mma, tma_atom_a, tma_a, tma_atom_b, tma_b, tma_atom_c, tma_c,
