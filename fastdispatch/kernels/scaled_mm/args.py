@@ -192,3 +192,16 @@ def reference(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=No
     if scale_result is not None and out_dtype in _FLOAT8:
         acc = acc * scale_result.float().reshape(())
     return acc.to(out_dtype)
+
+
+def tma_aligned(*tensors) -> bool:
+    """Whether every tensor's data pointer is 16-byte aligned (what a TMA descriptor needs).
+    Meta / fake tensors (routing without storage, tests) count as aligned: they have no
+    pointer to be misaligned."""
+    for t in tensors:
+        try:
+            if t.data_ptr() % 16:
+                return False
+        except RuntimeError:
+            pass
+    return True

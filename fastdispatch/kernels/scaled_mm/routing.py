@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from fastdispatch.kernels.scaled_mm.args import _FLOAT8, FP8, recipe_of
+from fastdispatch.kernels.scaled_mm.args import _FLOAT8, FP8, recipe_of, tma_aligned
 
 #: What the Blackwell kernel computes (compile-only here: no sm_100 GPU to extend it on).
 SM100_RECIPES = ("tensorwise", "rowwise")
@@ -60,16 +60,6 @@ def variant_for(capability: tuple[int, int] | None) -> str:
 
 def _name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _aligned(*tensors) -> bool:
-    for t in tensors:
-        try:
-            if t.data_ptr() % 16:
-                return False
-        except RuntimeError:   # meta / fake tensors (routing tests): no storage to be misaligned
-            pass
-    return True
 
 
 def _leading_ok(row_stride: int, unit_stride: int, k: int) -> bool:
@@ -127,7 +117,7 @@ def kernel_gap(family: str, a, b, scale_a, scale_b, bias, scale_result, out_dtyp
     # as a fresh contiguous copy (`api._bias_fix`): their own pointers do not matter.
     scales = () if recipe == "tensorwise" else (scale_a, scale_b)
     plain_bias = (bias,) if bias is not None and bias.is_contiguous() else ()
-    if not _aligned(a, b, *scales, *plain_bias, *((out,) if out is not None else ())):
+    if not tma_aligned(a, b, *scales, *plain_bias, *((out,) if out is not None else ())):
         return "a data pointer not 16-byte aligned (TMA needs 16)"
     return None
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from fastdispatch.kernels.scaled_mm._compile import resolve_stages
+from fastdispatch.kernels.scaled_mm.args import tma_aligned
 
 ARCH = "sm_90a"
 #: Dynamic SMEM one CTA may use on H100 (227 KB).
@@ -246,12 +247,7 @@ def scale_slot_floats(cfg: Sm90Config) -> int:
 def scale_a_tma_ok(scale_a) -> bool:
     """Whether a [M, ceil(K/128)] fp32 scale_a tensor can be a TMA source (``scale_a_tma``):
     unit stride along M, a column stride of a multiple of 4 floats, a 16-byte aligned pointer."""
-    if not (scale_a.dim() == 2 and scale_a.stride(0) == 1 and scale_a.stride(1) % 4 == 0):
-        return False
-    try:
-        return scale_a.data_ptr() % 16 == 0
-    except RuntimeError:   # meta / fake tensors (routing without storage): as the routing's alignment check
-        return True
+    return scale_a.dim() == 2 and scale_a.stride(0) == 1 and scale_a.stride(1) % 4 == 0 and tma_aligned(scale_a)
 
 
 def scale_ring_slots(cfg: Sm90Config, stages: int) -> int:
