@@ -1,7 +1,10 @@
-"""Config trials for the blockwise kernel at small M (GPU; each trial checked, then timed
-with do_bench medians, trials of one shape interleaved over two rounds):
-``python bench/blockwise_probe.py [--shapes 64x2112x7168,...]``. Prints one line per shape
-and trial: time, TFLOP/s, the ratio to DeepGEMM's anchor figure where known."""
+"""Config trials for the blockwise kernel (GPU; each trial checked against the fp64 reference,
+then timed with do_bench medians, trials of one shape interleaved over two rounds):
+``python bench/blockwise_probe.py [--shapes 64x2112x7168,...] [--only pick,...] [--torch]``.
+The trials are the table's pick and its neighbours at small M, the wave rule's candidates at
+mid M, the large-M tiles and feed variants above (`trials`). Prints one line per shape and
+trial: time, TFLOP/s, the ratio to DeepGEMM timed beside them (and with ``--torch`` to
+torch's blockwise)."""
 import argparse
 import dataclasses
 import statistics
