@@ -14,16 +14,16 @@ import cutlass.cute as cute
 TMA_LOAD_POLICY = None
 
 
+def _policy():
+    return {} if TMA_LOAD_POLICY is None else {"cache_policy": cutlass.Int64(TMA_LOAD_POLICY)}
+
+
 def persistent_grid(rows, cols, tile_rows, tile_cols, max_clusters):
     """(tiles_m, tiles_n, clusters to launch) of a persistent grid over a rows x cols output in
     cluster tiles of tile_rows x tile_cols: one cluster per tile, at most ``max_clusters``."""
     tiles_m = (rows + tile_rows - 1) // tile_rows
     tiles_n = (cols + tile_cols - 1) // tile_cols
     return tiles_m, tiles_n, cutlass.min(tiles_m * tiles_n, max_clusters)
-
-
-def _policy():
-    return {} if TMA_LOAD_POLICY is None else {"cache_policy": cutlass.Int64(TMA_LOAD_POLICY)}
 
 
 def grouped_cluster_tile(tile, tiles_m, tiles_n, group_m: int):
