@@ -42,6 +42,9 @@ def trials(m, n, k):
         if cfg.smem_scales and not cfg.scale_a_tma:   # (the copy-free loader arrives as the copies do)
             out[name + "_nofeed"] = cfg
             out[name + "_ones"] = cfg
+        if cfg.scale_a_tma:   # which of the TMA feed's two copies costs what (_nofeed's split)
+            for drop in FEED_PARTS:
+                out[f"{name}_no{drop}"] = cfg
     return out
 
 
@@ -109,6 +112,69 @@ def compile_nofeed(cfg, ones=False):
         return sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=False))
     finally:
         kernel.ScaledMmSm90._scale_loader = real
+
+
+#: The ``scale_a_tma`` loader's parts a timing twin may drop: A's row box, lane 0's cp.async of
+#: B's block values, or both (``<name>_norows`` / ``_noblock`` / ``_nocopy``).
+FEED_PARTS = ("rows", "block", "copy")
+
+
+def compile_feed_part(cfg, drop):
+    """A measurement, not a kernel: ``cfg`` (``scale_a_tma``) compiled with a scale loader that
+    skips part of each slot's feed (``drop`` in `FEED_PARTS`; its arrivals stay, so slots go
+    full at once and keep stale values: wrong results). Its time minus the real one is what
+    that part costs; ``copy`` is `compile_nofeed`'s twin for the TMA feed."""
+    from fastdispatch.kernels.scaled_mm.sm90 import kernel
+    from fastdispatch.kernels.scaled_mm.sm90.producer import _one
+    from fastdispatch.kernels.scaled_mm.sm90.config import scale_b_blocks, scale_ring_slots, scale_slot_rows
+    from fastdispatch.kernels.scaled_mm.sm90.smem_scales import tma_views
+    from cutlass.cute.nvgpu import cpasync
+    import cutlass.pipeline as pipeline
+
+    rows_too, block_too = drop == "block", drop == "rows"   # the parts kept
+
+    @cute.jit
+    def partial_feed(self, scale_pipe, sS, mColScale, tiles_m, tiles_n, num_tiles, cluster_id, num_clusters,
+                     cluster_coord, k_begin, k_count, lane, scale_tma):
+        cfg = self.cfg
+        halves = cfg.tile_k // 128
+        atom_s, tSgS, tSsS = scale_tma
+        _, block_values = tma_views(cfg, sS)
+        atom = cute.make_copy_atom(cpasync.CopyG2SOp(), cutlass.Float32, num_bits_per_copy=32)
+        kb_last = mColScale.shape[0] - 1
+        state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, scale_ring_slots(cfg, cfg.stages))
+        tile = cluster_id
+        while tile < num_tiles:
+            tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
+            nb = tn * cfg.tile_n // 128
+            for kt in cutlass.range(k_count, unroll=1):
+                scale_pipe.sync_object_empty.wait(state.index, state.phase)
+                full = scale_pipe.sync_object_full.get_barrier(state.index)
+                with cute.arch.elect_one():
+                    cute.arch.mbarrier_arrive_and_expect_tx(full, scale_slot_rows(cfg) * 4 * halves if rows_too else 0)
+                if cutlass.const_expr(rows_too):
+                    for h in cutlass.range_constexpr(halves):
+                        cute.copy(atom_s, tSgS[(None, tm, (k_begin + kt) * halves + h)],
+                                  tSsS[(None, h + halves * state.index)], tma_bar_ptr=full)
+                if lane == 0:
+                    if cutlass.const_expr(block_too):
+                        for h in cutlass.range_constexpr(halves):
+                            kb = cutlass.min((k_begin + kt) * halves + h, kb_last)
+                            for b in cutlass.range_constexpr(scale_b_blocks(cfg)):
+                                cute.copy(atom, _one(mColScale, (kb, self._block_of(nb, b, mColScale))),
+                                          _one(block_values, (b, h, state.index)))
+                    scale_pipe.producer_commit(state)
+                state.advance()
+            tile += num_clusters
+        cute.arch.cp_async_commit_group()
+        cute.arch.cp_async_wait_group(0)
+
+    real = kernel.ScaledMmSm90._scale_loader_tma
+    kernel.ScaledMmSm90._scale_loader_tma = partial_feed
+    try:
+        return sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=False))
+    finally:
+        kernel.ScaledMmSm90._scale_loader_tma = real
 
 
 def _trials(m, n, k):
@@ -213,13 +279,16 @@ def main():
         for name, cfg in trials(m, n, k).items():
             if only and name not in only:
                 continue
-            trick = next((t for t in ("noscale", "nofeed", "ones", "evn") if name.endswith("_" + t)), None)
-            noscale = trick in ("noscale", "nofeed", "ones")
+            feed_parts = tuple("no" + part for part in FEED_PARTS)
+            trick = next((t for t in ("noscale", "nofeed", "ones", "evn", *feed_parts) if name.endswith("_" + t)),
+                         None)
+            noscale = trick in ("noscale", "nofeed", "ones", *feed_parts)
             try:
                 if trick:   # its own binary: the cache holds the real one under the same config
                     if (cfg, trick) not in fns:
                         fns[(cfg, trick)] = (compile_noscale(cfg) if trick == "noscale"
                                              else compile_evict_normal(cfg) if trick == "evn"
+                                             else compile_feed_part(cfg, trick[2:]) if trick in feed_parts
                                              else compile_nofeed(cfg, ones=trick == "ones"))
                     fn = fns[(cfg, trick)]
                 else:
