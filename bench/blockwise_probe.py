@@ -191,6 +191,8 @@ def _trials(m, n, k):
             out["aleader"] = dataclasses.replace(pick, a_from_leader=True)
         if pick.row_blocks > 1:   # the second consumer warpgroup a k-tile behind the first
             out["stagger"] = dataclasses.replace(pick, stagger_wgs=True)
+            # The K loop in passes over the ring, each k-tile's stage known at trace time
+            out["static"] = dataclasses.replace(pick, static_stages=True)
         for name, change in (("overlap0", dict(overlap_promotion=0)), ("c1x2", dict(cluster_m=1, cluster_n=2)),
                              ("c2x2", dict(cluster_n=2)), ("group16", dict(group_m=16))):
             out[name] = dataclasses.replace(pick, **change, stages=None).resolved()

@@ -37,15 +37,16 @@ def grouped_cluster_tile(tile, tiles_m, tiles_n, group_m: int):
 
 @cute.jit
 def load_k_tiles(ab_pipe, state, k_begin, k_count, tma_atom_a, tAgA, tAsA, a_mcast, tma_atom_b, tBgB, tBsB,
-                 b_mcast, loads_a=None):
+                 b_mcast, loads_a=None, pad_to_stages=False):
     """The TMA producer's rolled K-loop for one output tile, k-tiles ``k_begin ..
     k_begin + k_count - 1``: each iteration's blocking acquire waits for a free ring slot (the
     first `stages` iterations fill the ring, no unrolled prologue), then A's and B's k-tile land
     on that slot's barrier. ``tAgA`` / ``tAsA`` may be tuples of partitions: row blocks of one
     CTA tile (sm90 ``row_blocks``), each its own TMA copy onto the same barrier. ``loads_a``:
     None (this CTA loads its part of A), or a flag of whether it loads A's tile for the whole
-    cluster (sm90 ``a_from_leader``; the others only expect its bytes). Returns the advanced
-    state."""
+    cluster (sm90 ``a_from_leader``; the others only expect its bytes). ``pad_to_stages`` (sm90
+    ``static_stages``): then fill the ring up to the end of its pass with empty stages, an
+    arrival without bytes each, so the next tile starts at stage 0. Returns the advanced state."""
     a_parts = tuple(zip(tAgA, tAsA)) if isinstance(tAsA, tuple) else ((tAgA, tAsA),)
     for k in cutlass.range(k_count, unroll=1):
         ab_pipe.producer_acquire(state)
@@ -58,6 +59,13 @@ def load_k_tiles(ab_pipe, state, k_begin, k_count, tma_atom_a, tAgA, tAsA, a_mca
         cute.copy(tma_atom_b, tBgB[(None, kk)], tBsB[(None, state.index)], tma_bar_ptr=bar, mcast_mask=b_mcast,
                   **_policy())
         state.advance()
+    if cutlass.const_expr(pad_to_stages):
+        stages = state.stages
+        for _ in cutlass.range((stages - k_count % stages) % stages, unroll=1):
+            ab_pipe.sync_object_empty.wait(state.index, state.phase)
+            with cute.arch.elect_one():
+                cute.arch.mbarrier_arrive(ab_pipe.producer_get_barrier(state))
+            state.advance()
     return state
 
 

@@ -31,6 +31,13 @@ def _ring_state(stages: int, pos):
     return pipeline.PipelineState(stages, pos, pos % stages, pos // stages % 2)
 
 
+def _advanced(state):
+    """``state`` advanced by one ring position, returned: callers assign it, so a dynamic loop
+    or branch carries it out."""
+    state.advance()
+    return state
+
+
 class MainloopMixin:
     """The K loops and the split-K reduction of `ScaledMmSm90` (a mixin: no state of its own)."""
 

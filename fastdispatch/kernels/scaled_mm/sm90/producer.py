@@ -55,7 +55,7 @@ class ProducerMixin:
                 tAsA_t = tAsA_blocks
             tBgB_t = tBgB[(None, tn, None)]
             state = load_k_tiles(ab_pipe, state, k_begin, k_count, tma_atom_a, tAgA_t, tAsA_t, a_mcast,
-                                 tma_atom_b, tBgB_t, tBsB, b_mcast, loads_a)
+                                 tma_atom_b, tBgB_t, tBsB, b_mcast, loads_a, pad_to_stages=cfg.static_stages)
             tile += num_clusters
         ab_pipe.producer_tail(state)
 

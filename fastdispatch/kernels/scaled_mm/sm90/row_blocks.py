@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import cutlass
 import cutlass.cute as cute
+import cutlass.pipeline as pipeline
 from cutlass.cute.nvgpu import warpgroup
 
 from fastdispatch.kernels.scaled_mm.sm90 import block_scales
+from fastdispatch.kernels.scaled_mm.sm90.mainloop import _advanced, _ring_state
 from fastdispatch.kernels.scaled_mm.sm90.smem_scales import SmemValues
 
 Float32 = cutlass.Float32
@@ -60,7 +62,8 @@ class RowBlocksMixin:
                 for d in cutlass.range_constexpr(len(block_rings[w])):
                     block_scales.load_raw(cfg, ctx, d, block_rings[w][d])
                 scales[w] = (ctx, block_rings[w])
-        self._mainloop_row_blocks(ab_pipe, accs, tmp, tCrAs, tCrB, consumed, k_count, scales, warp_idx // 4 - 1)
+        self._mainloop_row_blocks(ab_pipe, accs, tmp, tCrAs, tCrB, consumed, k_count, scales, warp_idx // 4 - 1,
+                                  n_done)
         shared = None   # the blocks' column scales and bias: the same columns, loaded once
         whole_tile = cfg.epi_stages * cfg.epi_n >= cfg.row_blocks * cfg.tile_n
         for w in cutlass.range_constexpr(cfg.row_blocks):
@@ -77,41 +80,79 @@ class RowBlocksMixin:
             self._stage_whole(epi, accs, tm, tn, warp_idx, retile=True)
 
     @cute.jit
-    def _mainloop_row_blocks(self, ab_pipe, accs, tmp, tCrAs, tCrB, consumed, k_count, scales, consumer_wg):
+    def _mainloop_row_blocks(self, ab_pipe, accs, tmp, tCrAs, tCrB, consumed, k_count, scales, consumer_wg, n_done):
         """`_mainloop_blocks` for several row blocks: per k-tile, each block's WGMMAs go into
         the one temporary ``tmp``, are waited for and promoted into its accumulator
         ``accs[w]`` with its factors; the stage is freed once the last block's WGMMAs have
         retired. ``scales``: each block's (context, look-ahead registers), None for rowwise.
         The loop is unrolled by the look-ahead (rowwise: not unrolled); the k-tiles left over
-        run under a guard each. ``consumer_wg``: this thread's consumer warpgroup (0 or 1; read
-        by ``stagger_wgs`` only)."""
-        read, release, mmas = self._k_loop_start(consumed)
+        run under a guard each. With ``static_stages`` it runs in passes over the ring instead
+        (`_static_passes`; ``n_done``: the CTA's tiles before this one). ``consumer_wg``: this
+        thread's consumer warpgroup (0 or 1; read by ``stagger_wgs`` only)."""
+        mmas = self._k_loop_start(consumed)[2]
         for w in cutlass.range_constexpr(len(accs)):
             accs[w].fill(0.0)
         if cutlass.const_expr(self.cfg.stagger_wgs):
             if consumer_wg == 1:   # until the first consumer warpgroup's first WGMMAs retired
                 cute.arch.barrier(barrier_id=self.stagger_bar_id, number_of_threads=self.consumer_threads)
-        ahead = self._unroll(scales[0])
-        for it in cutlass.range(k_count // ahead, unroll=1):
-            for g in cutlass.range_constexpr(ahead):
-                read, release = self._row_blocks_k_tile(ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp,
-                                                        scales, it * ahead + g, g, consumer_wg)
-        base = k_count - k_count % ahead
-        for g in cutlass.range_constexpr(ahead - 1):
-            if g < k_count % ahead:
-                read, release = self._row_blocks_k_tile(ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp,
-                                                        scales, base + g, g, consumer_wg)
+        k_tile = (ab_pipe, mmas, tCrAs, tCrB, accs, tmp, scales, consumer_wg)
+        if cutlass.const_expr(self.cfg.static_stages):
+            self._static_passes(k_tile, consumed, k_count, n_done)
+        else:
+            # Each k-tile retires before the next is issued: one ring state both waits for a
+            # stage and frees it.
+            stage = _ring_state(self.cfg.stages, consumed)
+            ahead = self._unroll(scales[0])
+            for it in cutlass.range(k_count // ahead, unroll=1):
+                for g in cutlass.range_constexpr(ahead):
+                    self._row_blocks_k_tile(k_tile, stage, stage.count, it * ahead + g, g)
+                    stage = _advanced(stage)
+            base = k_count - k_count % ahead
+            for g in cutlass.range_constexpr(ahead - 1):
+                if g < k_count % ahead:
+                    self._row_blocks_k_tile(k_tile, stage, stage.count, base + g, g)
+                    stage = _advanced(stage)
 
     @cute.jit
-    def _row_blocks_k_tile(self, ab_pipe, read, release, mmas, tCrAs, tCrB, accs, tmp, scales, t, g, consumer_wg):
-        """One k-tile: every row block in turn. Returns (read, release)."""
-        pos = read.count
+    def _static_passes(self, k_tile, consumed, k_count, n_done):
+        """``static_stages``: the tile's K loop in passes over the A/B ring from stage 0, each
+        pass unrolled by ``stages`` (pass p waits with phase p's parity: every earlier tile
+        made whole passes), so each k-tile's stage is a trace-time index; in the last pass
+        the stages past the tile's k-tiles are the producer's empty ones, waited for and freed.
+        ``consumed``: the scale ring's position (its slots count k-tiles only)."""
+        stages = self.cfg.stages
+        ab_pipe = k_tile[0]
+        passes_before = n_done * ((k_count + stages - 1) // stages)
+        for it in cutlass.range(k_count // stages, unroll=1):
+            phase = (passes_before + it) % 2
+            for s in cutlass.range_constexpr(stages):
+                t = it * stages + s
+                self._row_blocks_k_tile(k_tile, pipeline.PipelineState(stages, t, s, phase), consumed + t, t, 0)
+        rest = k_count % stages
+        if rest > 0:
+            it = k_count // stages
+            phase = (passes_before + it) % 2
+            for s in cutlass.range_constexpr(stages):
+                t = it * stages + s
+                stage = pipeline.PipelineState(stages, t, s, phase)
+                if s < rest:
+                    self._row_blocks_k_tile(k_tile, stage, consumed + t, t, 0)
+                else:
+                    ab_pipe.consumer_wait(stage)
+                    ab_pipe.consumer_release(stage)
+
+    @cute.jit
+    def _row_blocks_k_tile(self, k_tile, stage, pos, t, g):
+        """One k-tile, every row block in turn: wait for its A/B ``stage`` and free it after the
+        last block's WGMMAs (the caller advances the state); ``pos``: its scale ring position;
+        ``t``, ``g``: its index in the tile's K loop and its place in an unrolled group."""
+        ab_pipe, mmas, tCrAs, tCrB, accs, tmp, scales, consumer_wg = k_tile
         values = [None] * len(accs)
         if cutlass.const_expr(not self._scales_late):
             values = [self._take_values(scales[w], t, g, pos) for w in range(len(accs))]
-        ab_pipe.consumer_wait(read)
+        ab_pipe.consumer_wait(stage)
         for w in cutlass.range_constexpr(len(accs)):
-            self._commit_mmas(mmas[0], mmas[1], tCrAs[w], tCrB, tmp, read.index)
+            self._commit_mmas(mmas[0], mmas[1], tCrAs[w], tCrB, tmp, stage.index)
             if cutlass.const_expr(w == 0 and self._scales_late):   # (all blocks': one slot)
                 values = [self._take_values(scales[v], t, g, pos) for v in range(len(accs))]
             warpgroup.wait_group(0)
@@ -119,10 +160,7 @@ class RowBlocksMixin:
                 if t == 0 and consumer_wg == 0:   # the second consumer warpgroup may start
                     cute.arch.barrier_arrive(barrier_id=self.stagger_bar_id, number_of_threads=self.consumer_threads)
             if cutlass.const_expr(w == len(accs) - 1):   # the stage's last reader has retired
-                ab_pipe.consumer_release(release)
-                release.advance()
+                ab_pipe.consumer_release(stage)
             block_scales.promote(accs[w], tmp, self._factors(values[w]))
             self._refill_values(scales[w], t, g)
         self._release_values(scales[0], pos)
-        read.advance()
-        return read, release
