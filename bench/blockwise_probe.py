@@ -191,8 +191,10 @@ def _trials(m, n, k):
             out["aleader"] = dataclasses.replace(pick, a_from_leader=True)
         if pick.row_blocks > 1:   # the second consumer warpgroup a k-tile behind the first
             out["stagger"] = dataclasses.replace(pick, stagger_wgs=True)
-            # The K loop in passes over the ring, each k-tile's stage known at trace time
-            out["static"] = dataclasses.replace(pick, static_stages=True)
+            # The K loop in passes over the ring, each k-tile's stage known at trace time (the
+            # pick's) or not
+            out["dynamic" if pick.static_stages else "static"] = dataclasses.replace(
+                pick, static_stages=not pick.static_stages)
         for name, change in (("overlap0", dict(overlap_promotion=0)), ("c1x2", dict(cluster_m=1, cluster_n=2)),
                              ("c2x2", dict(cluster_n=2)), ("group16", dict(group_m=16))):
             out[name] = dataclasses.replace(pick, **change, stages=None).resolved()

@@ -135,7 +135,7 @@ class RowBlocksMixin:
             for s in cutlass.range_constexpr(stages):
                 t = it * stages + s
                 stage = pipeline.PipelineState(stages, t, s, phase)
-                if s < rest:
+                if s < rest:   # (never for the last stage, rest < stages: the compiler drops it)
                     self._row_blocks_k_tile(k_tile, stage, consumed + t, t, 0)
                 else:
                     ab_pipe.consumer_wait(stage)

@@ -21,8 +21,12 @@ ROWWISE_WAVES = dataclasses.replace(BLOCK_WAVES, scales="rowwise")
 #: What `default_config` picks for 1x128 x 128x128 block scales at large M: that tile with the
 #: scales through SMEM slots, the whole 256x128 tile staged for its stores (3 stages) and
 #: DeepGEMM's 128-SM grid. Interleaved on the lent H200 beside the 128x128 overlapped tile
-#: (both with SMEM scales): 4096x4096x7168 218.2 vs 233.4 us, 8192^3 1031.9 vs 1104.3.
-BLOCK_LARGE = dataclasses.replace(BLOCK_WAVES, epi_n=64, epi_stages=4, num_sms=128, smem_scales=True)
+#: (both with SMEM scales): 4096x4096x7168 218.2 vs 233.4 us, 8192^3 1031.9 vs 1104.3. Its K loop
+#: runs in passes over the ring (``static_stages``): 0-2% faster at six M = 4096 / square shapes
+#: (2026-12-02, bench/results/h200_2026-12-02/probeE_static.log: 4096x7168x16384 817.7 vs 830.7 us,
+#: 4096x7168x2048 104.4 vs 106.7, 8192^3 957.7 either way).
+BLOCK_LARGE = dataclasses.replace(BLOCK_WAVES, epi_n=64, epi_stages=4, num_sms=128, smem_scales=True,
+                                  static_stages=True)
 #: How much faster the 256x128 block tile computes the same output than two 128x128 tiles, its
 #: coarser waves aside: 1.05-1.07 at full waves on the lent H200 (4096x4096x7168, 8192^3).
 ROW_BLOCKS_GAIN = 1.06
