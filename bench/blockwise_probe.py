@@ -186,15 +186,15 @@ def _trials(m, n, k):
     if copies.smem_scales and m % 4 == 0:
         out["tma"] = dataclasses.replace(copies, scale_a_tma=True)
     pick = out["pick"]
+    if pick.smem_scales and not pick.overlap_promotion:
+        # The K loop in passes over the ring, each k-tile's stage known at trace time, or not
+        out["dynamic" if pick.static_stages else "static"] = dataclasses.replace(
+            pick, static_stages=not pick.static_stages)
     if m > 128:
         if pick.cluster_n > 1:   # DeepGEMM's A feed: the first CTA along N multicasts all of it
             out["aleader"] = dataclasses.replace(pick, a_from_leader=True)
         if pick.row_blocks > 1:   # the second consumer warpgroup a k-tile behind the first
             out["stagger"] = dataclasses.replace(pick, stagger_wgs=True)
-            # The K loop in passes over the ring, each k-tile's stage known at trace time (the
-            # pick's) or not
-            out["dynamic" if pick.static_stages else "static"] = dataclasses.replace(
-                pick, static_stages=not pick.static_stages)
         for name, change in (("overlap0", dict(overlap_promotion=0)), ("c1x2", dict(cluster_m=1, cluster_n=2)),
                              ("c2x2", dict(cluster_n=2)), ("group16", dict(group_m=16))):
             out[name] = dataclasses.replace(pick, **change, stages=None).resolved()

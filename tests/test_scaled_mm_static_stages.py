@@ -5,7 +5,8 @@ stage a trace-time index, the producer padding every tile to whole passes with e
 CPU tier: the config rule; the binary's K loop is one pass unrolled plus the last pass's guarded
 k-tiles, and the producer has the padding arrival (PTX op counts against the dynamic loop's).
 GPU tier (``gpu`` + ``sm90``): the table's 256x128 blockwise pick (A's scales by cp.async and by
-TMA) and the rowwise row-block tile, with K giving 0, 1 and 2 k-tiles past the last whole pass,
+TMA), the 128x176 tile over 3 scale blocks, the small-M 64x64 tile with 256-deep k-tiles, and
+the rowwise row-block tile, with K giving 0 to stages - 1 k-tiles past the last whole pass,
 fewer k-tiles than stages, several tiles per CTA (the pass parity carried from tile to tile) and
 a partial second row block, against the fp64 block reference of `test_scaled_mm_blockwise` (bf16
 out: rel. error <= 2e-3) and the rowwise one of `test_scaled_mm_sm90`, outputs poisoned with NaN.
@@ -26,12 +27,15 @@ from test_scaled_mm_sm90 import _run_and_check  # noqa: E402
 OPS = ("wgmma.mma_async", "mbarrier.arrive.shared.b64", "mbarrier.arrive.expect_tx")
 
 
-def test_static_stages_needs_row_blocks_without_register_look_ahead():
+def test_static_stages_needs_smem_scales_or_rowwise_row_blocks():
     assert sm90.BLOCK_LARGE.static_stages
     dataclasses.replace(sm90.ROWWISE_WAVES, static_stages=True)   # rowwise: no look-ahead either
-    for bad in (dict(row_blocks=1), dict(smem_scales=False)):   # one row block; the look-ahead loads
+    dataclasses.replace(sm90.BLOCK_SPAN, static_stages=True)   # one row block, SMEM scales
+    # The consumers' own look-ahead loads; the overlapped loop; rowwise with one row block.
+    for base, bad in ((sm90.BLOCK_LARGE, dict(smem_scales=False)), (sm90.BLOCK_SPAN, dict(overlap_promotion=4)),
+                      (sm90.ROWWISE_WAVES, dict(row_blocks=1))):
         with pytest.raises(ValueError, match="static_stages"):
-            dataclasses.replace(sm90.BLOCK_LARGE, **bad)
+            dataclasses.replace(base, static_stages=True, **bad)
 
 
 @pytest.mark.parametrize("scale_a_tma", [False, True])
@@ -59,14 +63,32 @@ def test_static_loop_unrolls_one_pass_and_pads_in_the_producer(scale_a_tma):
 SHAPES = [(4096, 4096, 7168), (4096, 4096, 256), (8192, 2048, 768), (1000, 2112, 1280), (300, 336, 1152)]
 
 
+def _static(tile):
+    """The static-stage configs the GPU tests run: the 256x128 pick (A's scales by cp.async /
+    TMA), the 128x176 tile spanning 3 of B's scale blocks (5 stages), and the small-M 64x64
+    tile with 256-deep k-tiles (two promotions each, 6 stages)."""
+    base = {"large": sm90.BLOCK_LARGE, "large_tma": dataclasses.replace(sm90.BLOCK_LARGE, scale_a_tma=True),
+            "span": sm90.BLOCK_SPAN,
+            "small": sm90.default_config(64, 7168, 2048, scales="block_1x128_128x128")}[tile]
+    return dataclasses.replace(base, static_stages=True, stages=None).resolved()
+
+
+#: Per tile, shapes with 0, 1, ... k-tiles past the last whole pass and fewer k-tiles than stages.
+#: span (5 stages): 56 k-tiles (1 past), 10 (0), 9 (4), with partial column tiles at N = 336;
+#: small (6 stages of 256-deep k-tiles): 8 (2), 28 (4), 5 (no whole pass; K = 1040 ends in a
+#: partial scale block).
+BLOCK_CASES = ([(tile, *shape) for tile in ("large", "large_tma") for shape in SHAPES]
+               + [("span", 4096, 2112, 7168), ("span", 1000, 2112, 1280), ("span", 300, 336, 1152)]
+               + [("small", 64, 7168, 2048), ("small", 256, 2112, 7168), ("small", 37, 336, 1040)])
+
+
 @pytest.mark.gpu
 @pytest.mark.sm90
 @pytest.mark.parametrize("has_bias", [False, True])
-@pytest.mark.parametrize("m,n,k", SHAPES)
-@pytest.mark.parametrize("scale_a_tma", [False, True])
-def test_static_block_pick_matches_fp64_reference(scale_a_tma, m, n, k, has_bias):
-    cfg = dataclasses.replace(sm90.BLOCK_LARGE, scale_a_tma=scale_a_tma).resolved()
-    assert cfg.stages == 3
+@pytest.mark.parametrize("tile,m,n,k", BLOCK_CASES)
+def test_static_block_tiles_match_fp64_reference(tile, m, n, k, has_bias):
+    cfg = _static(tile)
+    assert cfg.stages == {"large": 3, "large_tma": 3, "span": 5, "small": 6}[tile], cfg
     _run_block(cfg, m, n, k, has_bias)
 
 

@@ -98,7 +98,8 @@ class Sm90Config:
       each tile's K loop only once the first one's first WGMMAs have retired (a named
       barrier), so that one warpgroup's promotion FMAs run while the other's WGMMAs do,
       instead of both promoting at once with the tensor cores idle (trial knob).
-    - ``static_stages``: with ``row_blocks > 1``, every tile's K loop starts at A/B stage 0 and
+    - ``static_stages``: with SMEM block scales (not overlapped) or rowwise row blocks (where it
+      spilled 848 bytes and ran 0.65x: not picked), every tile's K loop starts at A/B stage 0 and
       runs in passes over the ring, unrolled by ``stages``, so each k-tile's stage (its
       barriers, its SMEM descriptors) is known at trace time (DeepGEMM's loop: "unrolling and
       kNumInnerStages are vital for performance"). The producer pads each tile's k-tiles to a
@@ -217,9 +218,11 @@ class Sm90Config:
         if self.stagger_wgs and not (self.row_blocks > 1 and self.consumer_wgs == 2):
             errs.append("stagger_wgs staggers two consumer warpgroups' row blocks: "
                         "it needs row_blocks > 1 and consumer_wgs 2")
-        if self.static_stages and not (self.row_blocks > 1 and (self.smem_scales or self.scales == "rowwise")):
-            errs.append("static_stages unrolls the row blocks' K loop over the ring: it needs row_blocks > 1 "
-                        "and rowwise or SMEM block scales (no register look-ahead)")
+        if self.static_stages and not (
+            self.smem_scales and not self.overlap_promotion or self.row_blocks > 1 and self.scales == "rowwise"
+        ):
+            errs.append("static_stages unrolls the K loop over the ring: it needs SMEM block scales without "
+                        "overlap_promotion, or rowwise row blocks (no register look-ahead)")
         if self.a_from_leader and self.cluster_n == 1:
             errs.append("a_from_leader multicasts A along N: it needs cluster_n > 1")
         if self.stages is not None and self.stages < 2:

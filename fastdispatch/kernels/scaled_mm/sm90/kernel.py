@@ -329,7 +329,8 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Ep
                         self._mainloop_overlapped(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count,
                                                   blocks)
                     elif cutlass.const_expr(self.blockwise):
-                        self._mainloop_blocks(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count, blocks)
+                        self._mainloop_blocks(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count, blocks,
+                                              n_done)
                     else:
                         tiled_mma = self._mainloop(ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count)
                     consumed += k_count

@@ -214,41 +214,80 @@ class MainloopMixin:
         return read, release, (mma_first, mma_rest)
 
     @cute.jit
-    def _mainloop_blocks(self, ab_pipe, acc, tmp, tmp2, tCrA, tCrB, consumed, k_count, blocks):
+    def _mainloop_blocks(self, ab_pipe, acc, tmp, tmp2, tCrA, tCrB, consumed, k_count, blocks, n_done):
         """`_mainloop` with block scales (promote=1): the K loop unrolled so that the scale
         values' registers are indexed at trace time (by the lookahead, in 128-deep scale
         blocks), each k-tile issued, waited for and promoted with its factors; the k-tiles
         left over run under a guard each. A 256-deep k-tile is two scale blocks: its halves
         go into ``tmp`` and ``tmp2`` as two commit groups, and the first half is promoted
         while the second one's WGMMAs run (half the pipeline hand-offs per K of 128-deep
-        k-tiles)."""
+        k-tiles). With ``static_stages`` it runs in passes over the ring instead
+        (`_static_passes`; ``n_done``: the CTA's tiles before this one)."""
         cfg = self.cfg
         halves = cfg.tile_k // 128
         ahead = max(1, self._unroll(blocks) // halves)   # k-tiles per unrolled group
-        read, release, mmas = self._k_loop_start(consumed)
         acc.fill(0.0)
-        for it in cutlass.range(k_count // ahead, unroll=1):
-            for g in cutlass.range_constexpr(ahead):
-                read, release = self._block_k_tile(ab_pipe, read, release, mmas, tCrA, tCrB, acc, (tmp, tmp2),
-                                                   blocks, it * ahead + g, g)
-        read, release = self._block_tail(ab_pipe, read, release, mmas, tCrA, tCrB, acc, (tmp, tmp2), blocks,
-                                         k_count, ahead)
+        k_tile = (ab_pipe, self._k_loop_start(consumed)[2], tCrA, tCrB, acc, (tmp, tmp2), blocks)
+        if cutlass.const_expr(cfg.static_stages):
+            self._static_passes(self._block_k_tile, k_tile, consumed, k_count, n_done)
+        else:
+            # Each k-tile retires before the next is issued: one ring state both waits for a
+            # stage and frees it.
+            stage = _ring_state(cfg.stages, consumed)
+            for it in cutlass.range(k_count // ahead, unroll=1):
+                for g in cutlass.range_constexpr(ahead):
+                    self._block_k_tile(k_tile, stage, stage.count, it * ahead + g, g)
+                    stage = _advanced(stage)
+            self._block_tail(k_tile, stage, k_count, ahead)
 
     @cute.jit
-    def _block_k_tile(self, ab_pipe, read, release, mmas, tCrA, tCrB, acc, temps, blocks, t, g):
-        """One k-tile on its own with block scales: take its values (``g``: its place in
-        the unrolled group), issue it, wait, promote. ``temps``: (tmp, tmp2), the second
-        only for 256-deep k-tiles. Returns (read, release)."""
-        pos = read.count
+    def _static_passes(self, run_k_tile, k_tile, consumed, k_count, n_done):
+        """``static_stages``: the tile's K loop in passes over the A/B ring from stage 0, each
+        pass unrolled by ``stages`` (pass p waits with phase p's parity: every earlier tile
+        made whole passes), so each k-tile's stage is a trace-time index; in the last pass
+        the stages past the tile's k-tiles are the producer's empty ones, waited for and freed.
+        ``run_k_tile(k_tile, stage, pos, t, g)`` runs k-tile ``t`` on ``stage`` (``k_tile``: its
+        loop's operands, ``ab_pipe`` first); ``consumed``: the scale ring's position (its slots
+        count k-tiles only)."""
+        stages = self.cfg.stages
+        ab_pipe = k_tile[0]
+        passes_before = n_done * ((k_count + stages - 1) // stages)
+        for it in cutlass.range(k_count // stages, unroll=1):
+            phase = (passes_before + it) % 2
+            for s in cutlass.range_constexpr(stages):
+                t = it * stages + s
+                run_k_tile(k_tile, pipeline.PipelineState(stages, t, s, phase), consumed + t, t, 0)
+        rest = k_count % stages
+        if rest > 0:
+            it = k_count // stages
+            phase = (passes_before + it) % 2
+            for s in cutlass.range_constexpr(stages):
+                t = it * stages + s
+                stage = pipeline.PipelineState(stages, t, s, phase)
+                if s < rest:   # (never for the last stage, rest < stages: the compiler drops it)
+                    run_k_tile(k_tile, stage, consumed + t, t, 0)
+                else:
+                    ab_pipe.consumer_wait(stage)
+                    ab_pipe.consumer_release(stage)
+
+    @cute.jit
+    def _block_k_tile(self, k_tile, stage, pos, t, g):
+        """One k-tile on its own with block scales, on A/B ``stage`` (freed here; the caller
+        advances the state) at scale ring position ``pos``: take its values (``g``: its place
+        in the unrolled group), issue it, wait, promote. ``k_tile``: (ab_pipe, the two MMA
+        objects, tCrA, tCrB, acc, (tmp, tmp2), blocks), tmp2 only for 256-deep k-tiles."""
+        ab_pipe, mmas, tCrA, tCrB, acc, temps, blocks = k_tile
         if cutlass.const_expr(self.cfg.tile_k == 128):
             values = None
             if cutlass.const_expr(not self._scales_late):
                 values = self._take_values(blocks, t, g, pos)
-            read = self._issue_k_tile(ab_pipe, read, mmas[0], mmas[1], tCrA, tCrB, temps[0])
+            ab_pipe.consumer_wait(stage)
+            self._commit_mmas(mmas[0], mmas[1], tCrA, tCrB, temps[0], stage.index)
             if cutlass.const_expr(self._scales_late):
                 values = self._take_values(blocks, t, g, pos)
             warpgroup.wait_group(0)
-            release = self._retire_k_tile(ab_pipe, release, acc, temps[0], self._factors(values))
+            ab_pipe.consumer_release(stage)
+            block_scales.promote(acc, temps[0], self._factors(values))
             self._release_values(blocks, pos)
             self._refill_values(blocks, t, g)
         else:
@@ -256,36 +295,36 @@ class MainloopMixin:
             first, second = None, None
             if cutlass.const_expr(not self._scales_late):
                 first, second = (self._take_values(blocks, j, h, pos) for j, h in halves)
-            ab_pipe.consumer_wait(read)
+            ab_pipe.consumer_wait(stage)
             warpgroup.fence()
             for kb in cutlass.range_constexpr(8):   # 8 k32 blocks: two 128-deep halves
                 half = temps[kb // 4]
-                crd = (None, None, kb, read.index)
+                crd = (None, None, kb, stage.index)
                 cute.gemm(mmas[0] if kb % 4 == 0 else mmas[1], half, tCrA[crd], tCrB[crd], half)
                 if cutlass.const_expr(kb % 4 == 3):
                     warpgroup.commit_group()
-            read.advance()
             if cutlass.const_expr(self._scales_late):
                 first, second = (self._take_values(blocks, j, h, pos) for j, h in halves)
             warpgroup.wait_group(1)
             block_scales.promote(acc, temps[0], self._factors(first))
             self._refill_values(blocks, 2 * t, 2 * g)
             warpgroup.wait_group(0)
-            release = self._retire_k_tile(ab_pipe, release, acc, temps[1], self._factors(second))
+            ab_pipe.consumer_release(stage)
+            block_scales.promote(acc, temps[1], self._factors(second))
             self._release_values(blocks, pos)
             self._refill_values(blocks, 2 * t + 1, 2 * g + 1)
-        return read, release
 
     @cute.jit
-    def _block_tail(self, ab_pipe, read, release, mmas, tCrA, tCrB, acc, temps, blocks, k_count, group):
+    def _block_tail(self, k_tile, stage, k_count, group):
         """The k_count % group k-tiles after a K loop unrolled by ``group`` (a multiple of the
-        lookahead), each under a guard, so their scale registers are known at trace time."""
+        lookahead), each under a guard, so their scale registers are known at trace time; each
+        retires before the next, so the one ring ``stage`` waits and frees (returned advanced)."""
         base = k_count - k_count % group
         for g in cutlass.range_constexpr(group - 1):
             if g < k_count % group:
-                read, release = self._block_k_tile(ab_pipe, read, release, mmas, tCrA, tCrB, acc, temps, blocks,
-                                                   base + g, g)
-        return read, release
+                self._block_k_tile(k_tile, stage, stage.count, base + g, g)
+                stage = _advanced(stage)
+        return stage
 
     @cute.jit
     def _mainloop_overlapped(self, ab_pipe, acc, tmp0, tmp1, tCrA, tCrB, consumed, k_count, blocks):
@@ -328,8 +367,9 @@ class MainloopMixin:
                 warpgroup.wait_group(0)
                 release = self._retire_k_tile(ab_pipe, release, acc, tmp0, None)
         else:
-            self._block_tail(ab_pipe, read, release, (mma_first, mma_rest), tCrA, tCrB, acc, (tmp0, None), blocks,
-                             k_count, group)
+            # (Every issued k-tile has retired: read and release are at the same position.)
+            self._block_tail((ab_pipe, (mma_first, mma_rest), tCrA, tCrB, acc, (tmp0, None), blocks), read, k_count,
+                             group)
 
     @cute.jit
     def _reduce_partials(self, acc, sRed, red_full, red_empty, k_rank, thread, n_done):

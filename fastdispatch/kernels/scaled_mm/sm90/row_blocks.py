@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import cutlass
 import cutlass.cute as cute
-import cutlass.pipeline as pipeline
 from cutlass.cute.nvgpu import warpgroup
 
 from fastdispatch.kernels.scaled_mm.sm90 import block_scales
@@ -87,7 +86,7 @@ class RowBlocksMixin:
         retired. ``scales``: each block's (context, look-ahead registers), None for rowwise.
         The loop is unrolled by the look-ahead (rowwise: not unrolled); the k-tiles left over
         run under a guard each. With ``static_stages`` it runs in passes over the ring instead
-        (`_static_passes`; ``n_done``: the CTA's tiles before this one). ``consumer_wg``: this
+        (`mainloop._static_passes`; ``n_done``: the CTA's tiles before this one). ``consumer_wg``: this
         thread's consumer warpgroup (0 or 1; read by ``stagger_wgs`` only)."""
         mmas = self._k_loop_start(consumed)[2]
         for w in cutlass.range_constexpr(len(accs)):
@@ -97,7 +96,7 @@ class RowBlocksMixin:
                 cute.arch.barrier(barrier_id=self.stagger_bar_id, number_of_threads=self.consumer_threads)
         k_tile = (ab_pipe, mmas, tCrAs, tCrB, accs, tmp, scales, consumer_wg)
         if cutlass.const_expr(self.cfg.static_stages):
-            self._static_passes(k_tile, consumed, k_count, n_done)
+            self._static_passes(self._row_blocks_k_tile, k_tile, consumed, k_count, n_done)
         else:
             # Each k-tile retires before the next is issued: one ring state both waits for a
             # stage and frees it.
@@ -112,34 +111,6 @@ class RowBlocksMixin:
                 if g < k_count % ahead:
                     self._row_blocks_k_tile(k_tile, stage, stage.count, base + g, g)
                     stage = _advanced(stage)
-
-    @cute.jit
-    def _static_passes(self, k_tile, consumed, k_count, n_done):
-        """``static_stages``: the tile's K loop in passes over the A/B ring from stage 0, each
-        pass unrolled by ``stages`` (pass p waits with phase p's parity: every earlier tile
-        made whole passes), so each k-tile's stage is a trace-time index; in the last pass
-        the stages past the tile's k-tiles are the producer's empty ones, waited for and freed.
-        ``consumed``: the scale ring's position (its slots count k-tiles only)."""
-        stages = self.cfg.stages
-        ab_pipe = k_tile[0]
-        passes_before = n_done * ((k_count + stages - 1) // stages)
-        for it in cutlass.range(k_count // stages, unroll=1):
-            phase = (passes_before + it) % 2
-            for s in cutlass.range_constexpr(stages):
-                t = it * stages + s
-                self._row_blocks_k_tile(k_tile, pipeline.PipelineState(stages, t, s, phase), consumed + t, t, 0)
-        rest = k_count % stages
-        if rest > 0:
-            it = k_count // stages
-            phase = (passes_before + it) % 2
-            for s in cutlass.range_constexpr(stages):
-                t = it * stages + s
-                stage = pipeline.PipelineState(stages, t, s, phase)
-                if s < rest:   # (never for the last stage, rest < stages: the compiler drops it)
-                    self._row_blocks_k_tile(k_tile, stage, consumed + t, t, 0)
-                else:
-                    ab_pipe.consumer_wait(stage)
-                    ab_pipe.consumer_release(stage)
 
     @cute.jit
     def _row_blocks_k_tile(self, k_tile, stage, pos, t, g):
