@@ -98,13 +98,16 @@ class Sm90Config:
       each tile's K loop only once the first one's first WGMMAs have retired (a named
       barrier), so that one warpgroup's promotion FMAs run while the other's WGMMAs do,
       instead of both promoting at once with the tensor cores idle (trial knob).
-    - ``static_stages``: with SMEM block scales (not overlapped) or rowwise row blocks (where it
-      spilled 848 bytes and ran 0.65x: not picked), every tile's K loop starts at A/B stage 0 and
+    - ``static_stages``: with SMEM block scales (not overlapped) or rowwise row blocks, every
+      tile's K loop starts at A/B stage 0 and
       runs in passes over the ring, unrolled by ``stages``, so each k-tile's stage (its
       barriers, its SMEM descriptors) is known at trace time (DeepGEMM's loop: "unrolling and
       kNumInnerStages are vital for performance"). The producer pads each tile's k-tiles to a
       multiple of ``stages`` with empty stages (an arrival without bytes; the consumers wait
-      for them and free them).
+      for them and free them). Picked for the 256x128 block tile only (`table.BLOCK_LARGE`): on
+      the lent H200 the tiles of one row block ran 1-7% slower with it (ten shapes, M = 64 to
+      4096), and rowwise row blocks spilled 848 bytes and ran 0.65x (bench/results/h200_2026-12-02/
+      probeK_static_one_block.log, rowprobe_static_rowwise.log).
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
     """
