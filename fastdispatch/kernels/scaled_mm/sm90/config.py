@@ -99,10 +99,10 @@ class Sm90Config:
       barrier), so that one warpgroup's promotion FMAs run while the other's WGMMAs do,
       instead of both promoting at once with the tensor cores idle (trial knob).
     - ``static_stages``: with SMEM block scales (not overlapped) or rowwise row blocks, every
-      tile's K loop starts at A/B stage 0 and
-      runs in passes over the ring, unrolled by ``stages``, so each k-tile's stage (its
-      barriers, its SMEM descriptors) is known at trace time (DeepGEMM's loop: "unrolling and
-      kNumInnerStages are vital for performance"). The producer pads each tile's k-tiles to a
+      tile's K loop starts at A/B stage 0 and runs in passes over the ring, unrolled by
+      ``stages``, so each k-tile's stage (its barriers, its SMEM descriptors) is known at trace
+      time (DeepGEMM's loop: "unrolling and kNumInnerStages are vital for performance"). The
+      producer pads each tile's k-tiles to a
       multiple of ``stages`` with empty stages (an arrival without bytes; the consumers wait
       for them and free them). Picked for the 256x128 block tile only (`table.BLOCK_LARGE`): on
       the lent H200 the tiles of one row block ran 1-7% slower with it (ten shapes, M = 64 to
