@@ -203,15 +203,18 @@ class MainloopMixin:
     @cute.jit
     def _k_loop_start(self, consumed):
         """The read and release states at ring position ``consumed`` and the two fixed MMA
-        objects (ACCUMULATE off for a k-tile's first k-block, on after) of the K loops that
-        issue through `_issue_k_tile`."""
-        read = _ring_state(self.cfg.stages, consumed)
-        release = _ring_state(self.cfg.stages, consumed)
+        objects (`_k_tile_mmas`) of the overlapped K loop, whose releases lag its reads."""
+        return _ring_state(self.cfg.stages, consumed), _ring_state(self.cfg.stages, consumed), self._k_tile_mmas()
+
+    @cute.jit
+    def _k_tile_mmas(self):
+        """The two fixed MMA objects of a k-tile's WGMMAs: ACCUMULATE off for its first k-block
+        (overwrites the temporary), on after."""
         mma_first = self._tiled_mma()
         mma_first.set(warpgroup.Field.ACCUMULATE, False)
         mma_rest = self._tiled_mma()
         mma_rest.set(warpgroup.Field.ACCUMULATE, True)
-        return read, release, (mma_first, mma_rest)
+        return mma_first, mma_rest
 
     @cute.jit
     def _mainloop_blocks(self, ab_pipe, acc, tmp, tmp2, tCrA, tCrB, consumed, k_count, blocks, n_done):
@@ -227,7 +230,7 @@ class MainloopMixin:
         halves = cfg.tile_k // 128
         ahead = max(1, self._unroll(blocks) // halves)   # k-tiles per unrolled group
         acc.fill(0.0)
-        k_tile = (ab_pipe, self._k_loop_start(consumed)[2], tCrA, tCrB, acc, (tmp, tmp2), blocks)
+        k_tile = (ab_pipe, self._k_tile_mmas(), tCrA, tCrB, acc, (tmp, tmp2), blocks)
         if cutlass.const_expr(cfg.static_stages):
             self._static_passes(self._block_k_tile, k_tile, consumed, k_count, n_done)
         else:

@@ -88,7 +88,7 @@ class RowBlocksMixin:
         run under a guard each. With ``static_stages`` it runs in passes over the ring instead
         (`mainloop._static_passes`; ``n_done``: the CTA's tiles before this one). ``consumer_wg``: this
         thread's consumer warpgroup (0 or 1; read by ``stagger_wgs`` only)."""
-        mmas = self._k_loop_start(consumed)[2]
+        mmas = self._k_tile_mmas()
         for w in cutlass.range_constexpr(len(accs)):
             accs[w].fill(0.0)
         if cutlass.const_expr(self.cfg.stagger_wgs):
