@@ -29,11 +29,13 @@ from fastdispatch.kernels.scaled_mm.sm90.mainloop import MainloopMixin
 from fastdispatch.kernels.scaled_mm.sm90.producer import ProducerMixin
 from fastdispatch.kernels.scaled_mm.sm90.row_blocks import RowBlocksMixin
 from fastdispatch.kernels.scaled_mm.sm90.smem_scales import SmemValues, slot_layout
+from fastdispatch.kernels.scaled_mm.sm90.split_k import SplitKMixin
 
 Float32, Int32 = cutlass.Float32, cutlass.Int32
 
 
-class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, EpilogueMixin, TorchLayoutEntries):
+class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, SplitKMixin, EpilogueMixin,
+                   TorchLayoutEntries):
     """One compiled variant: a resolved `Sm90Config` plus has_bias. Entry points `run` /
     `run_bias` (from `TorchLayoutEntries`, traced by cute.compile), the host side
     (`LaunchMixin`), device code in `kernel`, the producer warps (`ProducerMixin`), the K loops (`MainloopMixin`,
