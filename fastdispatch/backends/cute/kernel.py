@@ -1,261 +1,29 @@
-"""CuTe DSL backend: compile a ``@cute.jit`` host function per argument class, call it through TVM-FFI.
-
-Lifetime: per key (a miss). A hit never comes here: the entry is MODE_CALL and the C hot path
-calls the binary's raw TVM-FFI function positionally with the call's own torch tensors (~0.36 us
-for 3 tensors on the lent H100, DESIGN §4; the stream is torch's current one, read in C by
-TVM-FFI through the DLPack exchange API, so CUDA graph capture works).
-
-Binaries are size-generic (DESIGN §4): each tensor argument becomes a fake tensor with symbolic
-sizes, so one binary serves every shape of a *class*: dtype, rank, 16-byte alignment of the data
-pointer and layout (canonical row-major vs. arbitrary strides, 32- vs 64-bit sizes). The fast
-key holds exactly that class (ROLE_LAYOUT, computed in C), so a new shape is a hit; with a
-user ``validate`` or ``fake_args`` (which may read sizes) it holds exact shapes instead.
-
-Where a binary comes from, in order: memory (``_binaries``, by compile-key text), the disk
-cache (``cache.load("cute", key)``: an object file from ``export_to_c``, loaded with
-``cutlass.runtime.load_module(..., enable_tvm_ffi=True)``, ~ms), ``cute.compile`` under one
-process-wide lock (it is neither thread-safe nor cached by the DSL: cutlass#3398). The disk key
-holds everything that changes the code: the module source hash, exact arch (``sm_90a``), the
-nvidia-cutlass-dsl and apache-tvm-ffi versions, compile options, ``CUTE_DSL_*`` env vars and
-each argument's class.
-"""
+"""CuTe DSL backend, per miss: `CuteKernel`, the dispatcher of a wrapped ``@cute.jit`` host
+function (bind, validate, key, compile or load once per key, publish a MODE_CALL entry), and
+`cute_kernel`, its public constructor."""
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import inspect
 import logging
 import os
 import tempfile
-import threading
 import time
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from fastdispatch import _stats as stats, cache, keys
+from fastdispatch.backends.cute.arch import _VERSIONS, _codegen_env, _normalize_arch, device_arch
+from fastdispatch.backends.cute.args import (TensorClass, _annotations, _find_stream, _first_cuda_device,
+                                             _is_constexpr, _is_tensor_annotation, _scalar, _source_hash)
+from fastdispatch.backends.cute.binaries import (BASE_OPTIONS, COMPILE_LOCK, OBJECT_FILE, CuteBinary, _binaries,
+                                                 _binaries_lock, _flight, _load_object, _symbol, raw_function)
 from fastdispatch.dispatcher import MODE_CALL, Dispatcher
 from fastdispatch.errors import check_cuda_tensors
 
 log = logging.getLogger("fastdispatch")
 
-#: One lock for every ``cute.compile`` / ``export_to_c`` / ``load_module`` in this process: the
-#: DSL keeps a shared MLIR context and global singletons (DESIGN §4). Kernels compiling CuTe code
-#: outside this backend should take it too.
-COMPILE_LOCK = threading.RLock()
 
-#: Options this backend always passes; ``compile_options`` are appended.
-BASE_OPTIONS = "--enable-tvm-ffi"
-OBJECT_FILE = "kernel.o"
-
-_binaries: dict = {}            # compile-key text -> CuteBinary (per process, all wrappers)
-_binaries_lock = threading.Lock()
-_flight = cache.SingleFlight()  # per compile key: N wrappers/threads on one key compile once
-_capabilities: dict = {}
-
-
-def _versions() -> str:
-    out = []
-    for dist in ("nvidia-cutlass-dsl", "apache-tvm-ffi"):
-        try:
-            out.append(f"{dist}={importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            out.append(f"{dist}=?")
-    return ",".join(out)
-
-
-_VERSIONS = _versions()
-
-
-def arch_for_capability(major: int, minor: int) -> str:
-    """The exact arch a binary is compiled for: ``sm_90a`` for 9.0, ``sm_100a`` for 10.0.
-
-    The ``a`` (arch-specific) variants from Hopper on, since kernels use WGMMA/TMA/tcgen05.
-    """
-    cc = major * 10 + minor
-    return f"sm_{cc}a" if cc >= 90 else f"sm_{cc}"
-
-
-def device_arch(device: int) -> str:
-    """Arch of CUDA device ``device``, queried once per process."""
-    cap = _capabilities.get(device)
-    if cap is None:
-        cap = _capabilities[device] = torch.cuda.get_device_capability(device)
-    return arch_for_capability(*cap)
-
-
-def _normalize_arch(arch=None, target=None) -> str:
-    if target is not None:  # a triton GPUTarget (fastdispatch.precompile passes one)
-        cc = int(target.arch)
-        return arch_for_capability(cc // 10, cc % 10)
-    if not isinstance(arch, str) or not arch.startswith("sm_") or not arch[3:].rstrip("af").isdigit():
-        raise ValueError(f"arch must look like 'sm_90a' or 'sm_100a', got {arch!r}")
-    return arch
-
-
-def _codegen_env() -> str:
-    # Conservative: every CUTE_DSL_* variable except pure logging/dumping ones may change code.
-    skip = ("CUTE_DSL_LOG", "CUTE_DSL_PRINT", "CUTE_DSL_DUMP", "CUTE_DSL_KEEP", "CUTE_DSL_CACHE")
-    return ";".join(f"{k}={v}" for k, v in sorted(os.environ.items())
-                    if k.startswith("CUTE_DSL_") and not k.startswith(skip))
-
-
-# -- argument classes ------------------------------------------------------------------------
-def _torch_to_cutlass():
-    import cutlass
-
-    names = {"float32": "Float32", "float16": "Float16", "bfloat16": "BFloat16",
-             "float64": "Float64", "int8": "Int8", "int16": "Int16", "int32": "Int32",
-             "int64": "Int64", "uint8": "Uint8", "uint16": "Uint16", "uint32": "Uint32",
-             "uint64": "Uint64", "bool": "Boolean", "float8_e4m3fn": "Float8E4M3FN",
-             "float8_e5m2": "Float8E5M2"}
-    return {getattr(torch, t): getattr(cutlass, c) for t, c in names.items()
-            if hasattr(torch, t) and hasattr(cutlass, c)}
-
-
-_DTYPES: dict = {}
-
-
-def _row_major_strides(shape) -> tuple:
-    strides, acc = [], 1
-    for s in reversed(shape):
-        strides.append(acc)
-        acc *= s
-    return tuple(reversed(strides))
-
-
-@dataclass(frozen=True)
-class TensorClass:
-    """What a size-generic binary depends on for one tensor argument."""
-
-    dtype: torch.dtype
-    rank: int
-    aligned16: bool      # data_ptr % 16 == 0 (the fast key's alignment bit)
-    compact: bool        # strides are exactly the row-major ones of its shape
-    wide: bool           # some size needs 64 bits
-
-    @classmethod
-    def of(cls, t: torch.Tensor) -> "TensorClass":
-        try:
-            aligned = t.data_ptr() % 16 == 0
-        except Exception:  # meta / FakeTensor: no storage, treat as aligned (precompile specs)
-            aligned = True
-        shape = tuple(t.shape)
-        return cls(t.dtype, len(shape), aligned, tuple(t.stride()) == _row_major_strides(shape),
-                   any(s >= 2 ** 31 for s in shape) or t.numel() >= 2 ** 31)
-
-    def text(self) -> str:
-        return (f"T({str(self.dtype).replace('torch.', '')},r{self.rank},"
-                f"{'a16' if self.aligned16 else 'a' + str(_elem_bytes(self.dtype))},"
-                f"{'compact' if self.compact else 'strided'}{',i64' if self.wide else ''})")
-
-    def fake(self):
-        """A fake tensor of this class with one fresh symbolic size per mode."""
-        import cutlass.cute as cute
-        from cutlass.cute.runtime import make_fake_compact_tensor, make_fake_tensor
-
-        if not _DTYPES:
-            _DTYPES.update(_torch_to_cutlass())
-        element = _DTYPES.get(self.dtype)
-        if element is None:
-            raise ValueError(f"dtype {self.dtype} has no CuTe DSL element type here")
-        sym = cute.sym_int64 if self.wide else cute.sym_int32
-        shape = tuple(sym() for _ in range(self.rank))
-        align = 16 if self.aligned16 else _elem_bytes(self.dtype)
-        if self.compact:
-            order = tuple(range(self.rank - 1, -1, -1))  # last mode fastest (row-major)
-            return make_fake_compact_tensor(element, shape, stride_order=order, assumed_align=align)
-        strides = tuple(cute.sym_int64() for _ in range(self.rank))
-        return make_fake_tensor(element, shape, strides, assumed_align=align)
-
-
-def _elem_bytes(dtype: torch.dtype) -> int:
-    return max(1, torch.empty((), dtype=dtype).element_size())
-
-
-def _scalar(value, annotation):
-    """(class text, compile-time value) of a runtime scalar: always a *dynamic* DSL value, so a
-    binary never bakes in a value the fast key does not hold (ints are keyed by class only)."""
-    import cutlass
-
-    if isinstance(annotation, type) and issubclass(annotation, cutlass.Numeric):
-        return f"S({annotation.__name__})", annotation(value)
-    if isinstance(value, bool):
-        return "S(Boolean)", cutlass.Boolean(value)
-    if isinstance(value, int):
-        if -(2 ** 31) <= value < 2 ** 31:
-            return "S(Int32)", cutlass.Int32(value)
-        return "S(Int64)", cutlass.Int64(value)
-    return "S(Float32)", cutlass.Float32(value)
-
-
-# -- binaries --------------------------------------------------------------------------------
-@dataclass
-class CuteBinary:
-    """One compiled (or loaded) binary for a compile key.
-
-    ``fn``: the raw positional TVM-FFI function (None when compiled for another arch than the
-    local GPU's, e.g. AOT on a CPU machine); ``slow``: the same through the DSL's kwargs wrapper
-    (or ``fn`` when loaded from disk); ``files``: ``{"kernel.o": bytes}`` as stored on disk;
-    ``ptx``: the PTX text when compiled with ``keep_ptx``. Unpacks as ``(key, files)`` like the
-    Triton backend's ``compile_for`` result (``fastdispatch.precompile`` relies on that).
-    """
-
-    key: str
-    files: dict
-    fn: object = None
-    slow: object = None
-    ptx: str | None = None
-    source: str = "compile"     # "compile" | "disk"
-    compiled: object = field(default=None, repr=False)   # cute.compile result or loaded module
-    module: object = field(default=None, repr=False)     # load_module result kept alive
-
-    def __iter__(self):
-        return iter((self.key, self.files))
-
-
-def _symbol(key_text: str) -> str:
-    # A C identifier, unique per key, so two loaded modules never share exported symbols.
-    return "fd_cute_" + cache.key_digest(key_text)[:24]
-
-
-def _load_object(key_text: str, data: bytes):
-    """The raw TVM-FFI function of an exported object file (``load_module``, ~ms)."""
-    import cutlass.runtime
-
-    with tempfile.TemporaryDirectory(prefix="fastdispatch-cute-") as d:
-        path = os.path.join(d, OBJECT_FILE)
-        Path(path).write_bytes(data)
-        with COMPILE_LOCK:
-            module = cutlass.runtime.load_module(path, enable_tvm_ffi=True)
-            fn = module[_symbol(key_text)]
-    # The engine holding the code is kept alive by the function (keep_alive_object); keep the
-    # module too, in case a DSL version ties the engine's lifetime to it.
-    return fn, module
-
-
-def raw_function(compiled):
-    """The positional TVM-FFI function of a ``cute.compile`` result, or None if it has none.
-
-    4.8.1 returns either a ``tvm_ffi.Function`` subclass whose Python ``__call__`` re-checks its
-    handle per call, or a kwargs wrapper exposing ``__tvm_ffi_object__()``; both reduce to the
-    plain ``tvm_ffi.Function`` so the hot path pays only TVM-FFI's own C call.
-    """
-    getter = getattr(compiled, "__tvm_ffi_object__", None)
-    if getter is not None:
-        return getter()
-    import tvm_ffi
-
-    if isinstance(compiled, tvm_ffi.Function):
-        if compiled.__chandle__() == 0:
-            return None
-        return tvm_ffi.Function.__call__.__get__(compiled)  # C slot, no Python frame
-    return None
-
-
-# -- the dispatcher --------------------------------------------------------------------------
 class CuteKernel(Dispatcher):
     """A ``@cute.jit`` host function behind the fastdispatch hot path (see :func:`cute_kernel`)."""
 
@@ -476,52 +244,6 @@ class CuteKernel(Dispatcher):
                                 "source": binary.source})
 
 
-def _annotations(fn) -> dict:
-    try:
-        return typing.get_type_hints(fn, include_extras=True)
-    except Exception:  # unresolvable forward references: fall back to the raw annotations
-        return dict(getattr(fn, "__annotations__", {}))
-
-
-def _is_constexpr(annotation) -> bool:
-    import cutlass
-
-    return annotation is cutlass.Constexpr or typing.get_origin(annotation) is cutlass.Constexpr
-
-
-def _is_tensor_annotation(annotation) -> bool:
-    import cutlass.cute as cute
-
-    return isinstance(annotation, type) and issubclass(annotation, cute.Tensor)
-
-
-def _find_stream(params, hints):
-    for p in params:
-        ann = hints.get(p.name)
-        if getattr(ann, "__name__", "") == "CUstream" or p.name == "stream":
-            return p.name
-    return None
-
-
-def _source_hash(fn) -> str:
-    """SHA-256 of the function's source and of its whole module's (the ``@cute.kernel`` it
-    launches usually lives next to it; helpers imported from elsewhere are not covered)."""
-    h = hashlib.sha256()
-    for obj in (fn, inspect.getmodule(fn)):
-        try:
-            h.update(inspect.getsource(obj).encode())
-        except (OSError, TypeError):
-            h.update(repr(getattr(fn, "__code__", fn)).encode())
-    return h.hexdigest()[:32]
-
-
-def _first_cuda_device(args) -> int:
-    for a in args:
-        if isinstance(a, torch.Tensor) and a.device.type == "cuda":
-            return a.device.index if a.device.index is not None else torch.cuda.current_device()
-    raise ValueError("no CUDA tensor among the arguments")  # validate() reports this first
-
-
 def cute_kernel(jit_fn, *, param_names=None, fake_args=None, constexprs=None,
                 compile_options: str = "", stream_param: str | None = None, validate=None,
                 name: str | None = None) -> CuteKernel:
@@ -555,18 +277,3 @@ def cute_kernel(jit_fn, *, param_names=None, fake_args=None, constexprs=None,
     return CuteKernel(jit_fn, param_names=param_names, fake_args=fake_args, constexprs=constexprs,
                       compile_options=compile_options, stream_param=stream_param,
                       validate=validate, name=name)
-
-
-def clear_memory_cache() -> None:
-    """Forget in-memory binaries (wrapped kernels keep their published entries)."""
-    with _binaries_lock:
-        _binaries.clear()
-
-
-def seed_binary(binary: CuteBinary) -> None:
-    """Make ``binary`` the in-memory binary of its compile key, so wrappers use exactly it
-    (benchmarks comparing call paths on one binary; it must have a callable ``fn``)."""
-    if binary.fn is None:
-        raise ValueError("seed_binary: this binary has no callable (compiled for another arch?)")
-    with _binaries_lock:
-        _binaries[binary.key] = binary
