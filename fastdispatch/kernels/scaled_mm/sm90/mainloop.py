@@ -227,14 +227,21 @@ class MainloopMixin:
         if cutlass.const_expr(cfg.static_stages):
             self._static_passes(self._block_k_tile, k_tile, consumed, k_count, n_done)
         else:
-            # Each k-tile retires before the next is issued: one ring state both waits for a
-            # stage and frees it.
-            stage = _ring_state(cfg.stages, consumed)
-            for it in cutlass.range(k_count // ahead, unroll=1):
-                for g in cutlass.range_constexpr(ahead):
-                    self._block_k_tile(k_tile, stage, stage.count, it * ahead + g, g)
-                    stage = _advanced(stage)
-            self._block_tail(k_tile, stage, k_count, ahead)
+            self._grouped_k_loop(self._block_k_tile, k_tile, consumed, k_count, ahead)
+
+    @cute.jit
+    def _grouped_k_loop(self, run_k_tile, k_tile, consumed, k_count, group):
+        """The tile's K loop in groups of ``group`` k-tiles unrolled (so a k-tile's place in
+        its group, ``g``, is known at trace time), the rest under a guard each (`_guarded_tail`).
+        Each k-tile retires before the next is issued, so one ring state from position
+        ``consumed`` both waits for a stage and frees it. ``run_k_tile``, ``k_tile``: as for
+        `_static_passes`."""
+        stage = _ring_state(self.cfg.stages, consumed)
+        for it in cutlass.range(k_count // group, unroll=1):
+            for g in cutlass.range_constexpr(group):
+                run_k_tile(k_tile, stage, stage.count, it * group + g, g)
+                stage = _advanced(stage)
+        self._guarded_tail(run_k_tile, k_tile, stage, k_count, group)
 
     @cute.jit
     def _static_passes(self, run_k_tile, k_tile, consumed, k_count, n_done):
@@ -311,14 +318,14 @@ class MainloopMixin:
             self._refill_values(blocks, 2 * t + 1, 2 * g + 1)
 
     @cute.jit
-    def _block_tail(self, k_tile, stage, k_count, group):
+    def _guarded_tail(self, run_k_tile, k_tile, stage, k_count, group):
         """The k_count % group k-tiles after a K loop unrolled by ``group`` (a multiple of the
         lookahead), each under a guard, so their scale registers are known at trace time; each
         retires before the next, so the one ring ``stage`` waits and frees (returned advanced)."""
         base = k_count - k_count % group
         for g in cutlass.range_constexpr(group - 1):
             if g < k_count % group:
-                self._block_k_tile(k_tile, stage, stage.count, base + g, g)
+                run_k_tile(k_tile, stage, stage.count, base + g, g)
                 stage = _advanced(stage)
         return stage
 
@@ -364,5 +371,5 @@ class MainloopMixin:
                 release = self._retire_k_tile(ab_pipe, release, acc, tmp0, None)
         else:
             # (Every issued k-tile has retired: read and release are at the same position.)
-            self._block_tail((ab_pipe, (mma_first, mma_rest), tCrA, tCrB, acc, (tmp0, None), blocks), read, k_count,
-                             group)
+            self._guarded_tail(self._block_k_tile, (ab_pipe, (mma_first, mma_rest), tCrA, tCrB, acc, (tmp0, None),
+                                                    blocks), read, k_count, group)

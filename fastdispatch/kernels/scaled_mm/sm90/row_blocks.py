@@ -21,7 +21,6 @@ import cutlass.cute as cute
 from cutlass.cute.nvgpu import warpgroup
 
 from fastdispatch.kernels.scaled_mm.sm90 import block_scales
-from fastdispatch.kernels.scaled_mm.sm90.mainloop import _advanced, _ring_state
 from fastdispatch.kernels.scaled_mm.sm90.smem_scales import SmemValues
 
 Float32 = cutlass.Float32
@@ -85,9 +84,10 @@ class RowBlocksMixin:
         ``accs[w]`` with its factors; the stage is freed once the last block's WGMMAs have
         retired. ``scales``: each block's (context, look-ahead registers), None for rowwise.
         The loop is unrolled by the look-ahead (rowwise: not unrolled); the k-tiles left over
-        run under a guard each. With ``static_stages`` it runs in passes over the ring instead
-        (`mainloop._static_passes`; ``n_done``: the CTA's tiles before this one). ``consumer_wg``: this
-        thread's consumer warpgroup (0 or 1; read by ``stagger_wgs`` only)."""
+        run under a guard each (`mainloop._grouped_k_loop`). With ``static_stages`` it runs in
+        passes over the ring instead (`mainloop._static_passes`; ``n_done``: the CTA's tiles
+        before this one). ``consumer_wg``: this thread's consumer warpgroup (0 or 1; read by
+        ``stagger_wgs`` only)."""
         mmas = self._k_tile_mmas()
         for w in cutlass.range_constexpr(len(accs)):
             accs[w].fill(0.0)
@@ -98,19 +98,7 @@ class RowBlocksMixin:
         if cutlass.const_expr(self.cfg.static_stages):
             self._static_passes(self._row_blocks_k_tile, k_tile, consumed, k_count, n_done)
         else:
-            # Each k-tile retires before the next is issued: one ring state both waits for a
-            # stage and frees it.
-            stage = _ring_state(self.cfg.stages, consumed)
-            ahead = self._unroll(scales[0])
-            for it in cutlass.range(k_count // ahead, unroll=1):
-                for g in cutlass.range_constexpr(ahead):
-                    self._row_blocks_k_tile(k_tile, stage, stage.count, it * ahead + g, g)
-                    stage = _advanced(stage)
-            base = k_count - k_count % ahead
-            for g in cutlass.range_constexpr(ahead - 1):
-                if g < k_count % ahead:
-                    self._row_blocks_k_tile(k_tile, stage, stage.count, base + g, g)
-                    stage = _advanced(stage)
+            self._grouped_k_loop(self._row_blocks_k_tile, k_tile, consumed, k_count, self._unroll(scales[0]))
 
     @cute.jit
     def _row_blocks_k_tile(self, k_tile, stage, pos, t, g):
