@@ -190,6 +190,9 @@ def _trials(m, n, k):
         # The K loop in passes over the ring, each k-tile's stage known at trace time, or not
         out["dynamic" if pick.static_stages else "static"] = dataclasses.replace(
             pick, static_stages=not pick.static_stages)
+        # The static loop testing each next stage before the promotion (``early_wait``)
+        out["early" if pick.static_stages else "static_early"] = dataclasses.replace(
+            pick, static_stages=True, early_wait=True)
     if m > 128:
         if pick.cluster_n > 1:   # DeepGEMM's A feed: the first CTA along N multicasts all of it
             out["aleader"] = dataclasses.replace(pick, a_from_leader=True)

@@ -10,6 +10,8 @@ the rowwise row-block tile, with K giving 0 to stages - 1 k-tiles past the last 
 fewer k-tiles than stages, several tiles per CTA (the pass parity carried from tile to tile) and
 a partial second row block, against the fp64 block reference of `test_scaled_mm_blockwise` (bf16
 out: rel. error <= 2e-3) and the rowwise one of `test_scaled_mm_sm90`, outputs poisoned with NaN.
+The same with ``early_wait`` (the next stage tested before each promotion), which also runs on
+the dynamic K loops.
 """
 import dataclasses
 
@@ -56,6 +58,21 @@ def test_static_loop_unrolls_one_pass_and_pads_in_the_producer(scale_a_tma):
     assert ops_static["mbarrier.arrive.expect_tx"] == ops_dynamic["mbarrier.arrive.expect_tx"]
 
 
+@pytest.mark.parametrize("tile", ["large", "small"])
+def test_early_wait_tests_the_next_stage_once_per_pass_site(tile):
+    """``early_wait``: one non-blocking test per k-tile site of the unrolled pass (the guarded
+    last pass's k-tiles test nothing), and the same WGMMAs and arrivals as without it."""
+    early = _static(f"{tile}_early")
+    plain = dataclasses.replace(early, early_wait=False)
+    ops_early = count_ptx_ops(sm90.ptx_sm90(early), OPS + ("mbarrier.test_wait",))
+    ops_plain = count_ptx_ops(sm90.ptx_sm90(plain), OPS + ("mbarrier.test_wait",))
+    assert ops_plain["mbarrier.test_wait"] == 0, ops_plain
+    assert ops_early["mbarrier.test_wait"] == early.stages, ops_early
+    assert {op: ops_early[op] for op in OPS} == {op: ops_plain[op] for op in OPS}
+    with pytest.raises(ValueError, match="early_wait"):
+        dataclasses.replace(sm90.LARGE, early_wait=True)   # overlapped promotions
+
+
 #: (M, N, K): 4096x4096 with K = 7168 (56 k-tiles: 2 past the last pass of 3 stages) and 256 (2
 #: k-tiles: no whole pass), 4 tiles per CTA; 8192x2048x768 (6 k-tiles: whole passes only, 4 tiles
 #: per CTA); 1000x2112x1280 (10: 1 past; a partial second row block, 1-2 tiles per CTA);
@@ -66,11 +83,13 @@ SHAPES = [(4096, 4096, 7168), (4096, 4096, 256), (8192, 2048, 768), (1000, 2112,
 def _static(tile):
     """The static-stage configs the GPU tests run: the 256x128 pick (A's scales by cp.async /
     TMA), the 128x176 tile spanning 3 of B's scale blocks (5 stages), and the small-M 64x64
-    tile with 256-deep k-tiles (two promotions each, 6 stages)."""
+    tile with 256-deep k-tiles (two promotions each, 6 stages); ``_early``: with
+    ``early_wait``."""
+    tile, early = tile.removesuffix("_early"), tile.endswith("_early")
     base = {"large": sm90.BLOCK_LARGE, "large_tma": dataclasses.replace(sm90.BLOCK_LARGE, scale_a_tma=True),
             "span": sm90.BLOCK_SPAN,
             "small": sm90.default_config(64, 7168, 2048, scales="block_1x128_128x128")}[tile]
-    return dataclasses.replace(base, static_stages=True, stages=None).resolved()
+    return dataclasses.replace(base, static_stages=True, early_wait=early, stages=None).resolved()
 
 
 #: Per tile, shapes with 0, 1, ... k-tiles past the last whole pass and fewer k-tiles than stages.
@@ -80,22 +99,49 @@ def _static(tile):
 BLOCK_CASES = ([(tile, *shape) for tile in ("large", "large_tma") for shape in SHAPES]
                + [("span", 4096, 2112, 7168), ("span", 1000, 2112, 1280), ("span", 300, 336, 1152)]
                + [("small", 64, 7168, 2048), ("small", 256, 2112, 7168), ("small", 37, 336, 1040)])
+#: ``early_wait``: the same shapes for the 256x128 pick's feeds, one per other tile.
+EARLY_CASES = ([(f"{tile}_early", *shape) for tile in ("large", "large_tma") for shape in SHAPES]
+               + [("span_early", 1000, 2112, 1280), ("small_early", 37, 336, 1040)])
 
 
 @pytest.mark.gpu
 @pytest.mark.sm90
 @pytest.mark.parametrize("has_bias", [False, True])
-@pytest.mark.parametrize("tile,m,n,k", BLOCK_CASES)
+@pytest.mark.parametrize("tile,m,n,k", BLOCK_CASES + EARLY_CASES)
 def test_static_block_tiles_match_fp64_reference(tile, m, n, k, has_bias):
     cfg = _static(tile)
-    assert cfg.stages == {"large": 3, "large_tma": 3, "span": 5, "small": 6}[tile], cfg
+    stages = {"large": 3, "large_tma": 3, "span": 5, "small": 6}[tile.removesuffix("_early")]
+    assert cfg.stages == stages and cfg.early_wait == tile.endswith("_early"), cfg
     _run_block(cfg, m, n, k, has_bias)
 
 
 @pytest.mark.gpu
 @pytest.mark.sm90
 @pytest.mark.parametrize("has_bias", [False, True])
+@pytest.mark.parametrize("early", [False, True])
 @pytest.mark.parametrize("m,n,k", SHAPES)
-def test_static_rowwise_row_blocks_match_reference(m, n, k, has_bias):
-    cfg = dataclasses.replace(sm90.ROWWISE_WAVES, static_stages=True, stages=None).resolved()
+def test_static_rowwise_row_blocks_match_reference(m, n, k, has_bias, early):
+    cfg = dataclasses.replace(sm90.ROWWISE_WAVES, static_stages=True, early_wait=early, stages=None).resolved()
     _run_and_check(cfg, m, n, k, has_bias)
+
+
+def _early_dynamic(loop):
+    """``early_wait`` on the dynamic K loops: rowwise one-block promotions (`_mainloop`, the
+    128x192 large-M pick), rowwise and blockwise row blocks, and one SMEM-scale block
+    (`_grouped_k_loop`, the 128x176 tile)."""
+    base = {"rowwise": sm90.default_config(4096, 7168, 16384), "rowwise_rows": sm90.ROWWISE_WAVES,
+            "block_rows": dataclasses.replace(sm90.BLOCK_LARGE, static_stages=False),
+            "span": sm90.BLOCK_SPAN}[loop]
+    return dataclasses.replace(base, early_wait=True, stages=None).resolved()
+
+
+@pytest.mark.gpu
+@pytest.mark.sm90
+@pytest.mark.parametrize("m,n,k", [(4096, 4096, 7168), (1000, 2112, 1280), (300, 336, 1152)])
+@pytest.mark.parametrize("loop", ["rowwise", "rowwise_rows", "block_rows", "span"])
+def test_early_wait_dynamic_loops_match_reference(loop, m, n, k):
+    cfg = _early_dynamic(loop)
+    if cfg.scales == "rowwise":
+        _run_and_check(cfg, m, n, k, True)
+    else:
+        _run_block(cfg, m, n, k, True)

@@ -108,6 +108,12 @@ class Sm90Config:
       the lent H200 the tiles of one row block ran 1-7% slower with it (ten shapes, M = 64 to
       4096), and rowwise row blocks spilled 848 bytes and ran 0.65x (bench/results/h200_2026-12-02/
       probeK_static_one_block.log, rowprobe_static_rowwise.log).
+    - ``early_wait``: with promote == 1 and no ``overlap_promotion`` (every k-tile freed, then
+      promoted), once a k-tile's stage is freed, test (without waiting) whether the next
+      k-tile's stage has landed, before the promotion's FMAs; the next k-tile then waits only
+      if it had not (DeepGEMM's SASS issues that test there: the barrier's round trip and the
+      next WGMMAs' descriptor set-up run under the FMAs, where the plain wait, a retry loop,
+      holds them behind the FMAs).
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
     """
@@ -134,6 +140,7 @@ class Sm90Config:
     a_from_leader: bool = False
     stagger_wgs: bool = False
     static_stages: bool = False
+    early_wait: bool = False
     num_sms: int = H100_SMS
     scales: str = "rowwise"
     a_dtype: str = "e4m3"
@@ -226,6 +233,9 @@ class Sm90Config:
         ):
             errs.append("static_stages unrolls the K loop over the ring: it needs SMEM block scales without "
                         "overlap_promotion, or rowwise row blocks (no register look-ahead)")
+        if self.early_wait and not (self.promote == 1 and not self.overlap_promotion):
+            errs.append("early_wait tests the next k-tile's stage before a k-tile's promotion: "
+                        "it needs promote == 1 and no overlap_promotion")
         if self.a_from_leader and self.cluster_n == 1:
             errs.append("a_from_leader multicasts A along N: it needs cluster_n > 1")
         if self.stages is not None and self.stages < 2:

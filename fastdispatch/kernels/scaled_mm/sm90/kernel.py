@@ -83,7 +83,7 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Sp
             f"{'_late' if c.late_scale_loads else ''}{'_aleader' if c.a_from_leader else ''}"
             f"{'_stagger' if c.stagger_wgs else ''}"
             f"{'_sfatma' if c.scale_a_tma else ''}"
-            f"{'_static' if c.static_stages else ''}"
+            f"{'_static' if c.static_stages else ''}{'_early' if c.early_wait else ''}"
             f"{'_bias' if self.has_bias else ''}"
             f"{'' if c.scales == 'rowwise' else '_' + c.scales}"
             f"{'' if (c.a_dtype, c.b_dtype, c.out_dtype) == ('e4m3', 'e4m3', 'bf16') else f'_{c.a_dtype}x{c.b_dtype}_{c.out_dtype}'}"

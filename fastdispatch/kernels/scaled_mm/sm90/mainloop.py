@@ -72,8 +72,9 @@ class MainloopMixin:
             # WGMMA accumulates `promote` k-tiles into acc_tmp, then acc += acc_tmp in
             # fp32. The add needs the k-tile's WGMMAs retired: another consumer warpgroup
             # keeps the tensor cores busy meanwhile.
+            landed = cutlass.Boolean(False)   # ``early_wait``: whether the next k-tile's stage had landed
             for j in cutlass.range(k_count, unroll=1):
-                ab_pipe.consumer_wait(read)
+                ab_pipe.consumer_wait(read, landed if cfg.early_wait else None)
                 # The first k-block of a promotion period overwrites acc_tmp.
                 tiled_mma.set(warpgroup.Field.ACCUMULATE, j % cfg.promote != 0)
                 warpgroup.fence()
@@ -89,6 +90,8 @@ class MainloopMixin:
                     # stages) 988 -> 909 us on the lent H100; small M unchanged.
                     warpgroup.wait_group(0)
                     ab_pipe.consumer_release(read)
+                    if cutlass.const_expr(cfg.early_wait):
+                        landed = self._test_landed(ab_pipe, _advanced(read.clone()))
                     block_scales.promote(acc, acc_tmp, None)
                 else:
                     if j % cfg.promote == cfg.promote - 1 or j == k_count - 1:
@@ -237,11 +240,16 @@ class MainloopMixin:
         ``consumed`` both waits for a stage and frees it. ``run_k_tile``, ``k_tile``: as for
         `_static_passes`."""
         stage = _ring_state(self.cfg.stages, consumed)
+        landed = cutlass.Boolean(False)   # ``early_wait``: whether the next k-tile's stage had landed
         for it in cutlass.range(k_count // group, unroll=1):
             for g in cutlass.range_constexpr(group):
-                run_k_tile(k_tile, stage, stage.count, it * group + g, g)
+                if cutlass.const_expr(self.cfg.early_wait):
+                    landed = run_k_tile(k_tile, stage, stage.count, it * group + g, g, landed,
+                                        _advanced(stage.clone()))
+                else:
+                    run_k_tile(k_tile, stage, stage.count, it * group + g, g)
                 stage = _advanced(stage)
-        self._guarded_tail(run_k_tile, k_tile, stage, k_count, group)
+        self._guarded_tail(run_k_tile, k_tile, stage, k_count, group, landed if self.cfg.early_wait else None)
 
     @cute.jit
     def _static_passes(self, run_k_tile, k_tile, consumed, k_count, n_done):
@@ -249,17 +257,28 @@ class MainloopMixin:
         pass unrolled by ``stages`` (pass p waits with phase p's parity: every earlier tile
         made whole passes), so each k-tile's stage is a trace-time index; in the last pass
         the stages past the tile's k-tiles are the producer's empty ones, waited for and freed.
-        ``run_k_tile(k_tile, stage, pos, t, g)`` runs k-tile ``t`` on ``stage`` (``k_tile``: its
-        loop's operands, ``ab_pipe`` first); ``consumed``: the scale ring's position (its slots
-        count k-tiles only)."""
+        ``run_k_tile(k_tile, stage, pos, t, g, landed, after)`` runs k-tile ``t`` on ``stage``
+        (``k_tile``: its loop's operands, ``ab_pipe`` first; with ``early_wait``, ``landed``:
+        whether its stage was seen full, and it returns the same for ``after``, the next
+        k-tile's); ``consumed``: the scale ring's position (its slots count k-tiles only)."""
         stages = self.cfg.stages
         ab_pipe = k_tile[0]
+        early = self.cfg.early_wait
         passes_before = n_done * ((k_count + stages - 1) // stages)
+        landed = cutlass.Boolean(False)   # ``early_wait``: whether the next k-tile's stage had landed
         for it in cutlass.range(k_count // stages, unroll=1):
             phase = (passes_before + it) % 2
             for s in cutlass.range_constexpr(stages):
                 t = it * stages + s
-                run_k_tile(k_tile, pipeline.PipelineState(stages, t, s, phase), consumed + t, t, 0)
+                stage = pipeline.PipelineState(stages, t, s, phase)
+                if cutlass.const_expr(early):
+                    # (The last k-tile of the last pass tests the next tile's first stage: the
+                    # test does not wait, so one that never lands costs nothing.)
+                    after = pipeline.PipelineState(stages, t + 1, (s + 1) % stages,
+                                                   phase if s + 1 < stages else 1 - phase)
+                    landed = run_k_tile(k_tile, stage, consumed + t, t, 0, landed, after)
+                else:
+                    run_k_tile(k_tile, stage, consumed + t, t, 0)
         rest = k_count % stages
         if rest > 0:
             it = k_count // stages
@@ -268,28 +287,32 @@ class MainloopMixin:
                 t = it * stages + s
                 stage = pipeline.PipelineState(stages, t, s, phase)
                 if s < rest:   # (never for the last stage, rest < stages: the compiler drops it)
-                    run_k_tile(k_tile, stage, consumed + t, t, 0)
+                    # (Its first k-tile takes the last full pass's test; the rest wait.)
+                    run_k_tile(k_tile, stage, consumed + t, t, 0, landed if early and s == 0 else None)
                 else:
                     ab_pipe.consumer_wait(stage)
                     ab_pipe.consumer_release(stage)
 
     @cute.jit
-    def _block_k_tile(self, k_tile, stage, pos, t, g):
+    def _block_k_tile(self, k_tile, stage, pos, t, g, landed=None, after=None):
         """One k-tile on its own with block scales, on A/B ``stage`` (freed here; the caller
         advances the state) at scale ring position ``pos``: take its values (``g``: its place
         in the unrolled group), issue it, wait, promote. ``k_tile``: (ab_pipe, the two MMA
-        objects, tCrA, tCrB, acc, (tmp, tmp2), blocks), tmp2 only for 256-deep k-tiles."""
+        objects, tCrA, tCrB, acc, (tmp, tmp2), blocks), tmp2 only for 256-deep k-tiles.
+        ``landed``, ``after``: as in `row_blocks.RowBlocksMixin._row_blocks_k_tile`."""
         ab_pipe, mmas, tCrA, tCrB, acc, temps, blocks = k_tile
+        next_landed = None
         if cutlass.const_expr(self.cfg.tile_k == 128):
             values = None
             if cutlass.const_expr(not self._scales_late):
                 values = self._take_values(blocks, t, g, pos)
-            ab_pipe.consumer_wait(stage)
+            ab_pipe.consumer_wait(stage, landed)
             self._commit_mmas(mmas[0], mmas[1], tCrA, tCrB, temps[0], stage.index)
             if cutlass.const_expr(self._scales_late):
                 values = self._take_values(blocks, t, g, pos)
             warpgroup.wait_group(0)
             ab_pipe.consumer_release(stage)
+            next_landed = self._test_landed(ab_pipe, after)
             block_scales.promote(acc, temps[0], self._factors(values))
             self._release_values(blocks, pos)
             self._refill_values(blocks, t, g)
@@ -298,7 +321,7 @@ class MainloopMixin:
             first, second = None, None
             if cutlass.const_expr(not self._scales_late):
                 first, second = (self._take_values(blocks, j, h, pos) for j, h in halves)
-            ab_pipe.consumer_wait(stage)
+            ab_pipe.consumer_wait(stage, landed)
             warpgroup.fence()
             for kb in cutlass.range_constexpr(8):   # 8 k32 blocks: two 128-deep halves
                 half = temps[kb // 4]
@@ -313,19 +336,30 @@ class MainloopMixin:
             self._refill_values(blocks, 2 * t, 2 * g)
             warpgroup.wait_group(0)
             ab_pipe.consumer_release(stage)
+            next_landed = self._test_landed(ab_pipe, after)
             block_scales.promote(acc, temps[1], self._factors(second))
             self._release_values(blocks, pos)
             self._refill_values(blocks, 2 * t + 1, 2 * g + 1)
+        return next_landed
+
+    @staticmethod
+    def _test_landed(ab_pipe, after):
+        """``early_wait``: whether stage ``after`` has landed, tested without waiting (None
+        without ``after``)."""
+        if cutlass.const_expr(after is None):
+            return None
+        return ab_pipe.sync_object_full.test_wait(after.index, after.phase)
 
     @cute.jit
-    def _guarded_tail(self, run_k_tile, k_tile, stage, k_count, group):
+    def _guarded_tail(self, run_k_tile, k_tile, stage, k_count, group, landed=None):
         """The k_count % group k-tiles after a K loop unrolled by ``group`` (a multiple of the
         lookahead), each under a guard, so their scale registers are known at trace time; each
-        retires before the next, so the one ring ``stage`` waits and frees (returned advanced)."""
+        retires before the next, so the one ring ``stage`` waits and frees (returned advanced).
+        ``landed`` (``early_wait``): the loop's test of the first one's stage."""
         base = k_count - k_count % group
         for g in cutlass.range_constexpr(group - 1):
             if g < k_count % group:
-                run_k_tile(k_tile, stage, stage.count, base + g, g)
+                run_k_tile(k_tile, stage, stage.count, base + g, g, landed if g == 0 else None)
                 stage = _advanced(stage)
         return stage
 

@@ -101,15 +101,18 @@ class RowBlocksMixin:
             self._grouped_k_loop(self._row_blocks_k_tile, k_tile, consumed, k_count, self._unroll(scales[0]))
 
     @cute.jit
-    def _row_blocks_k_tile(self, k_tile, stage, pos, t, g):
-        """One k-tile, every row block in turn: wait for its A/B ``stage`` and free it after the
-        last block's WGMMAs (the caller advances the state); ``pos``: its scale ring position;
-        ``t``, ``g``: its index in the tile's K loop and its place in an unrolled group."""
+    def _row_blocks_k_tile(self, k_tile, stage, pos, t, g, landed=None, after=None):
+        """One k-tile, every row block in turn: wait for its A/B ``stage`` (unless ``landed``)
+        and free it after the last block's WGMMAs (the caller advances the state); ``pos``: its
+        scale ring position; ``t``, ``g``: its index in the tile's K loop and its place in an
+        unrolled group. With ``after`` (``early_wait``), returns whether that stage has landed,
+        tested once this one is freed, before the last block's promotion."""
         ab_pipe, mmas, tCrAs, tCrB, accs, tmp, scales, consumer_wg = k_tile
         values = [None] * len(accs)
         if cutlass.const_expr(not self._scales_late):
             values = [self._take_values(scales[w], t, g, pos) for w in range(len(accs))]
-        ab_pipe.consumer_wait(stage)
+        ab_pipe.consumer_wait(stage, landed)
+        next_landed = None
         for w in cutlass.range_constexpr(len(accs)):
             self._commit_mmas(mmas[0], mmas[1], tCrAs[w], tCrB, tmp, stage.index)
             if cutlass.const_expr(w == 0 and self._scales_late):   # (all blocks': one slot)
@@ -120,6 +123,8 @@ class RowBlocksMixin:
                     cute.arch.barrier_arrive(barrier_id=self.stagger_bar_id, number_of_threads=self.consumer_threads)
             if cutlass.const_expr(w == len(accs) - 1):   # the stage's last reader has retired
                 ab_pipe.consumer_release(stage)
+                next_landed = self._test_landed(ab_pipe, after)
             block_scales.promote(accs[w], tmp, self._factors(values[w]))
             self._refill_values(scales[w], t, g)
         self._release_values(scales[0], pos)
+        return next_landed
