@@ -190,9 +190,11 @@ def _trials(m, n, k):
         # The K loop in passes over the ring, each k-tile's stage known at trace time, or not
         out["dynamic" if pick.static_stages else "static"] = dataclasses.replace(
             pick, static_stages=not pick.static_stages)
-        # The static loop testing each next stage before the promotion (``early_wait``)
-        out["early" if pick.static_stages else "static_early"] = dataclasses.replace(
-            pick, static_stages=True, early_wait=True)
+        if not pick.static_stages:   # the static loop testing each next stage before the promotion
+            out["static_early"] = dataclasses.replace(pick, static_stages=True, early_wait=True)
+    # The pick with each next stage tested before the promotion (``early_wait``), or without
+    if pick.promote == 1 and not pick.overlap_promotion:
+        out["plain_wait" if pick.early_wait else "early"] = dataclasses.replace(pick, early_wait=not pick.early_wait)
     if m > 128:
         if pick.cluster_n > 1:   # DeepGEMM's A feed: the first CTA along N multicasts all of it
             out["aleader"] = dataclasses.replace(pick, a_from_leader=True)

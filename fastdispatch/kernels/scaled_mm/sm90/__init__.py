@@ -85,8 +85,8 @@ from fastdispatch.kernels.scaled_mm.sm90.config import (  # noqa: F401  (the mod
     SMEM_CAPACITY, SMEM_RESERVED, Sm90Config, _epilogue_bytes, _reduce_bytes, _stage_bytes, dtype_name,
     kernel_supports, max_stages, scale_a_tma_ok, smem_bytes, with_scale_a_layout)
 from fastdispatch.kernels.scaled_mm.sm90.table import (  # noqa: F401
-    BLOCK_LARGE, BLOCK_SPAN, BLOCK_WAVES, FAST_LARGE, LARGE, LARGE_WIDE, MEDIUM, ROW_BLOCKS_GAIN, ROWWISE_WAVES,
-    SPAN_TILE_GAIN, WAVES_UP_TO_M, WIDE_TILE_GAIN,
+    BLOCK_LARGE, BLOCK_SPAN, BLOCK_WAVES, FAST_LARGE, LARGE, LARGE_EARLY, LARGE_WIDE, MEDIUM, ROW_BLOCKS_GAIN,
+    ROWWISE_WAVES, SPAN_TILE_GAIN, WAVES_UP_TO_M, WIDE_TILE_GAIN,
     _small_m_block_config, _small_m_config, _waves, block_tile_by_waves, default_config, shipped_configs)
 from fastdispatch.kernels.scaled_mm.sm90.kernel import ScaledMmSm90  # noqa: F401
 

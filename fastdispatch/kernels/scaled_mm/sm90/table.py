@@ -26,7 +26,10 @@ ROWWISE_WAVES = dataclasses.replace(BLOCK_WAVES, scales="rowwise")
 #: (2026-12-02, bench/results/h200_2026-12-02/probeE_static.log: 4096x7168x16384 817.7 vs 830.7 us,
 #: 4096x7168x2048 104.4 vs 106.7, 8192^3 957.7 either way).
 BLOCK_LARGE = dataclasses.replace(BLOCK_WAVES, epi_n=64, epi_stages=4, num_sms=128, smem_scales=True,
-                                  static_stages=True)
+                                  static_stages=True, early_wait=True)
+#: (``early_wait``, the next stage tested before each promotion: 0-4% faster in two interleaved
+#: probes on the lent H200, 4096^3 112.8 vs 117.0 us, 4096x7168x16384 790.8 vs 816.0, 8192^3
+#: 934.4 vs 947.5, 4096x24576x1536 equal: bench/results/h200_2026-12-02/probeE_early.log.)
 #: How much faster the 256x128 block tile computes the same output than two 128x128 tiles, its
 #: coarser waves aside: 1.05-1.07 at full waves on the lent H200 (4096x4096x7168, 8192^3).
 ROW_BLOCKS_GAIN = 1.06
@@ -55,13 +58,17 @@ LARGE = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, cluster_m
 # for overlapping, and each WGMMA reads 85 instead of 96 bytes of SMEM per cycle of MMA work.
 # Whole-tile epilogue staging (6 buffers) at the cost of a stage (5 -> 4): 8192^3 924.8 ->
 # 898.7 us, 16384x8192x8192 1813.7 -> 1762.3 us.
-LARGE_WIDE = dataclasses.replace(LARGE, tile_n=192, overlap_promotion=0, epi_stages=6)
-#: How much faster the 192-wide tiles compute the same output, their coarser waves aside
-#: (time ~ waves x tile width / gain): 1.06-1.09 on the lent H100, measured interleaved with
-#: the 128x128 tiles (fifth session: 8192^3 898.7 vs 964.8 us, 21 vs 32 waves;
-#: 16384x8192x8192 1762.3 vs 1912.9 us; 4096^3, where the wide tiles leave the last of 6
-#: waves two-thirds empty, 117.8 vs 112.2 us).
-WIDE_TILE_GAIN = 1.08
+# With ``early_wait`` (the next stage tested before each promotion, so the next WGMMAs issue
+# as soon as the FMAs are done) the plain 128x128 loop beats the overlapped one: on the lent
+# H200 (bench/results/h200_2026-12-02/rowearly.log) 4096x4096x7168 187.3 vs 193.8 us, 4096^3
+# 128.4 vs 133.3 (cuBLAS 188.7, 129.8); without it 213.3 and 146.5. The rowwise large-M tile.
+LARGE_EARLY = dataclasses.replace(LARGE, overlap_promotion=0, early_wait=True)
+LARGE_WIDE = dataclasses.replace(LARGE, tile_n=192, overlap_promotion=0, epi_stages=6, early_wait=True)
+#: How much faster the 192-wide tiles compute the same output than `LARGE_EARLY`'s, their
+#: coarser waves aside (time ~ waves x tile width / gain): 1.013 on the lent H200, both with
+#: ``early_wait`` (8192^3 881.6 vs 907.7 us, 21 vs 32 waves; 4096x7168x16384 824.7 vs 780.4, 10
+#: vs 14). Before ``early_wait``, against the overlapped 128x128 tile: 1.06-1.09 (lent H100).
+WIDE_TILE_GAIN = 1.013
 MEDIUM = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, promote=1)
 
 
@@ -103,6 +110,7 @@ def shipped_configs() -> dict[str, Sm90Config]:
     return {
         "fast_large": FAST_LARGE,
         "large": LARGE,
+        "large_early": LARGE_EARLY,
         "large_wide": LARGE_WIDE,
         "medium": MEDIUM,
         **{f"small_m{m}": _small_m_config(m) for m in (16, 32, 64, 128)},
@@ -159,7 +167,7 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
         # The wider tile does more per cycle but comes in fewer, coarser waves: pick the smaller
         # estimated time, waves x tile width (/ its measured gain).
         wide = _waves(LARGE_WIDE, m, n) * LARGE_WIDE.tile_n / WIDE_TILE_GAIN
-        cfg = LARGE_WIDE if wide < _waves(LARGE, m, n) * LARGE.tile_n else LARGE
+        cfg = LARGE_WIDE if wide < _waves(LARGE_EARLY, m, n) * LARGE_EARLY.tile_n else LARGE_EARLY
     return dataclasses.replace(cfg, **types, **smem).resolved()
 
 
