@@ -41,7 +41,8 @@ ROW_BLOCKS_GAIN = 1.06
 #: (DeepGEMM's 256x88 120.0; 128x192 143.2, 256x96 141.5; the whole tile staged, 16x11, the
 #: same 128.7).
 BLOCK_SPAN = Sm90Config(tile_m=128, tile_n=176, tile_k=128, consumer_wgs=2, cluster_m=2, promote=1, epi_n=16,
-                        epi_stages=4, scales="block_1x128_128x128", smem_scales=True)
+                        epi_stages=4, scales="block_1x128_128x128", smem_scales=True, early_wait=True)
+#: (``early_wait``: 118.6 vs 123.7 us at 4096x2112x7168, DeepGEMM 113.5; probeL_early.log.)
 #: Its work per column against the 128x128 tile's in the waves x width estimate: 0.875, from
 #: that pair (3 waves x 176 against 5 x 128 columns, 128.9 vs 136.5 us; the 128x128 tile's
 #: short last wave runs faster than a full one, which the estimate does not see).
@@ -101,8 +102,12 @@ def _small_m_block_config(m: int, n: int, scales: str = "block_1x128_128x128", c
 
     tile_n = min((128, 64, 32, 16), key=cost)
     tile_k = 256 if scales == "block_1x128_128x128" else 128
+    # ``early_wait`` where it was measured (B per 128x128): on the lent H200 faster or equal at 9
+    # of the 10 DeepSeek-V3 shapes with M <= 128 (64x2112x7168 12.9 vs 13.2 us, 128x2112x7168
+    # 15.9 vs 16.7), 128x4096x7168 19.4 vs 19.0 (bench/results/h200_2026-12-02/probeL_early.log).
     return Sm90Config(tile_m=rows, tile_n=tile_n, tile_k=tile_k, consumer_wgs=rows // 64, cluster_n=cluster_n,
-                      epi_n=min(tile_n, 32), epi_stages=max(1, tile_n // 32) if tile_n >= 32 else 1, pdl=True)
+                      epi_n=min(tile_n, 32), epi_stages=max(1, tile_n // 32) if tile_n >= 32 else 1, pdl=True,
+                      early_wait=scales == "block_1x128_128x128")
 
 
 def shipped_configs() -> dict[str, Sm90Config]:
@@ -213,13 +218,14 @@ def block_tile_by_waves(m: int, n: int, num_sms: int = H100_SMS, dg_cluster: boo
     if rows == 256:
         cfg = BLOCK_LARGE
     elif (rows, width) == (128, 128) and waves == 1:
-        cfg = dataclasses.replace(MEDIUM, scales="block_1x128_128x128", smem_scales=True)   # the table's 1-wave tile
+        cfg = dataclasses.replace(MEDIUM, scales="block_1x128_128x128", smem_scales=True,   # the table's 1-wave tile
+                                  early_wait=True)
     else:
         pairs = m >= 512 and -(-m // rows) % 2 == 0
         cfg = Sm90Config(tile_m=rows, tile_n=width, tile_k=128, consumer_wgs=rows // 64,
                          cluster_m=2 if pairs and (waves > 1 or dg_cluster) else 1, promote=1,
                          epi_n=32 if width % 32 == 0 else 16, epi_stages=4, scales="block_1x128_128x128",
-                         smem_scales=True)
+                         smem_scales=True, early_wait=True)
         if 128 % width == 0:
             deep = dataclasses.replace(cfg, tile_k=256)
             cfg = deep if deep.resolved().stages >= 3 else cfg
