@@ -113,7 +113,9 @@ class Sm90Config:
       k-tile's stage has landed, before the promotion's FMAs; the next k-tile then waits only
       if it had not (DeepGEMM's SASS issues that test there: the barrier's round trip and the
       next WGMMAs' descriptor set-up run under the FMAs, where the plain wait, a retry loop,
-      holds them behind the FMAs).
+      holds them behind the FMAs). The table picks it for every tile with plain promotions it
+      measured with it on the lent H200 (0-18% faster: bench/results/blockwise_sweep_2026-12-01.txt,
+      trial 13), not for B per 1x128 without SMEM slots (not measured).
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
     """
