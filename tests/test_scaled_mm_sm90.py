@@ -46,6 +46,15 @@ def test_default_config_table():
     assert sm90.default_config(8192, 8192, 8192) == sm90.LARGE_WIDE.resolved()
     assert sm90.default_config(16384, 8192, 8192).tile_n == 192
     assert sm90._waves(sm90.LARGE, 4096, 4096) == 8 and sm90._waves(sm90.LARGE_WIDE, 4096, 4096) == 6
+    # Plain promotions with the next stage tested early (``early_wait``) wherever they were
+    # measured with it: rowwise large and mid M, every B-per-128x128 blockwise tile; not B per
+    # 1x128 without SMEM slots, nor fast accumulation (no promotion).
+    assert sm90.default_config(4096, 4096, 7168) == sm90.LARGE_EARLY.resolved()
+    assert sm90.default_config(8192, 8192, 8192).early_wait and sm90.default_config(512, 2112, 7168).early_wait
+    for m, n, k in ((64, 2112, 7168), (1024, 2112, 7168), (4096, 2112, 7168), (4096, 4096, 7168)):
+        assert sm90.default_config(m, n, k, scales="block_1x128_128x128").early_wait
+        assert not sm90.default_config(m, n, k, scales="block_1x128_1x128").early_wait
+    assert not sm90.default_config(8192, 8192, 8192, fast_accum=True).early_wait
     assert sm90.default_config(8192, 8192, 8192, fast_accum=True) == sm90.FAST_LARGE.resolved()
     # Few tiles: no cluster (a 2x1 cluster would idle half the CTAs of a partial wave).
     assert sm90.default_config(1000, 272, 336).cluster_m == 1

@@ -84,8 +84,8 @@ class RowBlocksMixin:
         ``accs[w]`` with its factors; the stage is freed once the last block's WGMMAs have
         retired. ``scales``: each block's (context, look-ahead registers), None for rowwise.
         The loop is unrolled by the look-ahead (rowwise: not unrolled); the k-tiles left over
-        run under a guard each (`mainloop._grouped_k_loop`). With ``static_stages`` it runs in
-        passes over the ring instead (`mainloop._static_passes`; ``n_done``: the CTA's tiles
+        run under a guard each (`ring_walks._grouped_k_loop`). With ``static_stages`` it runs in
+        passes over the ring instead (`ring_walks._static_passes`; ``n_done``: the CTA's tiles
         before this one). ``consumer_wg``: this thread's consumer warpgroup (0 or 1; read by
         ``stagger_wgs`` only)."""
         mmas = self._k_tile_mmas()
