@@ -127,8 +127,8 @@ def test_static_rowwise_row_blocks_match_reference(m, n, k, has_bias, early):
 
 def _early_dynamic(loop):
     """``early_wait`` on the dynamic K loops: rowwise one-block promotions (`_mainloop`, the
-    128x192 large-M pick), rowwise and blockwise row blocks, and one SMEM-scale block
-    (`_grouped_k_loop`, the 128x176 tile)."""
+    table's rowwise large-M 128x128 pick), rowwise and blockwise row blocks, and one SMEM-scale
+    block (`_grouped_k_loop`, the 128x176 tile)."""
     base = {"rowwise": sm90.default_config(4096, 7168, 16384), "rowwise_rows": sm90.ROWWISE_WAVES,
             "block_rows": dataclasses.replace(sm90.BLOCK_LARGE, static_stages=False),
             "span": sm90.BLOCK_SPAN}[loop]

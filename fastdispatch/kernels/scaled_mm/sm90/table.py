@@ -24,12 +24,12 @@ ROWWISE_WAVES = dataclasses.replace(BLOCK_WAVES, scales="rowwise")
 #: (both with SMEM scales): 4096x4096x7168 218.2 vs 233.4 us, 8192^3 1031.9 vs 1104.3. Its K loop
 #: runs in passes over the ring (``static_stages``): 0-2% faster at six M = 4096 / square shapes
 #: (2026-12-02, bench/results/h200_2026-12-02/probeE_static.log: 4096x7168x16384 817.7 vs 830.7 us,
-#: 4096x7168x2048 104.4 vs 106.7, 8192^3 957.7 either way).
+#: 4096x7168x2048 104.4 vs 106.7, 8192^3 957.7 either way). With ``early_wait`` (the next stage
+#: tested before each promotion): 0-4% faster in two interleaved probes, 4096^3 112.8 vs 117.0 us,
+#: 4096x7168x16384 790.8 vs 816.0, 8192^3 934.4 vs 947.5, 4096x24576x1536 equal
+#: (bench/results/h200_2026-12-02/probeE_early.log).
 BLOCK_LARGE = dataclasses.replace(BLOCK_WAVES, epi_n=64, epi_stages=4, num_sms=128, smem_scales=True,
                                   static_stages=True, early_wait=True)
-#: (``early_wait``, the next stage tested before each promotion: 0-4% faster in two interleaved
-#: probes on the lent H200, 4096^3 112.8 vs 117.0 us, 4096x7168x16384 790.8 vs 816.0, 8192^3
-#: 934.4 vs 947.5, 4096x24576x1536 equal: bench/results/h200_2026-12-02/probeE_early.log.)
 #: How much faster the 256x128 block tile computes the same output than two 128x128 tiles, its
 #: coarser waves aside: 1.05-1.07 at full waves on the lent H200 (4096x4096x7168, 8192^3).
 ROW_BLOCKS_GAIN = 1.06
@@ -39,10 +39,10 @@ ROW_BLOCKS_GAIN = 1.06
 #: 12 x 176: 2.9 waves at M = 4096 where 128x128 makes 4.1. On the lent H200 (2026-12-02,
 #: bench/results/h200_2026-12-02/probeS.log) 128.9 us against the 128x128 tile's 136.5
 #: (DeepGEMM's 256x88 120.0; 128x192 143.2, 256x96 141.5; the whole tile staged, 16x11, the
-#: same 128.7).
+#: same 128.7). With ``early_wait``: 118.6 vs 123.7 us at 4096x2112x7168, DeepGEMM 113.5
+#: (probeL_early.log).
 BLOCK_SPAN = Sm90Config(tile_m=128, tile_n=176, tile_k=128, consumer_wgs=2, cluster_m=2, promote=1, epi_n=16,
                         epi_stages=4, scales="block_1x128_128x128", smem_scales=True, early_wait=True)
-#: (``early_wait``: 118.6 vs 123.7 us at 4096x2112x7168, DeepGEMM 113.5; probeL_early.log.)
 #: Its work per column against the 128x128 tile's in the waves x width estimate: 0.875, from
 #: that pair (3 waves x 176 against 5 x 128 columns, 128.9 vs 136.5 us; the 128x128 tile's
 #: short last wave runs faster than a full one, which the estimate does not see).
