@@ -14,6 +14,7 @@ import cutlass.cute as cute
 import torch
 
 from fastdispatch.kernels.scaled_mm import sm90
+from fastdispatch.kernels.scaled_mm.sm90.config import Sm90Config
 from fastdispatch.kernels.scaled_mm.sm90.table import block_tile_by_waves
 from fastdispatch.kernels.scaled_mm.bench_blockwise import (DSV3_NK, _median_us, _rel, block_inputs, deepgemm_for,
                                                              dequantized_product)
@@ -260,6 +261,22 @@ def _trials(m, n, k):
         out["cluster_n2"] = dataclasses.replace(pick, cluster_n=2).resolved()
     swap = dataclasses.replace(sm90._small_m_config(m), tile_k=128, scales=RECIPE, stages=None).resolved()
     out["swap"] = swap
+    # DeepGEMM's choice by waves in our tiles (the mid-M rule), 64-row tiles at M = 128 (two
+    # row tiles: DeepGEMM's own pick there, less of A and B per tile than 128 rows) with the
+    # width the small-M cost would take for them, and DeepGEMM's 112-wide tiles (N = 7168: 64
+    # tiles per row, 128 in all).
+    out["waves"] = dataclasses.replace(block_tile_by_waves(m, n), stages=None).resolved()
+    out["waves_pdl"] = dataclasses.replace(out["waves"], pdl=True)
+    if m > 64:
+        rows64 = dataclasses.replace(pick, tile_m=64, consumer_wgs=1)
+        for width in (32, 64, 128):
+            out[f"rows64_w{width}"] = dataclasses.replace(rows64, tile_n=width, epi_n=min(width, 32),
+                                                          epi_stages=max(1, width // 32), stages=None).resolved()
+    for rows in (64, 128):
+        out[f"m{rows}_w112"] = Sm90Config(tile_m=rows, tile_n=112, tile_k=128, consumer_wgs=rows // 64, promote=1,
+                                          epi_n=16, epi_stages=4, scales=RECIPE, smem_scales=True, early_wait=True,
+                                          pdl=True).resolved()
+    out["m128_w96"] = dataclasses.replace(out["m128_w112"], tile_n=96, epi_n=32, stages=None).resolved()
     return out
 
 

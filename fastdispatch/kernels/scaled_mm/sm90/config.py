@@ -115,7 +115,8 @@ class Sm90Config:
       next WGMMAs' descriptor set-up run under the FMAs, where the plain wait, a retry loop,
       holds them behind the FMAs). The table picks it for every tile with plain promotions it
       measured with it on the lent H200 (0-18% faster: bench/results/blockwise_sweep_2026-12-01.txt,
-      trial 13), not for B per 1x128 without SMEM slots (not measured).
+      trial 13), not for B per 1x128 without SMEM slots (not measured). With promote == 0
+      (fast accumulation) the test follows the freed stage with nothing to run under it.
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
     """
@@ -235,9 +236,9 @@ class Sm90Config:
         ):
             errs.append("static_stages unrolls the K loop over the ring: it needs SMEM block scales without "
                         "overlap_promotion, or rowwise row blocks (no register look-ahead)")
-        if self.early_wait and not (self.promote == 1 and not self.overlap_promotion):
-            errs.append("early_wait tests the next k-tile's stage before a k-tile's promotion: "
-                        "it needs promote == 1 and no overlap_promotion")
+        if self.early_wait and not (self.promote in (0, 1) and not self.overlap_promotion):
+            errs.append("early_wait tests the next k-tile's stage once a k-tile's stage is freed: "
+                        "it needs promote 0 or 1 and no overlap_promotion")
         if self.a_from_leader and self.cluster_n == 1:
             errs.append("a_from_leader multicasts A along N: it needs cluster_n > 1")
         if self.stages is not None and self.stages < 2:

@@ -41,8 +41,9 @@ class MainloopMixin(RingWalksMixin):
             # 1.7e-3 from the bf16 rounding alone).
             tiled_mma.set(warpgroup.Field.ACCUMULATE, True)
             warpgroup.fence()
+            landed = cutlass.Boolean(False)   # ``early_wait``: whether the next k-tile's stage had landed
             for j in cutlass.range(k_count, unroll=1):
-                ab_pipe.consumer_wait(read)
+                ab_pipe.consumer_wait(read, landed if cfg.early_wait else None)
                 for kb in cutlass.range_constexpr(num_kblocks):
                     crd = (None, None, kb, read.index)
                     cute.gemm(tiled_mma, acc, tCrA[crd], tCrB[crd], acc)
@@ -53,6 +54,10 @@ class MainloopMixin(RingWalksMixin):
                 if j > 0:
                     ab_pipe.consumer_release(release)
                     release.advance()
+                if cutlass.const_expr(cfg.early_wait):
+                    # (No promotion to run under: the test only takes the wait's retry loop
+                    # off the path to the next WGMMAs.)
+                    landed = self._test_landed(ab_pipe, _advanced(read.clone()))
                 read.advance()
             warpgroup.wait_group(0)
         else:
