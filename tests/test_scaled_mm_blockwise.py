@@ -38,13 +38,13 @@ def test_block_configs_promote_every_128_and_fit_one_scale_block():
     for recipe in RECIPES:
         for m, n, k in TABLE_SHAPES.values():
             cfg = _config(recipe, m, n, k)
-            # Promoted every 128 of K: 128-deep k-tiles, or (small M, B per 128x128) 256-deep
-            # ones promoted in two halves; up to M = 2048 the wave rule takes 256-deep ones
-            # where the width divides 128 and 3 stages fit.
-            small = m <= 128 and recipe == "block_1x128_128x128"
-            waves = 128 < m <= sm90.WAVES_UP_TO_M and recipe == "block_1x128_128x128"
+            # Promoted every 128 of K: 128-deep k-tiles, or (B per 128x128, up to M = 2048)
+            # 256-deep ones promoted in two halves where the width divides 128 and 3 stages fit.
+            deep_ok = m <= sm90.WAVES_UP_TO_M and recipe == "block_1x128_128x128"
             assert cfg.scales == recipe and cfg.promote == 1
-            assert cfg.tile_k == 256 if small else cfg.tile_k in ((128, 256) if waves else (128,))
+            assert cfg.tile_k in ((128, 256) if deep_ok else (128,))
+            if cfg.tile_k == 256:
+                assert 128 % cfg.tile_n == 0 and cfg.stages >= 3, cfg
             side = cfg.tile_m if cfg.swap_ab else cfg.tile_n
             # One 128-column scale block per tile, but through SMEM scales (B per 128x128).
             assert 128 % side == 0 or cfg.smem_scales
@@ -52,7 +52,16 @@ def test_block_configs_promote_every_128_and_fit_one_scale_block():
     # and its tiles narrow until they fill the SMs.
     assert not _config(RECIPES[0], 16, 2112, 7168).swap_ab
     assert _config(RECIPES[0], 64, 2112, 7168).tile_n == 16
-    assert _config(RECIPES[0], 128, 24576, 1536).tile_n == 128
+    # B per 128x128 at M = 65..128: two 64-row tiles where they read much less (N = 2112: 64x32
+    # against 128x16, DeepGEMM's choice), 192-wide tiles where 128-wide ones take two rounds
+    # (N = 24576), and never the 128x128x256 tile (2 stages: 128-deep k-tiles there).
+    assert _small(_config(RECIPES[0], 128, 2112, 7168)) == (64, 32, 256)
+    assert _small(_config(RECIPES[0], 128, 4096, 7168)) == (128, 32, 256)
+    assert _small(_config(RECIPES[0], 128, 7168, 16384)) == (128, 64, 256)
+    assert _small(_config(RECIPES[0], 128, 24576, 1536)) == (128, 192, 128)
+    assert _small(_config(RECIPES[0], 128, 16384, 1536)) == (128, 128, 128)
+    assert _small(_config(RECIPES[0], 64, 24576, 1536)) == (64, 192, 128)
+    assert _small(_config(RECIPES[1], 128, 2112, 7168)) == (128, 16, 128)   # B per 1x128: 128 rows
     # Large M, B per 128x128: DeepGEMM's 256x128 tile with SMEM scales, but where its coarser
     # waves cost more than it gains (N = 2112: the 176-wide tile over 3 scale blocks, 12 per
     # row); B per 1x128: the overlapped 128x128 tile.
@@ -66,6 +75,10 @@ def test_block_configs_promote_every_128_and_fit_one_scale_block():
     # Rowwise picks are unchanged by the new fields.
     assert sm90.default_config(8192, 8192, 8192) == sm90.LARGE_WIDE.resolved()
     assert sm90.default_config(64, 2112, 7168).tile_k == 256
+
+
+def _small(cfg):
+    return cfg.tile_m, cfg.tile_n, cfg.tile_k
 
 
 @pytest.mark.parametrize("bad", [dict(tile_k=64), dict(promote=0), dict(tile_n=192),

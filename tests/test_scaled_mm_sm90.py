@@ -46,6 +46,11 @@ def test_default_config_table():
     assert sm90.default_config(8192, 8192, 8192) == sm90.LARGE_WIDE.resolved()
     assert sm90.default_config(16384, 8192, 8192).tile_n == 192
     assert sm90._waves(sm90.LARGE, 4096, 4096) == 8 and sm90._waves(sm90.LARGE_WIDE, 4096, 4096) == 6
+    # Waves x (width x K + the per-tile cost): at K = 1536 the 192-wide tile's fewer tiles pay
+    # (32 waves against 47 at 4096x24576x1536), at K = 2048 and 16384 not (N = 7168: 10 vs 14).
+    assert sm90.default_config(4096, 24576, 1536) == sm90.LARGE_WIDE.resolved()
+    for k in (2048, 16384):
+        assert sm90.default_config(4096, 7168, k) == sm90.LARGE_EARLY.resolved()
     # Plain promotions with the next stage tested early (``early_wait``) wherever they were
     # measured with it: rowwise large and mid M, every B-per-128x128 blockwise tile; not B per
     # 1x128 without SMEM slots, nor fast accumulation (no promotion).
@@ -58,6 +63,20 @@ def test_default_config_table():
     assert sm90.default_config(8192, 8192, 8192, fast_accum=True) == sm90.FAST_LARGE.resolved()
     # Few tiles: no cluster (a 2x1 cluster would idle half the CTAs of a partial wave).
     assert sm90.default_config(1000, 272, 336).cluster_m == 1
+
+
+def test_small_m_rowwise_picks():
+    # ``early_wait`` on the swap-AB tiles from M = 33 (measured at 64 and 128).
+    assert not sm90.default_config(32, 7168, 2048).early_wait
+    assert sm90.default_config(64, 7168, 2048).early_wait and sm90.default_config(128, 7168, 2048).early_wait
+    # M = 65..128: one row of 128x192 tiles where the swap-AB tiles take more rounds and the
+    # wide ones fill 3/4 of the SMs (N = 24576: 128 tiles on 128 SMs); swap-AB elsewhere.
+    wide = sm90.default_config(128, 24576, 1536)
+    assert wide == dataclasses.replace(sm90.SMALL_M_WIDE, num_sms=128).resolved() and not wide.swap_ab
+    assert wide.cluster_m == 1 and wide.early_wait and sm90.default_config(96, 24576, 1536) == wide
+    for n in (2112, 7168, 12288, 16384):   # (12288: wide would make one round of 64 tiles)
+        assert sm90.default_config(128, n, 1536).swap_ab, n
+    assert sm90.default_config(64, 24576, 1536).swap_ab   # (not measured for 64 rows)
 
 
 def test_small_m_configs_split_k_only_where_tiles_are_few():

@@ -65,11 +65,16 @@ LARGE = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, cluster_m
 # 128.4 vs 133.3 (cuBLAS 188.7, 129.8); without it 213.3 and 146.5. The rowwise large-M tile.
 LARGE_EARLY = dataclasses.replace(LARGE, overlap_promotion=0, early_wait=True)
 LARGE_WIDE = dataclasses.replace(LARGE, tile_n=192, overlap_promotion=0, epi_stages=6, early_wait=True)
-#: How much faster the 192-wide tiles compute the same output than `LARGE_EARLY`'s, their
-#: coarser waves aside (time ~ waves x tile width / gain): 1.013 on the lent H200, both with
-#: ``early_wait`` (8192^3 881.6 vs 907.7 us, 21 vs 32 waves; 4096x7168x16384 824.7 vs 780.4, 10
-#: vs 14). Before ``early_wait``, against the overlapped 128x128 tile: 1.06-1.09 (lent H100).
-WIDE_TILE_GAIN = 1.013
+#: What a rowwise large-M tile costs besides its K loop (prologue, epilogue, the hand-over to
+#: the next tile), as K of one output column: the estimate of `_rowwise_large_tile` is waves x
+#: (tile width x K + this), the two tiles otherwise alike per column. Fitted on the lent H200 to
+#: two interleaved pairs, 192-wide (`LARGE_WIDE`) against 128-wide (`LARGE_EARLY`) tiles, both
+#: with ``early_wait``: 8192^3 881.6 vs 907.7 us (21 vs 32 waves) and 4096x24576x1536 261.2 /
+#: 248.4 vs 271.9 / 262.2 (32 vs 47 waves; bench/results/h200_2026-12-03/rowwide*.log). It then
+#: predicts the other two measured pairs' winner and margin: 4096x7168x16384 128-wide by 6.3%
+#: (measured 5.7%: 780.4 vs 824.7), 4096x7168x2048 128-wide by 1.4% (2.3-2.5%). A width gain
+#: alone (the earlier rule, 1.013 from 8192^3) picked the 128-wide tile at 4096x24576x1536.
+TILE_FIXED_COST = 50_000
 MEDIUM = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, promote=1)
 
 
@@ -79,35 +84,85 @@ def _small_m_config(m: int, split_k: int = 1) -> Sm90Config:
     # deepest ring that fits, programmatic dependent launch. Measured on the lent H100 with
     # a clean L2 (bench/results/sm90_sweep_2026-11-23.txt): up to M = 64 these read Bt
     # faster than torch.sum reads the same bytes (M = 128: 2-6% slower); 256-deep k-tiles are
-    # 3-14% faster than 128-deep ones.
+    # 3-14% faster than 128-deep ones. ``early_wait`` from M = 33 (where it was measured): on the
+    # lent H200 at the ten DeepSeek-V3 shapes with M = 64 / 128, 2.8% / 2.3% faster by geometric
+    # mean (64x24576x1536 16.2 vs 17.4 us, 128x4096x7168 17.4 vs 18.8; at most 0.2 us slower,
+    # 64x7168x2048 9.7 vs 9.5; bench/results/h200_2026-12-03/rowsmall*.log).
     tile_n = 16 if m <= 16 else (32 if m <= 32 else (64 if m <= 64 else 128))
     return Sm90Config(tile_m=64, tile_n=tile_n, tile_k=256, consumer_wgs=1, swap_ab=True, split_k=split_k,
-                      pdl=True)
+                      pdl=True, early_wait=m > 32)
+
+
+#: Rowwise at M = 65..128 where the swap-AB tiles take several rounds of the grid: one row of
+#: 128x192 tiles (`LARGE_WIDE` without its cluster; the grid only as large as the tiles). On the
+#: lent H200 at 128x24576x1536 16.8 us against the swap-AB tile's 19.8 and cuBLAS's 19.0
+#: (bench/results/h200_2026-12-03/rowsmall128.log); at the other four DeepSeek-V3 shapes it
+#: ran 1.4-1.8x slower than the swap-AB tile, which `_small_m_rowwise_config`'s cost keeps there.
+SMALL_M_WIDE = dataclasses.replace(LARGE_WIDE, cluster_m=1)
+
+
+def _small_m_rowwise_config(m: int, n: int, k: int) -> Sm90Config:
+    """Rowwise at M <= 128: the swap-AB tile (`_small_m_config`), with split-K over a 2-CTA
+    cluster for M <= 16 while the N tiles fill at most half the SMs and K has four k-tiles or
+    more (measured for the 16-wide tile only: 1x4096x4096 12.4 -> 11.9 us); from M = 65 the
+    128x192 tile (`SMALL_M_WIDE`) where its estimated time, rounds of the grid x the rows of A
+    and B a k-tile reads (as `_small_m_block_config`'s), is the smaller and its last round
+    fills 3/4 of the SMs at least: its tiles hold 3x the swap-AB tile's MMAs, so a part-filled
+    grid of them would leave the compute of the idle SMs unused (measured only at a full one:
+    128 tiles at N = 24576)."""
+    few_tiles = -(-n // 64) * 2 <= H100_SMS
+    split_k = 2 if m <= 16 and few_tiles and k >= 4 * 256 else 1
+    swap = _small_m_config(m, split_k)
+    if m > 64:
+        swap_cost = -(-(-(-n // swap.tile_m)) // H100_SMS) * (swap.tile_m + swap.tile_n)
+        wide_tiles = -(-n // SMALL_M_WIDE.tile_n)
+        wide_cost = -(-wide_tiles // H100_SMS) * (SMALL_M_WIDE.tile_n + SMALL_M_WIDE.tile_m)
+        if wide_cost < swap_cost and (wide_tiles % H100_SMS or H100_SMS) * 4 >= H100_SMS * 3:
+            return dataclasses.replace(SMALL_M_WIDE, num_sms=min(H100_SMS, wide_tiles))
+    return swap
+
+
+#: A 64-row blockwise tile at M = 65..128 (two row tiles, one consumer warpgroup each, no second
+#: warpgroup's WGMMAs under its promotions) counts this many times its bytes in
+#: `_small_m_block_config`'s cost. Between the two ratios measured on the lent H200
+#: (bench/results/h200_2026-12-03/blocksmall.log): 128x2112x7168 64x32 13.5 us vs 128x16 15.9
+#: (bytes 96 vs 144: the 64-row tile wins below 1.5), 128x4096x7168 64x64 19.6 vs 128x32 19.0
+#: (128 vs 160: it loses above 1.25).
+ONE_WARPGROUP_COST = 1.4
 
 
 def _small_m_block_config(m: int, n: int, scales: str = "block_1x128_128x128", cluster_n: int = 1) -> Sm90Config:
     """Block scales at M <= 128: not swap-AB. Swapped, every thread would need a scale of A
     per MMA column (tile_n / 4 loads and multiplies per k-tile; 2.0-2.6x the rowwise time
     on the lent H200), unswapped it needs its 2 rows' and one block value. The M side is
-    one or two 64-row consumer warpgroups; N is cut into narrow tiles (16..128 columns)
-    so that the grid fills the SMs: estimated time = rounds of the persistent grid x the
-    bytes a tile's k-tile reads (tile_n rows of B + the M side's rows of A). With B per
-    128x128, 256-deep k-tiles promoted in two halves: half the pipeline hand-offs per K (each
-    128-deep k-tile cost ~0.34 us at 64x2112x7168, DeepGEMM's ~0.24)."""
-    rows = 64 if m <= 64 else 128
+    one or two 64-row consumer warpgroups; N is cut into narrow tiles (16..128 columns, with B
+    per 128x128 also 192: SMEM scales span blocks) so that the grid fills the SMs: estimated
+    time = rounds of the persistent grid x the bytes a tile's k-tile reads (tile_n rows of B
+    + the M side's rows of A). With B per 128x128 the M side may also be two 64-row tiles from
+    M = 65 (DeepGEMM's choice there; `ONE_WARPGROUP_COST`), and k-tiles are 256 deep, promoted
+    in two halves, where the width divides 128 and 3 stages fit: half the pipeline hand-offs
+    per K (each 128-deep k-tile cost ~0.34 us at 64x2112x7168, DeepGEMM's ~0.24). Ties keep
+    128 rows and the widest of 16..128."""
+    smem = scales == "block_1x128_128x128"
+    rows_options = (128, 64) if m > 64 and smem else ((64,) if m <= 64 else (128,))
+    widths = (128, 64, 32, 16) + ((192,) if smem else ())
 
-    def cost(tile_n):
+    def cost(shape):
+        rows, tile_n = shape
         tiles = -(-m // rows) * -(-n // tile_n)
-        return -(-tiles // H100_SMS) * (tile_n + rows)
+        return -(-tiles // H100_SMS) * (tile_n + rows) * (ONE_WARPGROUP_COST if rows < min(m, 128) else 1)
 
-    tile_n = min((128, 64, 32, 16), key=cost)
-    tile_k = 256 if scales == "block_1x128_128x128" else 128
+    rows, tile_n = min(((r, w) for r in rows_options for w in widths), key=cost)
     # ``early_wait`` where it was measured (B per 128x128): on the lent H200 faster or equal at 9
     # of the 10 DeepSeek-V3 shapes with M <= 128 (64x2112x7168 12.9 vs 13.2 us, 128x2112x7168
     # 15.9 vs 16.7), 128x4096x7168 19.4 vs 19.0 (bench/results/h200_2026-12-02/probeL_early.log).
-    return Sm90Config(tile_m=rows, tile_n=tile_n, tile_k=tile_k, consumer_wgs=rows // 64, cluster_n=cluster_n,
-                      epi_n=min(tile_n, 32), epi_stages=max(1, tile_n // 32) if tile_n >= 32 else 1, pdl=True,
-                      early_wait=scales == "block_1x128_128x128")
+    cfg = Sm90Config(tile_m=rows, tile_n=tile_n, tile_k=128, consumer_wgs=rows // 64, cluster_n=cluster_n,
+                     epi_n=min(tile_n, 32), epi_stages=max(1, min(4, tile_n // 32)) if tile_n >= 32 else 1,
+                     pdl=True, early_wait=smem, scales=scales, smem_scales=smem)
+    if smem and 128 % tile_n == 0:
+        deep = dataclasses.replace(cfg, tile_k=256)
+        cfg = deep if deep.resolved().stages >= 3 else cfg
+    return cfg
 
 
 def shipped_configs() -> dict[str, Sm90Config]:
@@ -118,6 +173,7 @@ def shipped_configs() -> dict[str, Sm90Config]:
         "large_early": LARGE_EARLY,
         "large_wide": LARGE_WIDE,
         "medium": MEDIUM,
+        "small_m_wide": SMALL_M_WIDE,
         **{f"small_m{m}": _small_m_config(m) for m in (16, 32, 64, 128)},
         "small_m16_split_k2": _small_m_config(16, split_k=2),
     }
@@ -147,11 +203,7 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
     if blockwise and m <= 128:
         cfg = _small_m_block_config(m, n, types["scales"])
     elif m <= 128:
-        tile_k = 128 if blockwise else 256
-        # Split-K was measured for the 16-wide tile only (1x4096x4096: 12.4 -> 11.9 us).
-        few_tiles = -(-n // 64) * 2 <= H100_SMS
-        split_k = 2 if m <= 16 and few_tiles and k >= 4 * tile_k else 1
-        cfg = dataclasses.replace(_small_m_config(m, split_k), tile_k=tile_k)
+        cfg = _small_m_rowwise_config(m, n, k)
     elif smem and m <= WAVES_UP_TO_M:
         cfg = block_tile_by_waves(m, n)
     elif fast_accum and not blockwise and -(-m // 128) * -(-n // 256) >= H100_SMS:
@@ -173,11 +225,18 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
     elif blockwise:
         cfg = LARGE
     else:
-        # The wider tile does more per cycle but comes in fewer, coarser waves: pick the smaller
-        # estimated time, waves x tile width (/ its measured gain).
-        wide = _waves(LARGE_WIDE, m, n) * LARGE_WIDE.tile_n / WIDE_TILE_GAIN
-        cfg = LARGE_WIDE if wide < _waves(LARGE_EARLY, m, n) * LARGE_EARLY.tile_n else LARGE_EARLY
+        cfg = _rowwise_large_tile(m, n, k)
     return dataclasses.replace(cfg, **types, **smem).resolved()
+
+
+def _rowwise_large_tile(m: int, n: int, k: int) -> Sm90Config:
+    """Rowwise from one wave of 128x128 tiles: the 192-wide tile (fewer tiles, coarser waves)
+    or the 128-wide one, whichever has the smaller estimated time, waves x (tile width x K +
+    `TILE_FIXED_COST`); ties keep the 128-wide tile."""
+    def estimate(cfg):
+        return _waves(cfg, m, n) * (cfg.tile_n * k + TILE_FIXED_COST)
+
+    return LARGE_WIDE if estimate(LARGE_WIDE) < estimate(LARGE_EARLY) else LARGE_EARLY
 
 
 #: Blockwise 1x128 x 128x128 from M = 129 up to this M takes its tile by waves
