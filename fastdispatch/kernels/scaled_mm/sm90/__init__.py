@@ -65,8 +65,10 @@ The package, by part and lifetime:
 - `launch` (per compile, host side traced once): the WGMMA, SMEM layouts, TMA atoms and grid
   of `_launch` (a mixin of the kernel);
 - `producer` (device code): the TMA producer and the scale loader (a mixin of the kernel);
-- `mainloop` (device code): the K loops and the split-K reduction (a mixin of the kernel);
+- `mainloop` (device code): the K loops (a mixin of the kernel); `ring_walks` how the block
+  loops walk the A/B ring, `split_k` the split-K reduction (mixins);
 - `row_blocks` (device code): the K loop of tiles of several A row blocks (a mixin);
+- `pingpong` (device code): two consumer warpgroups taking turns at tiles (a mixin);
 - `epilogue` (device code): scales, bias and the stores (a mixin of the kernel);
 - `block_scales` (device code): the BlockWise factors applied at each promotion;
 - `smem_scales` (device code): the consumers' view of the scale ring (and its TMA views);
@@ -85,8 +87,8 @@ from fastdispatch.kernels.scaled_mm.sm90.config import (  # noqa: F401  (the mod
     SMEM_CAPACITY, SMEM_RESERVED, Sm90Config, _epilogue_bytes, _reduce_bytes, _stage_bytes, dtype_name,
     kernel_supports, max_stages, scale_a_tma_ok, smem_bytes, with_scale_a_layout)
 from fastdispatch.kernels.scaled_mm.sm90.table import (  # noqa: F401
-    BLOCK_LARGE, BLOCK_SPAN, BLOCK_WAVES, FAST_LARGE, LARGE, LARGE_EARLY, LARGE_WIDE, MEDIUM, ROW_BLOCKS_GAIN,
-    ONE_WARPGROUP_COST, ROWWISE_WAVES, SMALL_M_WIDE, SPAN_TILE_GAIN, TILE_FIXED_COST, WAVES_UP_TO_M,
+    BLOCK_LARGE, BLOCK_SPAN, BLOCK_WAVES, FAST_LARGE, FAST_PINGPONG, LARGE, LARGE_EARLY, LARGE_WIDE, MEDIUM,
+    ONE_WARPGROUP_COST, ROW_BLOCKS_GAIN, ROWWISE_WAVES, SMALL_M_WIDE, SPAN_TILE_GAIN, TILE_FIXED_COST, WAVES_UP_TO_M,
     _small_m_block_config, _small_m_config, _waves, block_tile_by_waves, default_config, shipped_configs)
 from fastdispatch.kernels.scaled_mm.sm90.kernel import ScaledMmSm90  # noqa: F401
 

@@ -117,6 +117,12 @@ class Sm90Config:
       measured with it on the lent H200 (0-18% faster: bench/results/blockwise_sweep_2026-12-01.txt,
       trial 13), not for B per 1x128 without SMEM slots (not measured). With promote == 0
       (fast accumulation) the test follows the freed stage with nothing to run under it.
+    - ``pingpong``: the two consumer warpgroups take turns instead of sharing a tile: each
+      computes whole ``tile_m`` (64) x ``tile_n`` tiles, the CTA's even tiles on the first,
+      odd ones on the second, reading the one A/B ring in the producer's order, so one
+      warpgroup's epilogue runs under the other's K loop (CUTLASS's ping-pong kernel; no
+      order barrier: the ring's order staggers them). Rowwise, no promotion overlap, one row
+      block; its epilogue has SMEM buffers and a named barrier per warpgroup.
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
     """
@@ -144,6 +150,7 @@ class Sm90Config:
     stagger_wgs: bool = False
     static_stages: bool = False
     early_wait: bool = False
+    pingpong: bool = False
     num_sms: int = H100_SMS
     scales: str = "rowwise"
     a_dtype: str = "e4m3"
@@ -161,7 +168,7 @@ class Sm90Config:
         ):
             errs.append("block scales with 256-deep k-tiles (two promotions each) need the 128x128 B recipe, "
                         "no swap_ab and no overlap_promotion")
-        elif self.scales != "rowwise" and self.tile_m // self.consumer_wgs != 64:
+        elif self.scales != "rowwise" and wg_rows(self) != 64:
             errs.append("block scales need 64 rows per consumer warpgroup (one m64 WGMMA accumulator)")
         elif self.scales != "rowwise" and 128 % (self.tile_m if self.swap_ab else self.tile_n) and not self.smem_scales:
             # (Through SMEM slots a tile may span up to 3 scale blocks along N: `scale_b_blocks`.)
@@ -173,7 +180,15 @@ class Sm90Config:
             errs.append(f"out_dtype must be in {tuple(OUT_DTYPES)}")
         if self.consumer_wgs not in (1, 2):
             errs.append("consumer_wgs must be 1 or 2")
-        elif self.tile_m % self.consumer_wgs or self.tile_m // self.consumer_wgs not in (64, 128):
+        elif self.pingpong and not (
+            self.consumer_wgs == 2 and self.tile_m == 64 and self.scales == "rowwise" and not self.swap_ab
+            and self.split_k == 1 and self.row_blocks == 1 and not self.overlap_promotion and not self.stagger_wgs
+            and not self.static_stages
+        ):
+            errs.append("pingpong gives each of two consumer warpgroups its own 64-row tiles: it needs "
+                        "consumer_wgs 2, tile_m 64, rowwise scales, no swap_ab, split_k, row_blocks, "
+                        "overlap_promotion, stagger_wgs or static_stages")
+        elif not self.pingpong and (self.tile_m % self.consumer_wgs or wg_rows(self) not in (64, 128)):
             errs.append("tile_m // consumer_wgs must be 64 or 128")
         if not (8 <= self.tile_n <= 256 and self.tile_n % 8 == 0):
             errs.append("tile_n must be a multiple of 8 in [8, 256]")
@@ -184,7 +199,7 @@ class Sm90Config:
                 errs.append("cluster_m and cluster_n must be powers of two")
         if self.cluster_m * self.cluster_n > 4:
             errs.append("cluster size must be <= 4")
-        if not self.swap_ab and self.tile_m != 64 * self.consumer_wgs:
+        if not self.swap_ab and wg_rows(self) != 64:
             errs.append("the TMA-store epilogue (swap_ab=False) needs 64 rows per consumer warpgroup")
         if not self.swap_ab and (self.epi_n not in (16, 32, 64) or self.tile_n % self.epi_n):
             errs.append("epi_n must be 16, 32 or 64 and divide tile_n")
@@ -199,12 +214,12 @@ class Sm90Config:
             errs.append("split_k > 1 needs swap_ab and no multicast cluster")
         if self.promote < 0:
             errs.append("promote must be >= 0")
-        elif self.promote and (self.tile_m // self.consumer_wgs) * self.tile_n // 128 > 96:
+        elif self.promote and wg_rows(self) * self.tile_n // 128 > 96:
             errs.append("promote > 0 needs two accumulators: at most 96 fp32 registers each "
                         "(tile_m // consumer_wgs * tile_n <= 12288)")
         if self.overlap_promotion and not (
             self.overlap_promotion >= 2 and self.promote == 1
-            and (self.tile_m // self.consumer_wgs) * self.tile_n // 128 <= 64
+            and wg_rows(self) * self.tile_n // 128 <= 64
         ):
             errs.append("overlap_promotion (a group of >= 2 k-tiles) needs promote == 1 and three "
                         "accumulators of at most 64 fp32 registers (tile_m // consumer_wgs * tile_n <= 8192)")
@@ -249,6 +264,18 @@ class Sm90Config:
     def resolved(self) -> "Sm90Config":
         """This config with ``stages`` filled in (and checked against the SMEM budget)."""
         return resolve_stages(self, "stages", max_stages(self))
+
+
+def wg_rows(cfg: Sm90Config) -> int:
+    """Rows of a tile each consumer warpgroup computes: its share of ``tile_m``, or with
+    ``pingpong`` all of it (its own tiles)."""
+    return cfg.tile_m if cfg.pingpong else cfg.tile_m // cfg.consumer_wgs
+
+
+def epi_buffers(cfg: Sm90Config) -> int:
+    """The epilogue's SMEM buffers: ``epi_stages``, one set per consumer warpgroup with
+    ``pingpong`` (their epilogues run at different times, each through its own)."""
+    return cfg.epi_stages * (cfg.consumer_wgs if cfg.pingpong else 1)
 
 
 def scale_slot_rows(cfg: Sm90Config) -> int:
@@ -317,7 +344,7 @@ def _scale_ring_bytes(cfg: Sm90Config, stages: int) -> int:
 
 
 def _epilogue_bytes(cfg: Sm90Config) -> int:
-    return 0 if cfg.swap_ab else cfg.epi_stages * cfg.tile_m * cfg.epi_n * 2  # bf16 staging
+    return 0 if cfg.swap_ab else epi_buffers(cfg) * cfg.tile_m * cfg.epi_n * 2  # bf16 staging
 
 
 def _reduce_bytes(cfg: Sm90Config) -> int:

@@ -93,9 +93,20 @@ class EpilogueMixin:
         )
         c_pipe = pipeline.PipelineTmaStore.create(
             num_stages=self.cfg.epi_stages,
-            producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, self.consumer_threads),
+            producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, self.tile_threads),
         )
         return tRS_sC, tRS_rAcc, tRS_rC, r2s, bSG_sC, bSG_gC, tma_atom_c, c_pipe
+
+    def _epi_role(self, warp_idx):
+        """(named barrier, whether this warp issues the TMA stores, its first SMEM buffer) for
+        the consumers that store this warp's tile: every consumer warp, the first issuing;
+        with ``pingpong`` its warpgroup's, through the warpgroup's own barrier and buffers."""
+        cfg = self.cfg
+        if cutlass.const_expr(cfg.pingpong):
+            wg = warp_idx // 4 - 1
+            return (pipeline.NamedBarrier(barrier_id=self.epi_bar_id + wg, num_threads=128), warp_idx % 4 == 0,
+                    wg * cfg.epi_stages)
+        return pipeline.NamedBarrier(barrier_id=self.epi_bar_id, num_threads=self.consumer_threads), warp_idx == 4, 0
 
     @cute.jit
     def _stage_whole(self, epi, blocks, tm, tn, warp_idx, retile=False):
@@ -109,10 +120,10 @@ class EpilogueMixin:
         them done."""
         cfg = self.cfg
         tRS_sC, _, tRS_rC, r2s, bSG_sC, bSG_gC, tma_atom_c, c_pipe = epi
-        epi_bar = pipeline.NamedBarrier(barrier_id=self.epi_bar_id, num_threads=self.consumer_threads)
+        epi_bar, stores, first = self._epi_role(warp_idx)
         subtiles = cfg.tile_n // cfg.epi_n
         per_sub = cute.size(tRS_rC)
-        if warp_idx == 4:
+        if stores:
             cute.arch.cp_async_bulk_wait_group(0, read=True)
         epi_bar.arrive_and_wait()
         for w in cutlass.range_constexpr(len(blocks)):
@@ -120,13 +131,13 @@ class EpilogueMixin:
             for s in cutlass.range_constexpr(subtiles):
                 for v in cutlass.range_constexpr(per_sub):
                     tRS_rC[v] = tRS_rAcc[s * per_sub + v].to(self.c_dtype)
-                cute.copy(r2s, tRS_rC, tRS_sC[(None, None, None, w * subtiles + s)])
+                cute.copy(r2s, tRS_rC, tRS_sC[(None, None, None, first + w * subtiles + s)])
         cute.arch.fence_proxy("async.shared", space="cta")
         epi_bar.arrive_and_wait()
-        if warp_idx == 4:
+        if stores:
             for w in cutlass.range_constexpr(len(blocks)):
                 for s in cutlass.range_constexpr(subtiles):
-                    cute.copy(tma_atom_c, bSG_sC[(None, w * subtiles + s)],
+                    cute.copy(tma_atom_c, bSG_sC[(None, first + w * subtiles + s)],
                               bSG_gC[(None, 0, s, tm * len(blocks) + w, tn)])
             c_pipe.producer_commit()
 
@@ -138,7 +149,7 @@ class EpilogueMixin:
         tRS_sC, tRS_rAcc, tRS_rC, r2s, bSG_sC, bSG_gC, tma_atom_c, c_pipe = epi
         if cutlass.const_expr(cfg.row_blocks > 1):   # each row block stores its own accumulator
             tRS_rAcc = r2s.retile(acc)
-        epi_bar = pipeline.NamedBarrier(barrier_id=self.epi_bar_id, num_threads=self.consumer_threads)
+        epi_bar, stores, first = self._epi_role(warp_idx)
         subtiles = cfg.tile_n // cfg.epi_n
         per_sub = cute.size(tRS_rC)
 
@@ -153,12 +164,12 @@ class EpilogueMixin:
             self._stage_whole(epi, [tRS_rAcc], tm, tn, warp_idx)
         else:
             for s in cutlass.range_constexpr(subtiles):
-                buf = (n_done * subtiles + s) % cfg.epi_stages
+                buf = first + (n_done * subtiles + s) % cfg.epi_stages
                 stage_subtile(s, buf)
                 # Make the st.shared visible to the TMA (async proxy) before it reads.
                 cute.arch.fence_proxy("async.shared", space="cta")
                 epi_bar.arrive_and_wait()
-                if warp_idx == 4:
+                if stores:
                     cute.copy(tma_atom_c, bSG_sC[(None, buf)], bSG_gC[(None, 0, s, tm, tn)])
                     c_pipe.producer_commit()
                     c_pipe.producer_acquire()

@@ -26,6 +26,7 @@ from fastdispatch.kernels.scaled_mm.sm90.config import OPERAND_DTYPES, OUT_DTYPE
 from fastdispatch.kernels.scaled_mm.sm90.epilogue import EpilogueMixin
 from fastdispatch.kernels.scaled_mm.sm90.launch import LaunchMixin
 from fastdispatch.kernels.scaled_mm.sm90.mainloop import MainloopMixin
+from fastdispatch.kernels.scaled_mm.sm90.pingpong import PingpongMixin
 from fastdispatch.kernels.scaled_mm.sm90.producer import ProducerMixin
 from fastdispatch.kernels.scaled_mm.sm90.row_blocks import RowBlocksMixin
 from fastdispatch.kernels.scaled_mm.sm90.smem_scales import SmemValues, slot_layout
@@ -34,8 +35,8 @@ from fastdispatch.kernels.scaled_mm.sm90.split_k import SplitKMixin
 Float32, Int32 = cutlass.Float32, cutlass.Int32
 
 
-class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, SplitKMixin, EpilogueMixin,
-                   TorchLayoutEntries):
+class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, SplitKMixin, PingpongMixin,
+                   EpilogueMixin, TorchLayoutEntries):
     """One compiled variant: a resolved `Sm90Config` plus has_bias. Entry points `run` /
     `run_bias` (from `TorchLayoutEntries`, traced by cute.compile), the host side
     (`LaunchMixin`), device code in `kernel`, the producer warps (`ProducerMixin`), the K loops (`MainloopMixin`,
@@ -60,13 +61,15 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Sp
         self.launch_cluster = (cfg.cluster_m * cfg.split_k, cfg.cluster_n)
         self.max_clusters = cfg.num_sms // (self.launch_cluster[0] * self.launch_cluster[1])
         self.consumer_threads = 128 * cfg.consumer_wgs
+        # The consumer threads of one tile (they read each of its stages, store it together).
+        self.tile_threads = 128 if cfg.pingpong else self.consumer_threads
         self.threads = 128 + self.consumer_threads
         # setmaxnreg budgets (65536 registers per SM): the producer warpgroup keeps 40, the
         # consumers take the rest (232 with two consumer warpgroups: 40*128 + 232*256 <= 64K).
         self.producer_regs = 40
         self.consumer_regs = 232 if cfg.consumer_wgs == 2 else 240
-        self.epi_bar_id = 1
-        self.stagger_bar_id = 2   # ``stagger_wgs``
+        self.epi_bar_id = 1       # (``pingpong``: 1 + the consumer warpgroup's index)
+        self.stagger_bar_id = 2   # ``stagger_wgs`` (never with ``pingpong``)
         # Swap-AB tiles with one consumer warpgroup hold few scales per thread (240 registers
         # to spare): their loads are issued before the K loop, so the HBM latency hides under
         # it instead of following it. With two warpgroups (168 registers per thread until
@@ -83,7 +86,7 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Sp
             f"{'_late' if c.late_scale_loads else ''}{'_aleader' if c.a_from_leader else ''}"
             f"{'_stagger' if c.stagger_wgs else ''}"
             f"{'_sfatma' if c.scale_a_tma else ''}"
-            f"{'_static' if c.static_stages else ''}{'_early' if c.early_wait else ''}"
+            f"{'_static' if c.static_stages else ''}{'_early' if c.early_wait else ''}{'_pingpong' if c.pingpong else ''}"
             f"{'_bias' if self.has_bias else ''}"
             f"{'' if c.scales == 'rowwise' else '_' + c.scales}"
             f"{'' if (c.a_dtype, c.b_dtype, c.out_dtype) == ('e4m3', 'e4m3', 'bf16') else f'_{c.a_dtype}x{c.b_dtype}_{c.out_dtype}'}"
@@ -157,12 +160,13 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Sp
         smem = SmemAllocator()
         storage = smem.allocate(SharedStorage)
         # A stage is free once every consumer warp of every CTA that reads it (this CTA and
-        # the multicast peers that received the same tiles) has arrived on its empty barrier.
+        # the multicast peers that received the same tiles) has arrived on its empty barrier
+        # (``pingpong``: one warpgroup reads it).
         ab_pipe = pipeline.PipelineTmaAsync.create(
             barrier_storage=storage.ab_mbar.data_ptr(),
             num_stages=cfg.stages,
             producer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread),
-            consumer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, self.consumer_threads),
+            consumer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, self.tile_threads),
             tx_count=tx_bytes,
             cta_layout_vmnk=cute.make_layout((1, *cta_layout_mnk.shape)),
             enable_multicast_signaling=True,
@@ -273,10 +277,14 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Sp
         # ---------------- consumer warpgroups: WGMMA + epilogue --------------------------
         if wg_idx > 0:
             cute.arch.setmaxregister_increase(self.consumer_regs)
+            # This thread's place among its tile's consumers, and its warpgroup's first thread's.
             ctidx = tidx - 128
+            wg_first = (wg_idx - 1) * 128
+            if cutlass.const_expr(cfg.pingpong):   # (a warpgroup per tile)
+                ctidx, wg_first = ctidx % 128, 0
             # A/B descriptors are per warpgroup (slice at its first thread); the accumulator
             # coordinates are per thread (slice at this thread).
-            thr_mma = tiled_mma.get_slice((wg_idx - 1) * 128)
+            thr_mma = tiled_mma.get_slice(wg_first)
             tCrA = tiled_mma.make_fragment_A(thr_mma.partition_A(sA))
             tCrB = tiled_mma.make_fragment_B(thr_mma.partition_B(sB))
             tCcC = tiled_mma.get_slice(ctidx).partition_C(cute.make_identity_tensor((cfg.tile_m, cfg.tile_n)))
@@ -305,6 +313,12 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Sp
             consumed = Int32(0)  # ring position of this CTA's next tile
             n_done = Int32(0)
             tile = cluster_id
+            # ``pingpong``: this warpgroup's tiles are every other one of the CTA's, from the
+            # first or the second; the other's k-tiles lie between them in the ring.
+            walkers = 1
+            if cutlass.const_expr(cfg.pingpong):
+                walkers = cfg.consumer_wgs
+                tile, consumed = self._pingpong_start(wg_idx - 1, cluster_id, num_clusters, k_count)
             while tile < num_tiles:
                 tm, tn = self._tile_coords(tile, tiles_m, tiles_n, cluster_coord)
                 if cutlass.const_expr(cfg.row_blocks > 1):
@@ -327,6 +341,8 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Sp
                         for d in cutlass.range_constexpr(len(rings)):   # the first k-tiles'; the loops load ahead
                             block_scales.load_raw(cfg, ctx, d, rings[d])
                         blocks = (ctx, rings)
+                    if cutlass.const_expr(cfg.pingpong):
+                        self._pingpong_turn(wg_idx - 1, n_done)
                     if cutlass.const_expr(cfg.overlap_promotion):
                         self._mainloop_overlapped(ab_pipe, acc, acc_tmp, acc_tmp2, tCrA, tCrB, consumed, k_count,
                                                   blocks)
@@ -335,7 +351,9 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Sp
                                               n_done)
                     else:
                         tiled_mma = self._mainloop(ab_pipe, tiled_mma, acc, acc_tmp, tCrA, tCrB, consumed, k_count)
-                    consumed += k_count
+                    if cutlass.const_expr(cfg.pingpong):
+                        self._pingpong_pass(wg_idx - 1, tile + num_clusters, num_tiles)
+                    consumed += k_count * walkers
                     if cutlass.const_expr(cfg.split_k > 1):
                         self._reduce_partials(acc, sRed, red_full, red_empty, k_rank, ctidx, n_done)
                     # The CTA of rank 0 holds the sum (split_k) and stores it.
@@ -349,7 +367,7 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Sp
                         else:
                             self._tma_epilogue(epi, acc, tm, tn, n_done, warp_idx)
                 n_done += 1
-                tile += num_clusters
+                tile += num_clusters * walkers
             if cutlass.const_expr(not cfg.swap_ab):
                 epi[-1].producer_tail()
             if cutlass.const_expr(cfg.split_k > 1):

@@ -11,7 +11,8 @@ import cutlass.cute as cute
 from cutlass.cute.nvgpu import cpasync, warpgroup
 
 from fastdispatch.kernels.scaled_mm._schedule import persistent_grid
-from fastdispatch.kernels.scaled_mm.sm90.config import _epilogue_bytes, _scale_ring_bytes, _stage_bytes, scale_slot_rows
+from fastdispatch.kernels.scaled_mm.sm90.config import (_epilogue_bytes, _scale_ring_bytes, _stage_bytes, epi_buffers,
+                                                       scale_slot_rows)
 from fastdispatch.kernels.scaled_mm.sm90.smem_scales import slot_layout
 
 Float32 = cutlass.Float32
@@ -31,8 +32,9 @@ class LaunchMixin:
             warpgroup.OperandMajorMode.K,
             warpgroup.OperandMajorMode.K,
         )
-        # Consumer warpgroups stacked along M; a warpgroup with 128 rows runs 2 m64 atoms.
-        return cute.make_tiled_mma(cute.make_mma_atom(op), (cfg.consumer_wgs, 1, 1))
+        # Consumer warpgroups stacked along M (``pingpong``: one warpgroup per tile); a
+        # warpgroup with 128 rows runs 2 m64 atoms.
+        return cute.make_tiled_mma(cute.make_mma_atom(op), (1 if cfg.pingpong else cfg.consumer_wgs, 1, 1))
 
     def _ab_smem_layout(self, rows: int):
         # 128-byte swizzle atoms (64-byte at tile_k=64), repeated along K for tile_k=256.
@@ -50,7 +52,7 @@ class LaunchMixin:
             64: warpgroup.SmemLayoutAtomKind.K_SW128,
         }[self.cfg.epi_n]
         atom = warpgroup.make_smem_layout_atom(kind, self.c_dtype)
-        return cute.tile_to_shape(atom, (*self.epi_tile, self.cfg.epi_stages), order=(0, 1, 2))
+        return cute.tile_to_shape(atom, (*self.epi_tile, epi_buffers(self.cfg)), order=(0, 1, 2))
 
     @cute.jit
     def _launch(self, a, bt, scale_a, scale_b, out, bias, stream):

@@ -50,6 +50,9 @@ SPAN_TILE_GAIN = 0.875
 
 #: Shipped configs: (name, config). `default_config` picks among them; tests compile each.
 FAST_LARGE = Sm90Config(tile_m=128, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0)
+#: Fast accumulation with the two consumer warpgroups taking turns at 64x256 tiles
+#: (``pingpong``: one's epilogue under the other's WGMMAs); a trial, not picked.
+FAST_PINGPONG = Sm90Config(tile_m=64, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0, pingpong=True)
 # 128x128 tiles, each promotion overlapped with the next k-tile's WGMMAs (groups of 4 k-tiles),
 # the whole tile staged for its TMA stores (4 buffers: still 6 stages). Interleaved on the lent
 # H100 (bench/results/sm90_sweep_2026-11-23.txt, fifth session): 4096^3 119.5 -> 112.2 us.
