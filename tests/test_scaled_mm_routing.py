@@ -189,8 +189,10 @@ def test_blockwise_routes_to_the_faster_kernel():
     for m, n, why_part in ((4096, 2112, "128x176 tile"), (4098, 4096, "not a TMA source")):
         variant, why = routing.route((9, 0), *blockwise(m, 7168, n=n), None, None, BF16)
         assert variant == "torch" and "faster" in why and why_part in why, (m, n, why)
-    # The 128x128x256 small-M tile (128 rows, N wide enough for 128-wide tiles) lost to cuBLAS.
-    variant, why = routing.route((9, 0), *blockwise(128, 1536, n=24576), None, None, BF16)
-    assert variant == "torch" and "128x128x256" in why
-    for m, n in ((64, 24576), (128, 7168), (128, 4096)):
+    # The 128x128x128 small-M tile (128 rows, N = 8.5k-16.9k) lost to cuBLAS; 128x192 tiles
+    # serve N = 24576, and the 256x128 tile (128 rows per block, 128-deep k-tiles) large M.
+    variant, why = routing.route((9, 0), *blockwise(128, 1536, n=12288), None, None, BF16)
+    assert variant == "torch" and "128x128x128" in why
+    assert routing.route((9, 0), *blockwise(4096, 7168, n=7168), None, None, BF16) == ("sm90", None)
+    for m, n in ((64, 24576), (128, 24576), (128, 7168), (128, 4096)):
         assert routing.route((9, 0), *blockwise(m, 1536, n=n), None, None, BF16) == ("sm90", None), (m, n)

@@ -53,14 +53,17 @@ def test_default_config_table():
         assert sm90.default_config(4096, 7168, k) == sm90.LARGE_EARLY.resolved()
     # Plain promotions with the next stage tested early (``early_wait``) wherever they were
     # measured with it: rowwise large and mid M, every B-per-128x128 blockwise tile; not B per
-    # 1x128 without SMEM slots, nor fast accumulation (no promotion).
+    # 1x128 without SMEM slots, nor the 128x256 fast-accumulation tile.
     assert sm90.default_config(4096, 4096, 7168) == sm90.LARGE_EARLY.resolved()
     assert sm90.default_config(8192, 8192, 8192).early_wait and sm90.default_config(512, 2112, 7168).early_wait
     for m, n, k in ((64, 2112, 7168), (1024, 2112, 7168), (4096, 2112, 7168), (4096, 4096, 7168)):
         assert sm90.default_config(m, n, k, scales="block_1x128_128x128").early_wait
         assert not sm90.default_config(m, n, k, scales="block_1x128_1x128").early_wait
-    assert not sm90.default_config(8192, 8192, 8192, fast_accum=True).early_wait
-    assert sm90.default_config(8192, 8192, 8192, fast_accum=True) == sm90.FAST_LARGE.resolved()
+    # Fast accumulation: the 128x256 tile, as two ping-pong 64x256 tiles from K = 8192.
+    assert sm90.default_config(4096, 4096, 4096, fast_accum=True) == sm90.FAST_LARGE.resolved()
+    assert not sm90.FAST_LARGE.early_wait
+    for m in (8192, 16384):
+        assert sm90.default_config(m, 8192, 8192, fast_accum=True) == sm90.FAST_PINGPONG.resolved()
     # Few tiles: no cluster (a 2x1 cluster would idle half the CTAs of a partial wave).
     assert sm90.default_config(1000, 272, 336).cluster_m == 1
 
@@ -69,12 +72,14 @@ def test_small_m_rowwise_picks():
     # ``early_wait`` on the swap-AB tiles from M = 33 (measured at 64 and 128).
     assert not sm90.default_config(32, 7168, 2048).early_wait
     assert sm90.default_config(64, 7168, 2048).early_wait and sm90.default_config(128, 7168, 2048).early_wait
-    # M = 65..128: one row of 128x192 tiles where the swap-AB tiles take more rounds and the
-    # wide ones fill 3/4 of the SMs (N = 24576: 128 tiles on 128 SMs); swap-AB elsewhere.
+    # M = 65..128: one row of 128x192 tiles where the swap-AB tiles take more rounds (N = 24576:
+    # 128 tiles on 128 SMs); swap-AB elsewhere.
     wide = sm90.default_config(128, 24576, 1536)
     assert wide == dataclasses.replace(sm90.SMALL_M_WIDE, num_sms=128).resolved() and not wide.swap_ab
     assert wide.cluster_m == 1 and wide.early_wait and sm90.default_config(96, 24576, 1536) == wide
-    for n in (2112, 7168, 12288, 16384):   # (12288: wide would make one round of 64 tiles)
+    for n in (12288, 16384, 19200):   # (one round of 64-100 wide tiles: still fewer bytes)
+        assert not sm90.default_config(128, n, 1536).swap_ab, n
+    for n in (2112, 4096, 7168, 8192):   # (the swap-AB tiles make one round)
         assert sm90.default_config(128, n, 1536).swap_ab, n
     assert sm90.default_config(64, 24576, 1536).swap_ab   # (not measured for 64 rows)
 

@@ -26,12 +26,13 @@ BLOCKWISE_OURS_UP_TO_M = 128
 #: 0.94-1.05x at N = 4096 / 7168 (512x7168x2048 0.965x, 1024x4096x7168 0.98-0.99x,
 #: 2048x7168x16384 0.94-0.96x; bench/results/h200_2026-12-02/probeW_waves.log, probeF_final_picks.log).
 MID_M_ROW_BLOCKS_FROM_N = 16384
-#: Tiles (tile_m, tile_n, tile_k) of our small-M blockwise configs that lose to cuBLAS where K is
-#: a multiple of 512: 128x128x256 (64 KB stages: 2-3 of them), which the table picks for 128
-#: rows once N fills the grid with 128-wide tiles; at 128x24576x1536 it ran 0.88-0.91x torch's
-#: blockwise in four runs on the lent H200 (2026-12-01), 64-wide tiles no better (the sweep
-#: record's trial 4).
-BLOCKWISE_TORCH_TILES = ((128, 128, 256),)
+#: Tiles (tile_m, tile_n, tile_k) of our small-M blockwise configs (B per 128x128) that lose to
+#: cuBLAS where K is a multiple of 512: 128x128x128, which the table keeps for 128 rows where
+#: N makes 67-132 of them (N = 8.5k-16.9k); on the lent H200 (2026-12-03,
+#: bench/results/h200_2026-12-03/routeprobe.log) 0.92x torch's blockwise at 128x12288x1536,
+#: 0.99x at 128x16384x7168, 0.94x at 128x16384x2048. (The 128x128x256 tile that lost at
+#: 128x24576x1536 is gone: 2 stages; 128x192 tiles serve there, 1.02-1.06x torch.)
+BLOCKWISE_TORCH_TILES = ((128, 128, 128),)
 
 
 def fills_the_sms(cfg) -> bool:
@@ -99,9 +100,9 @@ def kernel_gap(family: str, a, b, scale_a, scale_b, bias, scale_result, out_dtyp
                 return (f"blockwise at M = {m} > {BLOCKWISE_OURS_UP_TO_M}: cuBLAS's blockwise kernel is faster "
                         f"there than our {cfg.tile_m * cfg.row_blocks}x{cfg.tile_n} tile"
                         f"{'' if large.scale_a_tma else ' with scale_a not a TMA source'} (0.91-1.0x on the H200)")
-        if (cfg.tile_m, cfg.tile_n, cfg.tile_k) in BLOCKWISE_TORCH_TILES:
+        elif (cfg.tile_m, cfg.tile_n, cfg.tile_k) in BLOCKWISE_TORCH_TILES:
             return (f"blockwise at M = {m}, N = {n}: our {cfg.tile_m}x{cfg.tile_n}x{cfg.tile_k} tile is slower than "
-                    f"cuBLAS's blockwise kernel there (0.88-0.91x at 128x24576x1536 on the H200)")
+                    f"cuBLAS's blockwise kernel there (0.92-0.99x at M = 128, N = 12288-16384 on the H200)")
     if scale_result is not None and out_dtype in _FLOAT8:
         return "scale_result (the kernels have no output scale)"
     if bias is not None and bias.dtype != out_dtype:

@@ -51,8 +51,16 @@ SPAN_TILE_GAIN = 0.875
 #: Shipped configs: (name, config). `default_config` picks among them; tests compile each.
 FAST_LARGE = Sm90Config(tile_m=128, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0)
 #: Fast accumulation with the two consumer warpgroups taking turns at 64x256 tiles
-#: (``pingpong``: one's epilogue under the other's WGMMAs); a trial, not picked.
-FAST_PINGPONG = Sm90Config(tile_m=64, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0, pingpong=True)
+#: (``pingpong``: one's epilogue under the other's WGMMAs; B multicast over 2x1, as
+#: `FAST_LARGE`: without it 1.5x slower), picked from K = `FAST_PINGPONG_FROM_K`.
+FAST_PINGPONG = Sm90Config(tile_m=64, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0, pingpong=True,
+                           early_wait=True)
+#: Where `FAST_PINGPONG` beat `FAST_LARGE` on the lent H200, interleaved twice (clean-flush
+#: medians; bench/results/h200_2026-12-03/fastpp*.log): 8192^3 888.5 / 887.2 vs 898.1 / 898.8
+#: us, 16384x8192x8192 1818.8 / 1836.5 vs 1873.4 / 1898.6; at 4096^3 it ran 102.7 / 102.7 vs
+#: 101.3 / 100.9 (its turns cost a gap per tile, which a K loop of 4096 amortizes less).
+#: cuBLAS's use_fast_accum=True ran 96.7 / 848.1 / 1739-1762 us there: neither reaches it.
+FAST_PINGPONG_FROM_K = 8192
 # 128x128 tiles, each promotion overlapped with the next k-tile's WGMMAs (groups of 4 k-tiles),
 # the whole tile staged for its TMA stores (4 buffers: still 6 stages). Interleaved on the lent
 # H100 (bench/results/sm90_sweep_2026-11-23.txt, fifth session): 4096^3 119.5 -> 112.2 us.
@@ -98,9 +106,11 @@ def _small_m_config(m: int, split_k: int = 1) -> Sm90Config:
 
 #: Rowwise at M = 65..128 where the swap-AB tiles take several rounds of the grid: one row of
 #: 128x192 tiles (`LARGE_WIDE` without its cluster; the grid only as large as the tiles). On the
-#: lent H200 at 128x24576x1536 16.8 us against the swap-AB tile's 19.8 and cuBLAS's 19.0
-#: (bench/results/h200_2026-12-03/rowsmall128.log); at the other four DeepSeek-V3 shapes it
-#: ran 1.4-1.8x slower than the swap-AB tile, which `_small_m_rowwise_config`'s cost keeps there.
+#: lent H200 against the swap-AB tile: 128x24576x1536 16.8 / 16.2 vs 19.8 / 19.6 us (cuBLAS 19.0
+#: / 24.5), 96x24576x1536 16.1 vs 19.9, 128x19200x1536 14.8 vs 18.5, 128x16384x1536 14.0 vs
+#: 14.6, 128x12288x1536 (64 tiles) 13.2 vs 14.0 (bench/results/h200_2026-12-03/rowsmall128.log,
+#: routeprobe.log); where the swap-AB tiles make one round it ran 1.4-1.8x slower (128x2112x7168
+#: 31.1 vs 16.8, N = 4096 / 7168), which `_small_m_rowwise_config`'s cost keeps there.
 SMALL_M_WIDE = dataclasses.replace(LARGE_WIDE, cluster_m=1)
 
 
@@ -109,10 +119,7 @@ def _small_m_rowwise_config(m: int, n: int, k: int) -> Sm90Config:
     cluster for M <= 16 while the N tiles fill at most half the SMs and K has four k-tiles or
     more (measured for the 16-wide tile only: 1x4096x4096 12.4 -> 11.9 us); from M = 65 the
     128x192 tile (`SMALL_M_WIDE`) where its estimated time, rounds of the grid x the rows of A
-    and B a k-tile reads (as `_small_m_block_config`'s), is the smaller and its last round
-    fills 3/4 of the SMs at least: its tiles hold 3x the swap-AB tile's MMAs, so a part-filled
-    grid of them would leave the compute of the idle SMs unused (measured only at a full one:
-    128 tiles at N = 24576)."""
+    and B a k-tile reads (as `_small_m_block_config`'s), is the smaller."""
     few_tiles = -(-n // 64) * 2 <= H100_SMS
     split_k = 2 if m <= 16 and few_tiles and k >= 4 * 256 else 1
     swap = _small_m_config(m, split_k)
@@ -120,7 +127,7 @@ def _small_m_rowwise_config(m: int, n: int, k: int) -> Sm90Config:
         swap_cost = -(-(-(-n // swap.tile_m)) // H100_SMS) * (swap.tile_m + swap.tile_n)
         wide_tiles = -(-n // SMALL_M_WIDE.tile_n)
         wide_cost = -(-wide_tiles // H100_SMS) * (SMALL_M_WIDE.tile_n + SMALL_M_WIDE.tile_m)
-        if wide_cost < swap_cost and (wide_tiles % H100_SMS or H100_SMS) * 4 >= H100_SMS * 3:
+        if wide_cost < swap_cost:
             return dataclasses.replace(SMALL_M_WIDE, num_sms=min(H100_SMS, wide_tiles))
     return swap
 
@@ -172,6 +179,7 @@ def shipped_configs() -> dict[str, Sm90Config]:
     """Every config `default_config` can return, by name (what the tests compile)."""
     return {
         "fast_large": FAST_LARGE,
+        "fast_pingpong": FAST_PINGPONG,
         "large": LARGE,
         "large_early": LARGE_EARLY,
         "large_wide": LARGE_WIDE,
@@ -184,15 +192,16 @@ def shipped_configs() -> dict[str, Sm90Config]:
 
 def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: str = "rowwise",
                    a_dtype="e4m3", b_dtype="e4m3", out_dtype="bf16") -> Sm90Config:
-    """The config for an M x N x K problem (a small table, measured on the lent H100):
-    M <= 128 -> swap-AB with the M side rounded up to 16/32/64/128, and for M <= 16 split-K
-    over a 2-CTA cluster while the N tiles fill at most half the SMs (N <= 4224) and K has
-    four k-tiles or more; otherwise 128x128x128 tiles, with a 2x1 cluster (B multicast) once
-    there is a wave of tiles, or 128x192x128 where its waves come out shorter. ``fast_accum``
-    (torch._scaled_mm's use_fast_accum=True) allows the 128x256x128 fast-accumulation tile.
+    """The config for an M x N x K problem (a small table, measured on the lent H100 / H200):
+    rowwise M <= 128 -> `_small_m_rowwise_config` (swap-AB, or one row of 128x192 tiles);
+    otherwise 128x128x128 tiles, with a 2x1 cluster (B multicast) once there is a wave of
+    tiles, or 128x192x128 where its waves come out shorter (`_rowwise_large_tile`).
+    ``fast_accum`` (torch._scaled_mm's use_fast_accum=True) allows the 128x256x128
+    fast-accumulation tile, as two 64x256 ping-pong tiles from K = `FAST_PINGPONG_FROM_K`.
     Block scales (``scales`` not 'rowwise') promote every 128 of K, so they take 128-deep
     k-tiles (256-deep ones promoted in halves at small M) and tiles no wider than one
-    128-column scale block, but with B per 128x128 (SMEM scales): from M = 129 to
+    128-column scale block, but with B per 128x128 (SMEM scales): up to M = 128
+    `_small_m_block_config`, from M = 129 to
     `WAVES_UP_TO_M` DeepGEMM's choice by waves (`block_tile_by_waves`), above it the 256x128,
     128x128 or 128x176 tile by a waves x width estimate. Dtypes are torch dtypes or the
     config's names."""
@@ -210,7 +219,7 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
     elif smem and m <= WAVES_UP_TO_M:
         cfg = block_tile_by_waves(m, n)
     elif fast_accum and not blockwise and -(-m // 128) * -(-n // 256) >= H100_SMS:
-        cfg = FAST_LARGE
+        cfg = FAST_PINGPONG if k >= FAST_PINGPONG_FROM_K else FAST_LARGE
     elif -(-m // 128) * -(-n // 128) < H100_SMS:
         # Rowwise with ``early_wait``: on the lent H200 faster at 5 of 6 shapes below one wave
         # (256x7168x16384 49.7 vs 52.5 us, 512x2112x7168 29.3 vs 31.7, 1024x1536x4096 17.0 vs
