@@ -124,8 +124,8 @@ def _small_m_rowwise_config(m: int, n: int, k: int) -> Sm90Config:
     split_k = 2 if m <= 16 and few_tiles and k >= 4 * 256 else 1
     swap = _small_m_config(m, split_k)
     if m > 64:
-        swap_cost = -(-(-(-n // swap.tile_m)) // H100_SMS) * (swap.tile_m + swap.tile_n)
-        wide_tiles = -(-n // SMALL_M_WIDE.tile_n)
+        swap_tiles, wide_tiles = -(-n // swap.tile_m), -(-n // SMALL_M_WIDE.tile_n)   # (one row of each)
+        swap_cost = -(-swap_tiles // H100_SMS) * (swap.tile_m + swap.tile_n)
         wide_cost = -(-wide_tiles // H100_SMS) * (SMALL_M_WIDE.tile_n + SMALL_M_WIDE.tile_m)
         if wide_cost < swap_cost:
             return dataclasses.replace(SMALL_M_WIDE, num_sms=min(H100_SMS, wide_tiles))
@@ -169,10 +169,16 @@ def _small_m_block_config(m: int, n: int, scales: str = "block_1x128_128x128", c
     cfg = Sm90Config(tile_m=rows, tile_n=tile_n, tile_k=128, consumer_wgs=rows // 64, cluster_n=cluster_n,
                      epi_n=min(tile_n, 32), epi_stages=max(1, min(4, tile_n // 32)) if tile_n >= 32 else 1,
                      pdl=True, early_wait=smem, scales=scales, smem_scales=smem)
-    if smem and 128 % tile_n == 0:
-        deep = dataclasses.replace(cfg, tile_k=256)
-        cfg = deep if deep.resolved().stages >= 3 else cfg
-    return cfg
+    return _deep_k_tiles(cfg) if smem else cfg
+
+
+def _deep_k_tiles(cfg: Sm90Config) -> Sm90Config:
+    """A B-per-128x128 block tile with 256-deep k-tiles (promoted in two halves) where its width
+    divides 128 (one scale block per half) and 3 stages of them still fit; else as it is."""
+    if 128 % cfg.tile_n:
+        return cfg
+    deep = dataclasses.replace(cfg, tile_k=256)
+    return deep if deep.resolved().stages >= 3 else cfg
 
 
 def shipped_configs() -> dict[str, Sm90Config]:
@@ -301,9 +307,7 @@ def block_tile_by_waves(m: int, n: int, num_sms: int = H100_SMS, dg_cluster: boo
                          cluster_m=2 if pairs and (waves > 1 or dg_cluster) else 1, promote=1,
                          epi_n=32 if width % 32 == 0 else 16, epi_stages=4, scales="block_1x128_128x128",
                          smem_scales=True, early_wait=True)
-        if 128 % width == 0:
-            deep = dataclasses.replace(cfg, tile_k=256)
-            cfg = deep if deep.resolved().stages >= 3 else cfg
+        cfg = _deep_k_tiles(cfg)
     cluster = cfg.cluster_m * cfg.cluster_n
     sms = -(-tiles(rows, width) // waves)
     return dataclasses.replace(cfg, num_sms=min(num_sms, -(-sms // cluster) * cluster))
