@@ -14,7 +14,6 @@ import cutlass.cute as cute
 import torch
 
 from fastdispatch.kernels.scaled_mm import sm90
-from fastdispatch.kernels.scaled_mm.sm90.config import Sm90Config
 from fastdispatch.kernels.scaled_mm.sm90.table import block_tile_by_waves
 from fastdispatch.kernels.scaled_mm.bench_blockwise import (DSV3_NK, _median_us, _rel, block_inputs, deepgemm_for,
                                                              dequantized_product)
@@ -273,9 +272,9 @@ def _trials(m, n, k):
             out[f"rows64_w{width}"] = dataclasses.replace(rows64, tile_n=width, epi_n=min(width, 32),
                                                           epi_stages=max(1, width // 32), stages=None).resolved()
     for rows in (64, 128):
-        out[f"m{rows}_w112"] = Sm90Config(tile_m=rows, tile_n=112, tile_k=128, consumer_wgs=rows // 64, promote=1,
-                                          epi_n=16, epi_stages=4, scales=RECIPE, smem_scales=True, early_wait=True,
-                                          pdl=True).resolved()
+        out[f"m{rows}_w112"] = sm90.Sm90Config(tile_m=rows, tile_n=112, tile_k=128, consumer_wgs=rows // 64,
+                                               promote=1, epi_n=16, epi_stages=4, scales=RECIPE, smem_scales=True,
+                                               early_wait=True, pdl=True).resolved()
     out["m128_w96"] = dataclasses.replace(out["m128_w112"], tile_n=96, epi_n=32, stages=None).resolved()
     return out
 

@@ -120,9 +120,10 @@ class Sm90Config:
     - ``pingpong``: the two consumer warpgroups take turns instead of sharing a tile: each
       computes whole ``tile_m`` (64) x ``tile_n`` tiles, the CTA's even tiles on the first,
       odd ones on the second, reading the one A/B ring in the producer's order, so one
-      warpgroup's epilogue runs under the other's K loop (CUTLASS's ping-pong kernel; no
-      order barrier: the ring's order staggers them). Rowwise, no promotion overlap, one row
-      block; its epilogue has SMEM buffers and a named barrier per warpgroup.
+      warpgroup's epilogue runs under the other's K loop (CUTLASS's ping-pong kernel; a named
+      barrier each way starts a K loop only once the other's has waited for all its stages:
+      `pingpong`). Rowwise, no promotion overlap, one row block; its epilogue has SMEM buffers
+      and a named barrier per warpgroup.
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
     """

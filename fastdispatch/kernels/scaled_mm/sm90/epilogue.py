@@ -104,9 +104,9 @@ class EpilogueMixin:
         cfg = self.cfg
         if cutlass.const_expr(cfg.pingpong):
             wg = warp_idx // 4 - 1
-            return (pipeline.NamedBarrier(barrier_id=self.epi_bar_id + wg, num_threads=128), warp_idx % 4 == 0,
-                    wg * cfg.epi_stages)
-        return pipeline.NamedBarrier(barrier_id=self.epi_bar_id, num_threads=self.consumer_threads), warp_idx == 4, 0
+            return (pipeline.NamedBarrier(barrier_id=self.epi_bar_id + wg, num_threads=self.tile_threads),
+                    warp_idx % 4 == 0, wg * cfg.epi_stages)
+        return pipeline.NamedBarrier(barrier_id=self.epi_bar_id, num_threads=self.tile_threads), warp_idx == 4, 0
 
     @cute.jit
     def _stage_whole(self, epi, blocks, tm, tn, warp_idx, retile=False):
