@@ -36,6 +36,23 @@ for step in $steps; do
          ncu -i "$OUT/ncusrc.ncu-rep" --page details > "$OUT/ncusrc_details.txt" 2>&1
          ncu -i "$OUT/ncusrc.ncu-rep" --page source --csv --print-source sass > "$OUT/ncusrc_sass.csv" 2>&1
          ls -la "$OUT"/ncusrc* ;;
+    scaledtests) timeout ${SCALEDTESTS_TIMEOUT:-300} python3 -m pytest tests/test_scaled_mm_blockwise.py tests/test_scaled_mm_sm90.py \
+           tests/test_scaled_mm_api.py tests/test_scaled_mm_parity.py -q -p no:cacheprovider -m gpu -rs 2>&1 \
+           | tee "$OUT/scaledtests.log" | tail -15 ;;
+    fastncu) for shape in ${FASTNCU_SHAPES:-4096x4096x4096 8192x8192x8192}; do
+             ncu --clock-control none --profile-from-start off --section SpeedOfLight --section LaunchStats \
+               --section Occupancy --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+               --section WarpStateStats --section SchedulerStats \
+               python3 bench/ncu_probe.py --rowwise --shape $shape --config large_early= --config fast_large= \
+               --config fast_pingpong= > "$OUT/ncu_fast_$shape.txt" 2>&1; tail -2 "$OUT/ncu_fast_$shape.txt"
+             grep -E "^  [a-z]|Duration|SM Frequency|Elapsed Cycles|Registers Per|Grid Size|Cluster Size|Block Size|Shared Memory Config|Issue Slots Busy|Executed Ipc A|DRAM Through|L2 Hit|Warp Cycles Per Issued" \
+               "$OUT/ncu_fast_$shape.txt" | cut -c1-150; done ;;
+    fastpower) for shape in ${FASTPOWER_SHAPES:-4096,4096,4096 8192,8192,8192}; do
+             python3 bench/power_probe.py --shape $shape --seconds ${FASTPOWER_SECONDS:-2} --config fast_large= \
+               --config fast_pingpong= 2>&1 | tee -a "$OUT/fastpower.log" | grep -E "POWER|SUSTAINED" | cut -c1-200; done ;;
+    fastprobe) python3 bench/sm90_probe.py --check-extra --shapes "${FASTPROBE_SHAPES:-4096,4096,4096;8192,8192,8192;16384,8192,8192}" \
+           $(for c in ${FASTPROBE_CONFIGS:-fast_large= fast_pingpong=}; do echo --config $c; done) \
+           2>&1 | tee "$OUT/fastprobe.log" | grep -E "FAIL|TIME|correct" ;;
     rowprobe) python3 bench/sm90_probe.py --check-extra --shapes "${ROWPROBE_SHAPES:-4096,4096,4096;8192,8192,8192;4096,4096,7168;4096,7168,2048}" \
            --config large=overlap_promotion:0,cluster_m:1,cluster_n:2,row_blocks:2 \
            --config large=overlap_promotion:0,cluster_m:1,cluster_n:2,row_blocks:2,epi_n:64,epi_stages:4 \

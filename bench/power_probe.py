@@ -24,7 +24,7 @@ import torch
 from fastdispatch.kernels.scaled_mm import sm90
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from sm90_probe import kernel_fn, make, name_of, parse_config  # noqa: E402
+from sm90_probe import kernel_fn, make, name_of, parse_config, short  # noqa: E402
 
 QUERY = "clocks.sm,power.draw,power.limit,clocks_event_reasons.active"
 
@@ -77,7 +77,7 @@ def main():
             for fast in (False, True)]
     for cfg in [sm90.default_config(m, n, k)] + [parse_config(c) for c in args.config]:
         fn = kernel_fn(cfg, False)
-        runs.append((f"{name_of(cfg)} {cfg}", lambda fn=fn: fn(a, b, sa2, sb2, out)))
+        runs.append((f"{name_of(cfg)} {short(cfg)}", lambda fn=fn: fn(a, b, sa2, sb2, out)))
     print(torch.cuda.get_device_name(), "torch", torch.__version__, f"shape {m}x{n}x{k}", flush=True)
     flop = 2 * m * n * k
     for fn in dict(runs).values():

@@ -86,6 +86,13 @@ def check(cfg, m, n, k, has_bias):
     return ok
 
 
+def short(cfg):
+    """The config's fields that differ from `Sm90Config`'s defaults (stages resolved), as k:v."""
+    base = sm90.Sm90Config()
+    return ",".join(f"{f.name}:{getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
+                    if getattr(cfg, f.name) != getattr(base, f.name))
+
+
 def name_of(cfg):
     for name, c in sm90.shipped_configs().items():
         if dataclasses.replace(cfg, stages=None) == dataclasses.replace(c, stages=None):
@@ -166,7 +173,7 @@ def run_timing(shapes, extra):
             line = (f"TIME {m}x{n}x{k} {name_of(cfg):10s} ours {t * 1e3:8.1f} us {flop / t / 1e9:7.0f} TFLOP/s "
                     f"wall {w:6.1f} | torch._scaled_mm {t_ref * 1e3:8.1f} us {flop / t_ref / 1e9:7.0f} TFLOP/s "
                     f"wall {w_ref:6.1f} | "
-                    f"speedup {t_ref / t:.3f}x (fast_accum torch {t_fast * 1e3:.1f} us) [{cfg}]")
+                    f"speedup {t_ref / t:.3f}x (fast_accum torch {t_fast * 1e3:.1f} us) [{short(cfg)}]")
             print(line, flush=True)
             lines.append(line)
     return lines

@@ -216,13 +216,31 @@ def test_gpu_torch_compile_reduce_overhead():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m, n, k", [(4096, 4096, 4096), (1000, 272, 336), (16, 8192, 8192)], ids=str)
+@pytest.mark.parametrize("m, n, k", [(4096, 4096, 4096), (1000, 272, 336), (16, 8192, 8192), (2048, 4096, 8192)],
+                         ids=str)
 def test_gpu_fast_accum(m, n, k):
     """use_fast_accum=True (tensor cores accumulate all of K, as cuBLAS's fast mode): a looser
-    bound, 4e-3, since fp32 partial sums are not promoted per k-tile (cuBLAS measures ~2-3e-3)."""
+    bound, 4e-3, since fp32 partial sums are not promoted per k-tile (cuBLAS measures ~2-3e-3).
+    2048x4096x8192 takes the ping-pong tile (K >= 8192), 4096^3 the 128x256 one."""
     a, b, sa, sb = make(m, n, k, device="cuda", seed=7)
     out = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")
     fastdispatch.scaled_mm(a, b, sa, sb, out=out, use_fast_accum=True)
     torch.cuda.synchronize()
     assert torch.isfinite(out).all()
     assert rel_err(out, fp64_reference(a, b, sa, sb)) < 4e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m, n, k, picked", [(128, 24576, 1536, "wide"), (96, 12288, 1536, "wide"),
+                                             (100, 7168, 2048, "swap_ab")], ids=str)
+def test_gpu_small_m_rowwise_picks(m, n, k, picked):
+    """The table's M = 65..128 rowwise picks through the public call: one row of 128x192 tiles
+    (a grid only as large as the tiles: N / 192 CTAs) or the swap-AB tile, against fp64."""
+    from fastdispatch.kernels.scaled_mm import sm90
+    assert sm90.default_config(m, n, k).swap_ab == (picked == "swap_ab")
+    a, b, sa, sb = make(m, n, k, device="cuda", seed=11)
+    out = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")
+    fastdispatch.scaled_mm(a, b, sa, sb, out=out, out_dtype=torch.bfloat16)
+    torch.cuda.synchronize()
+    assert torch.isfinite(out).all()
+    assert rel_err(out, fp64_reference(a, b, sa, sb)) < BF16_REL_TOL
