@@ -39,17 +39,20 @@ for step in $steps; do
     scaledtests) timeout ${SCALEDTESTS_TIMEOUT:-300} python3 -m pytest tests/test_scaled_mm_blockwise.py tests/test_scaled_mm_sm90.py \
            tests/test_scaled_mm_api.py tests/test_scaled_mm_parity.py -q -p no:cacheprovider -m gpu -rs 2>&1 \
            | tee "$OUT/scaledtests.log" | tail -15 ;;
+    pingtests) timeout ${PINGTESTS_TIMEOUT:-200} python3 -m pytest tests/test_scaled_mm_pingpong.py -q -p no:cacheprovider -m gpu -rs 2>&1 \
+           | tee "$OUT/pingtests.log" | tail -8 ;;
     fastncu) for shape in ${FASTNCU_SHAPES:-4096x4096x4096 8192x8192x8192}; do
              ncu --clock-control none --profile-from-start off --section SpeedOfLight --section LaunchStats \
                --section Occupancy --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
                --section WarpStateStats --section SchedulerStats \
-               python3 bench/ncu_probe.py --rowwise --shape $shape --config large_early= --config fast_large= \
-               --config fast_pingpong= > "$OUT/ncu_fast_$shape.txt" 2>&1; tail -2 "$OUT/ncu_fast_$shape.txt"
+               python3 bench/ncu_probe.py --rowwise --shape $shape \
+               $(for c in ${FASTNCU_CONFIGS:-large_early= fast_large= fast_pingpong=}; do echo --config $c; done) \
+               > "$OUT/ncu_fast_$shape.txt" 2>&1; tail -2 "$OUT/ncu_fast_$shape.txt"
              grep -E "^  [a-z]|Duration|SM Frequency|Elapsed Cycles|Registers Per|Grid Size|Cluster Size|Block Size|Shared Memory Config|Issue Slots Busy|Executed Ipc A|DRAM Through|L2 Hit|Warp Cycles Per Issued" \
                "$OUT/ncu_fast_$shape.txt" | cut -c1-150; done ;;
     fastpower) for shape in ${FASTPOWER_SHAPES:-4096,4096,4096 8192,8192,8192}; do
-             python3 bench/power_probe.py --shape $shape --seconds ${FASTPOWER_SECONDS:-2} --config fast_large= \
-               --config fast_pingpong= 2>&1 | tee -a "$OUT/fastpower.log" | grep -E "POWER|SUSTAINED" | cut -c1-200; done ;;
+             python3 bench/power_probe.py --shape $shape --seconds ${FASTPOWER_SECONDS:-2} \
+               $(for c in ${FASTPOWER_CONFIGS:-fast_large= fast_pingpong=}; do echo --config $c; done) 2>&1 | tee -a "$OUT/fastpower.log" | grep -E "POWER|SUSTAINED" | cut -c1-200; done ;;
     fastprobe) python3 bench/sm90_probe.py --check-extra --shapes "${FASTPROBE_SHAPES:-4096,4096,4096;8192,8192,8192;16384,8192,8192}" \
            $(for c in ${FASTPROBE_CONFIGS:-fast_large= fast_pingpong=}; do echo --config $c; done) \
            2>&1 | tee "$OUT/fastprobe.log" | grep -E "FAIL|TIME|correct" ;;
