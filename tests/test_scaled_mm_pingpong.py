@@ -1,6 +1,5 @@
-"""``Sm90Config.pingpong``: two consumer warpgroups taking turns at whole 64- or 128-row tiles
-(fast accumulation's candidate tiles, `sm90.FAST_PINGPONG` and its 128x128 twin, cuBLAS's
-fast-accumulation tile).
+"""``Sm90Config.pingpong``: two consumer warpgroups taking turns at whole 64-row tiles (fast
+accumulation's candidate tile, `sm90.FAST_PINGPONG`).
 
 CPU tier: the config rule, and in the PTX the turn-taking (one wait and one arrival on a
 256-thread named barrier), the epilogue's per-warpgroup 128-thread barrier and the same
@@ -8,8 +7,7 @@ WGMMAs per k-tile as one warpgroup's 64-row tile. GPU tier (``gpu`` + ``sm90``):
 fp32 rowwise reference of `test_scaled_mm_sm90` (fast accumulation: rel. error <= 4e-3, as
 cuBLAS's use_fast_accum=True), outputs NaN-poisoned, at shapes giving each warpgroup 0, 1 or
 several tiles, an odd number of tiles per CTA, fewer k-tiles than stages, one k-tile, and
-partial tiles along M and N; with a 2x1 cluster and without, with ``early_wait``, 128-row tiles
-(two m64 WGMMA blocks per warpgroup, stored by that warpgroup alone), with bias.
+partial tiles along M and N; with a 2x1 cluster and without, with ``early_wait``, with bias.
 """
 import dataclasses
 
@@ -23,19 +21,17 @@ from fastdispatch.kernels.scaled_mm._ptx import count_ptx_ops, ptx_opcodes  # no
 # (pytest puts tests/ on sys.path: the rowwise runner)
 from test_scaled_mm_sm90 import _run_and_check  # noqa: E402
 
-VARIANTS = {"c2x1": {}, "c1x1": dict(cluster_m=1), "early": dict(early_wait=True),
-            "m128": dict(tile_m=128, tile_n=128)}
+VARIANTS = {"c2x1": {}, "c1x1": dict(cluster_m=1), "early": dict(early_wait=True)}
 
 
 def _pingpong(variant):
     return dataclasses.replace(sm90.FAST_PINGPONG, **VARIANTS[variant], stages=None).resolved()
 
 
-def test_pingpong_needs_two_warpgroups_of_64_or_128_rows_rowwise():
+def test_pingpong_needs_two_warpgroups_of_64_rows_rowwise():
     cfg = sm90.FAST_PINGPONG.resolved()
     assert cfg.pingpong and cfg.tile_m == 64 and cfg.consumer_wgs == 2 and cfg.promote == 0
-    assert _pingpong("m128").tile_m == 128
-    for bad in (dict(tile_m=256, tile_n=64), dict(consumer_wgs=1), dict(scales="block_1x128_128x128", promote=1),
+    for bad in (dict(tile_m=128), dict(consumer_wgs=1), dict(scales="block_1x128_128x128", promote=1),
                 dict(swap_ab=True), dict(overlap_promotion=2, promote=1, tile_n=128)):
         with pytest.raises(ValueError, match="pingpong"):
             dataclasses.replace(sm90.FAST_PINGPONG, **bad)
@@ -56,17 +52,6 @@ def test_pingpong_takes_turns_on_named_barriers():
     assert sum(op.startswith("wgmma.mma_async.sp") for op in ops) == 0
     assert sm90.smem_bytes(cfg) <= sm90.SMEM_CAPACITY
     assert sm90._epilogue_bytes(cfg) == 2 * cfg.epi_stages * 64 * cfg.epi_n * 2
-
-
-def test_pingpong_128_row_tiles_issue_two_m64_blocks():
-    """A 128x128 ping-pong tile: per k-tile 8 m64n128k32 WGMMAs (two row blocks of one
-    warpgroup), no spills, and SMEM buffers of 128-row subtiles for each warpgroup."""
-    cfg = _pingpong("m128")
-    ptx = sm90.ptx_sm90(cfg)
-    mma = [line.split()[0] for line in ptx.splitlines() if line.strip().startswith("wgmma.mma_async")]
-    assert len(mma) == 8 and all("m64n128k32" in op for op in mma), mma
-    assert sm90._epilogue_bytes(cfg) == 2 * cfg.epi_stages * 128 * cfg.epi_n * 2
-    assert sm90.smem_bytes(cfg) <= sm90.SMEM_CAPACITY and cfg.stages == 6
 
 
 #: (M, N, K): 4096^2 x 1024 (16 tiles per CTA pair), 1000x272x336 (partial tiles, 3 k-tiles

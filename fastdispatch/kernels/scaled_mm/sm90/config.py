@@ -118,9 +118,8 @@ class Sm90Config:
       trial 13), not for B per 1x128 without SMEM slots (not measured). With promote == 0
       (fast accumulation) the test follows the freed stage with nothing to run under it.
     - ``pingpong``: the two consumer warpgroups take turns instead of sharing a tile: each
-      computes whole ``tile_m`` (64, or 128 as two m64 WGMMA blocks) x ``tile_n`` tiles, the
-      CTA's even tiles on the first, odd ones on the second, reading the one A/B ring in the
-      producer's order, so one
+      computes whole ``tile_m`` (64) x ``tile_n`` tiles, the CTA's even tiles on the first,
+      odd ones on the second, reading the one A/B ring in the producer's order, so one
       warpgroup's epilogue runs under the other's K loop (CUTLASS's ping-pong kernel; a named
       barrier each way starts a K loop only once the other's has waited for all its stages:
       `pingpong`). Rowwise, no promotion overlap, one row block; its epilogue has SMEM buffers
@@ -183,12 +182,12 @@ class Sm90Config:
         if self.consumer_wgs not in (1, 2):
             errs.append("consumer_wgs must be 1 or 2")
         elif self.pingpong and not (
-            self.consumer_wgs == 2 and self.tile_m in (64, 128) and self.scales == "rowwise" and not self.swap_ab
+            self.consumer_wgs == 2 and self.tile_m == 64 and self.scales == "rowwise" and not self.swap_ab
             and self.split_k == 1 and self.row_blocks == 1 and not self.overlap_promotion and not self.stagger_wgs
             and not self.static_stages
         ):
-            errs.append("pingpong gives each of two consumer warpgroups its own 64- or 128-row tiles: it needs "
-                        "consumer_wgs 2, tile_m 64 or 128, rowwise scales, no swap_ab, split_k, row_blocks, "
+            errs.append("pingpong gives each of two consumer warpgroups its own 64-row tiles: it needs "
+                        "consumer_wgs 2, tile_m 64, rowwise scales, no swap_ab, split_k, row_blocks, "
                         "overlap_promotion, stagger_wgs or static_stages")
         elif not self.pingpong and (self.tile_m % self.consumer_wgs or wg_rows(self) not in (64, 128)):
             errs.append("tile_m // consumer_wgs must be 64 or 128")
@@ -201,9 +200,8 @@ class Sm90Config:
                 errs.append("cluster_m and cluster_n must be powers of two")
         if self.cluster_m * self.cluster_n > 4:
             errs.append("cluster size must be <= 4")
-        if not self.swap_ab and wg_rows(self) != 64 and not (self.pingpong and wg_rows(self) == 128):
-            errs.append("the TMA-store epilogue (swap_ab=False) needs 64 rows per consumer warpgroup "
-                        "(128 with pingpong: each warpgroup stores its own tiles)")
+        if not self.swap_ab and wg_rows(self) != 64:
+            errs.append("the TMA-store epilogue (swap_ab=False) needs 64 rows per consumer warpgroup")
         if not self.swap_ab and (self.epi_n not in (16, 32, 64) or self.tile_n % self.epi_n):
             errs.append("epi_n must be 16, 32 or 64 and divide tile_n")
         cluster_size = self.cluster_m * self.cluster_n * self.split_k
