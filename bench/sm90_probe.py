@@ -180,8 +180,10 @@ def run_timing(shapes, extra):
 
 
 def parse_config(text):
+    """NAME=k:v,...: a shipped config (or the unshipped trial `sm90.FAST_PINGPONG`, as
+    fast_pingpong) with fields replaced."""
     base, _, kv = text.partition("=")
-    cfg = sm90.shipped_configs()[base]
+    cfg = {**sm90.shipped_configs(), "fast_pingpong": sm90.FAST_PINGPONG}[base]
     over = {"stages": None}
     for item in filter(None, kv.split(",")):
         k, v = item.split(":")

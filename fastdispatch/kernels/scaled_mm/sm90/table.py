@@ -52,15 +52,15 @@ SPAN_TILE_GAIN = 0.875
 FAST_LARGE = Sm90Config(tile_m=128, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0)
 #: Fast accumulation with the two consumer warpgroups taking turns at 64x256 tiles
 #: (``pingpong``: one's epilogue under the other's WGMMAs; B multicast over 2x1, as
-#: `FAST_LARGE`: without it 1.5x slower), picked from K = `FAST_PINGPONG_FROM_K`.
+#: `FAST_LARGE`: without it 1.5x slower). A trial, not picked: call by call (clean-flush
+#: medians, interleaved) it beat `FAST_LARGE` from K = 8192 on the lent H200, 8192^3 878-888 vs
+#: 878-898 us, 16384x8192x8192 1763-1837 vs 1800-1899 (bench/results/h200_2026-12-03/fastpp*.log,
+#: h200_2026-12-04/fastprobe*.log), but run back to back at the 700 W cap, as a busy server runs
+#: it, it was 5-8% slower: 8192^3 945.1 / 951.7 vs 894.4 / 888.3 us (0.658 vs 0.613 J a call),
+#: 16384x8192x8192 1978.0 vs 1839.6, 4096^3 119.6-120.2 vs 117.9-118.7
+#: (h200_2026-12-04/fastpower*.log). cuBLAS's use_fast_accum=True: 890.0 / 888.2, 1758.1, 113.5-114.0.
 FAST_PINGPONG = Sm90Config(tile_m=64, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0, pingpong=True,
                            early_wait=True)
-#: Where `FAST_PINGPONG` beat `FAST_LARGE` on the lent H200, interleaved twice (clean-flush
-#: medians; bench/results/h200_2026-12-03/fastpp*.log): 8192^3 888.5 / 887.2 vs 898.1 / 898.8
-#: us, 16384x8192x8192 1818.8 / 1836.5 vs 1873.4 / 1898.6; at 4096^3 it ran 102.7 / 102.7 vs
-#: 101.3 / 100.9 (its turns cost a gap per tile, which a K loop of 4096 amortizes less).
-#: cuBLAS's use_fast_accum=True ran 96.7 / 848.1 / 1739-1762 us there: neither reaches it.
-FAST_PINGPONG_FROM_K = 8192
 # 128x128 tiles, each promotion overlapped with the next k-tile's WGMMAs (groups of 4 k-tiles),
 # the whole tile staged for its TMA stores (4 buffers: still 6 stages). Interleaved on the lent
 # H100 (bench/results/sm90_sweep_2026-11-23.txt, fifth session): 4096^3 119.5 -> 112.2 us.
@@ -185,7 +185,6 @@ def shipped_configs() -> dict[str, Sm90Config]:
     """Every config `default_config` can return, by name (what the tests compile)."""
     return {
         "fast_large": FAST_LARGE,
-        "fast_pingpong": FAST_PINGPONG,
         "large": LARGE,
         "large_early": LARGE_EARLY,
         "large_wide": LARGE_WIDE,
@@ -203,7 +202,7 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
     otherwise 128x128x128 tiles, with a 2x1 cluster (B multicast) once there is a wave of
     tiles, or 128x192x128 where its waves come out shorter (`_rowwise_large_tile`).
     ``fast_accum`` (torch._scaled_mm's use_fast_accum=True) allows the 128x256x128
-    fast-accumulation tile, as two 64x256 ping-pong tiles from K = `FAST_PINGPONG_FROM_K`.
+    fast-accumulation tile (`FAST_LARGE`).
     Block scales (``scales`` not 'rowwise') promote every 128 of K, so they take 128-deep
     k-tiles (256-deep ones promoted in halves at small M) and tiles no wider than one
     128-column scale block, but with B per 128x128 (SMEM scales): up to M = 128
@@ -225,7 +224,7 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
     elif smem and m <= WAVES_UP_TO_M:
         cfg = block_tile_by_waves(m, n)
     elif fast_accum and not blockwise and -(-m // 128) * -(-n // 256) >= H100_SMS:
-        cfg = FAST_PINGPONG if k >= FAST_PINGPONG_FROM_K else FAST_LARGE
+        cfg = FAST_LARGE
     elif -(-m // 128) * -(-n // 128) < H100_SMS:
         # Rowwise with ``early_wait``: on the lent H200 faster at 5 of 6 shapes below one wave
         # (256x7168x16384 49.7 vs 52.5 us, 512x2112x7168 29.3 vs 31.7, 1024x1536x4096 17.0 vs
