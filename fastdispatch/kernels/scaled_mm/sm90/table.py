@@ -49,7 +49,15 @@ BLOCK_SPAN = Sm90Config(tile_m=128, tile_n=176, tile_k=128, consumer_wgs=2, clus
 SPAN_TILE_GAIN = 0.875
 
 #: Shipped configs: (name, config). `default_config` picks among them; tests compile each.
-FAST_LARGE = Sm90Config(tile_m=128, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0)
+#: Fast accumulation: 128x256 tiles (fewest bytes per FLOP) in a 2x1 cluster, the whole tile
+#: staged for its stores (4 buffers of 128x64: one barrier pair per tile, 3 stages left). Against
+#: 32-column subtiles through 2 buffers (4 stages) on the lent H200: call by call 55.9 / 108.4 /
+#: 218.9 / 435.2 vs 56.9 / 109.4 / 221.5 / 437.2 us at 4096x4096xK, K = 2048..16384 (cuBLAS fast
+#: 52.4 / 103.6 / 214.7 / 429.6: the same slope per K, ours ~1.7 us more per call, was ~2.6);
+#: back to back at the power cap 118.5 vs 120.0 us at 4096^3, 895.8 vs 905.9 at 8192^3 (cuBLAS
+#: 115.9 / 901.0; bench/results/h200_2026-12-04/fastprobe3_k.log, fastpower4.log).
+FAST_LARGE = Sm90Config(tile_m=128, tile_n=256, tile_k=128, consumer_wgs=2, cluster_m=2, promote=0, epi_n=64,
+                        epi_stages=4)
 #: Fast accumulation with the two consumer warpgroups taking turns at 64x256 tiles
 #: (``pingpong``: one's epilogue under the other's WGMMAs; B multicast over 2x1, as
 #: `FAST_LARGE`: without it 1.5x slower). A trial, not picked: call by call (clean-flush
