@@ -221,7 +221,8 @@ def test_gpu_torch_compile_reduce_overhead():
 def test_gpu_fast_accum(m, n, k):
     """use_fast_accum=True (tensor cores accumulate all of K, as cuBLAS's fast mode): a looser
     bound, 4e-3, since fp32 partial sums are not promoted per k-tile (cuBLAS measures ~2-3e-3).
-    4096^3 and 2048x4096x8192 take the 128x256 tile, the others fewer tiles than SMs."""
+    4096^3 and 2048x4096x8192 take the 128x256 tile; the other two the below-one-wave and
+    small-M tiles."""
     a, b, sa, sb = make(m, n, k, device="cuda", seed=7)
     out = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")
     fastdispatch.scaled_mm(a, b, sa, sb, out=out, use_fast_accum=True)

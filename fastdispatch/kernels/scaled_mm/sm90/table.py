@@ -48,7 +48,8 @@ BLOCK_SPAN = Sm90Config(tile_m=128, tile_n=176, tile_k=128, consumer_wgs=2, clus
 #: short last wave runs faster than a full one, which the estimate does not see).
 SPAN_TILE_GAIN = 0.875
 
-#: Shipped configs: (name, config). `default_config` picks among them; tests compile each.
+# Shipped configs (`shipped_configs`: `default_config` picks among them; tests compile each).
+
 #: Fast accumulation: 128x256 tiles (fewest bytes per FLOP) in a 2x1 cluster, the whole tile
 #: staged for its stores (4 buffers of 128x64: one barrier pair per tile, 3 stages left). Against
 #: 32-column subtiles through 2 buffers (4 stages) on the lent H200: call by call 55.9 / 108.4 /
