@@ -204,6 +204,30 @@ def test_split_k_over_two_warpgroups_compiles_without_spills():
         assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage
 
 
+@pytest.mark.parametrize("has_bias", [False, True])
+def test_scales_before_loop_loads_them_ahead_of_the_first_wgmma(has_bias):
+    """``scales_before_loop`` on the fast-accumulation 128x256 tile (a trial knob): every scale
+    (and bias) load comes before the first WGMMA in the PTX, where the default issues them all
+    after the K loop; the same loads (2 row values, 64 column values, 64 bias values), WGMMAs
+    and stores either way. Without bias nothing spills; with it the 130 values held through
+    the loop spill (204 bytes, ptxas for sm_90a), which a pick would have to weigh."""
+    base = sm90.FAST_LARGE.resolved()
+    early = dataclasses.replace(base, scales_before_loop=True)
+    loads = 2 + 64 * (2 if has_bias else 1)
+    ops = ("ld.global", "wgmma.mma_async", "cp.async.bulk.tensor", "stmatrix")
+    for cfg, before in ((base, 0), (early, loads)):
+        text = sm90.ptx_sm90(cfg, has_bias=has_bias)
+        lines = [line.strip() for line in text.splitlines()]
+        first_mma = next(i for i, line in enumerate(lines) if line.startswith("wgmma.mma_async"))
+        assert sum(line.startswith("ld.global") for line in lines[:first_mma]) == before, cfg
+        assert count_ptx_ops(text, ops) == count_ptx_ops(sm90.ptx_sm90(base, has_bias=has_bias), ops)
+        usage = ptxas_resource_usage(text, "sm_90a")
+        if usage and not (before and has_bias):
+            assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage
+    with pytest.raises(ValueError, match="scales_before_loop"):
+        sm90.Sm90Config(scales="block_1x128_128x128", scales_before_loop=True)
+
+
 # --- GPU: correctness on random data -----------------------------------------------------
 
 torch = pytest.importorskip("torch")

@@ -124,6 +124,12 @@ class Sm90Config:
       barrier each way starts a K loop only once the other's has waited for all its stages:
       `pingpong`). Rowwise, no promotion overlap, one row block; its epilogue has SMEM buffers
       and a named barrier per warpgroup.
+    - ``scales_before_loop``: rowwise, one row block: each tile's row and column scales (and
+      bias) are loaded before its K loop instead of after it, so their global-load latency
+      runs under the loop, not between the loop and the stores (the swap-AB tiles with one
+      consumer warpgroup always load them so). Costs a register per distinct value for the
+      whole loop (66 at 128x256: no spills; with bias 130, and 204 bytes spill, ptxas). Trial
+      knob, not yet run on a GPU.
     - ``group_m``: height (in cluster tiles) of the L2 groups of the tile order.
     - ``num_sms``: SMs of the target part; the grid holds ``num_sms // cluster size`` clusters.
     """
@@ -152,6 +158,7 @@ class Sm90Config:
     static_stages: bool = False
     early_wait: bool = False
     pingpong: bool = False
+    scales_before_loop: bool = False
     num_sms: int = H100_SMS
     scales: str = "rowwise"
     a_dtype: str = "e4m3"
@@ -255,6 +262,9 @@ class Sm90Config:
         if self.early_wait and not (self.promote in (0, 1) and not self.overlap_promotion):
             errs.append("early_wait tests the next k-tile's stage once a k-tile's stage is freed: "
                         "it needs promote 0 or 1 and no overlap_promotion")
+        if self.scales_before_loop and not (self.scales == "rowwise" and self.row_blocks == 1):
+            errs.append("scales_before_loop loads the rowwise scales before a tile's K loop: it needs rowwise "
+                        "scales and one row block")
         if self.a_from_leader and self.cluster_n == 1:
             errs.append("a_from_leader multicasts A along N: it needs cluster_n > 1")
         if self.stages is not None and self.stages < 2:

@@ -74,7 +74,8 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Sp
         # to spare): their loads are issued before the K loop, so the HBM latency hides under
         # it instead of following it. With two warpgroups (168 registers per thread until
         # setmaxnreg) they would spill: loaded after the K loop, as for the large tiles.
-        self.early_scales = cfg.swap_ab and cfg.consumer_wgs == 1
+        # ``scales_before_loop`` asks for the same elsewhere (a trial knob).
+        self.early_scales = cfg.swap_ab and cfg.consumer_wgs == 1 or cfg.scales_before_loop
 
     def __repr__(self):
         # Goes into the kernel's symbol name (profiles, PTX): stable and descriptive.
@@ -87,6 +88,7 @@ class ScaledMmSm90(LaunchMixin, ProducerMixin, MainloopMixin, RowBlocksMixin, Sp
             f"{'_stagger' if c.stagger_wgs else ''}"
             f"{'_sfatma' if c.scale_a_tma else ''}"
             f"{'_static' if c.static_stages else ''}{'_early' if c.early_wait else ''}{'_pingpong' if c.pingpong else ''}"
+            f"{'_sbl' if c.scales_before_loop else ''}"
             f"{'_bias' if self.has_bias else ''}"
             f"{'' if c.scales == 'rowwise' else '_' + c.scales}"
             f"{'' if (c.a_dtype, c.b_dtype, c.out_dtype) == ('e4m3', 'e4m3', 'bf16') else f'_{c.a_dtype}x{c.b_dtype}_{c.out_dtype}'}"
