@@ -215,12 +215,13 @@ def test_scales_before_loop_loads_them_ahead_of_the_first_wgmma(has_bias):
     early = dataclasses.replace(base, scales_before_loop=True)
     loads = 2 + 64 * (2 if has_bias else 1)
     ops = ("ld.global", "wgmma.mma_async", "cp.async.bulk.tensor", "stmatrix")
+    texts = {cfg: sm90.ptx_sm90(cfg, has_bias=has_bias) for cfg in (base, early)}
     for cfg, before in ((base, 0), (early, loads)):
-        text = sm90.ptx_sm90(cfg, has_bias=has_bias)
+        text = texts[cfg]
         lines = [line.strip() for line in text.splitlines()]
         first_mma = next(i for i, line in enumerate(lines) if line.startswith("wgmma.mma_async"))
         assert sum(line.startswith("ld.global") for line in lines[:first_mma]) == before, cfg
-        assert count_ptx_ops(text, ops) == count_ptx_ops(sm90.ptx_sm90(base, has_bias=has_bias), ops)
+        assert count_ptx_ops(text, ops) == count_ptx_ops(texts[base], ops)
         usage = ptxas_resource_usage(text, "sm_90a")
         if usage and not (before and has_bias):
             assert usage["spill_stores"] == 0 and usage["spill_loads"] == 0, usage
