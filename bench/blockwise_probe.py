@@ -238,6 +238,11 @@ def _trials(m, n, k):
         out["waves_allsms"] = dataclasses.replace(waves, num_sms=sm90.H100_SMS).resolved()
         out["rows2_96"] = dataclasses.replace(sm90.BLOCK_LARGE, tile_n=96, epi_n=32, epi_stages=6,
                                               scale_a_tma=pick.scale_a_tma, stages=None).resolved()
+        # DeepGEMM's 256x88 at N = 2112 (16 x 24 tiles: 3 waves on 128 SMs), through the 8-column
+        # epilogue, the whole tile staged (22 buffers) or half of it.
+        for name, stages in (("rows2_88", 22), ("rows2_88_e11", 11)):
+            out[name] = dataclasses.replace(sm90.BLOCK_LARGE, tile_n=88, epi_n=8, epi_stages=stages,
+                                            scale_a_tma=pick.scale_a_tma, stages=None).resolved()
         # DeepGEMM's 256x128 tiles (two 128-row blocks per k-stage), A multicast over 1x2 or not;
         # its epilogue (the whole tile staged, one barrier: 3 stages), its 128-SM grid, 64-wide
         # tiles (N = 2112: 33 x 16 tiles = 4 waves, where 128-wide tiles make 2.06)
@@ -254,6 +259,12 @@ def _trials(m, n, k):
         if tile_n != pick.tile_n:
             out[f"tile_n{tile_n}"] = dataclasses.replace(
                 pick, tile_n=tile_n, epi_n=min(tile_n, 32), epi_stages=max(1, tile_n // 32), stages=None).resolved()
+    # DeepGEMM's widths that 16 does not divide (N = 7168 / 56 = 128 tiles), through the 8-column
+    # epilogue with the whole tile staged, 128-deep k-tiles and (spanning two scale blocks) 256.
+    for tile_n in (56, 88):
+        narrow = dataclasses.replace(pick, tile_n=tile_n, epi_n=8, epi_stages=tile_n // 8, tile_k=128, stages=None)
+        out[f"tile_n{tile_n}"] = narrow.resolved()
+        out[f"tile_n{tile_n}_k256"] = dataclasses.replace(narrow, tile_k=256).resolved()
     if pick.tile_k == 256:   # the 128-deep k-tiles it replaced (one promotion each)
         out["k128"] = dataclasses.replace(pick, tile_k=128, stages=None).resolved()
     if -(-n // pick.tile_n) % 2 == 0:

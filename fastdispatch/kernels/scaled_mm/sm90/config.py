@@ -76,6 +76,8 @@ class Sm90Config:
     - ``epi_n``: columns per TMA-store subtile (normal path), ``epi_stages`` its SMEM buffers.
       When the buffers hold the whole tile (``epi_stages * epi_n >= tile_n``) the epilogue
       stages all of it and issues the stores after one barrier, instead of two per subtile.
+      8 (16-byte rows, no swizzle, two-matrix stmatrix) serves the widths that 16 does not
+      divide (DeepGEMM's 56 and 88, which fill the SMs at N = 7168 and 2112).
     - ``row_blocks``: A row blocks of ``tile_m`` rows per CTA tile, sharing each B k-tile in SMEM
       (promote == 1). 2 is DeepGEMM's 256x128 tile: every k-tile is issued, waited for and
       promoted one 128-row wave after the other, so one temporary accumulator serves both
@@ -209,8 +211,8 @@ class Sm90Config:
             errs.append("cluster size must be <= 4")
         if not self.swap_ab and wg_rows(self) != 64:
             errs.append("the TMA-store epilogue (swap_ab=False) needs 64 rows per consumer warpgroup")
-        if not self.swap_ab and (self.epi_n not in (16, 32, 64) or self.tile_n % self.epi_n):
-            errs.append("epi_n must be 16, 32 or 64 and divide tile_n")
+        if not self.swap_ab and (self.epi_n not in (8, 16, 32, 64) or self.tile_n % self.epi_n):
+            errs.append("epi_n must be 8, 16, 32 or 64 and divide tile_n")
         cluster_size = self.cluster_m * self.cluster_n * self.split_k
         if self.epi_stages < 1 or self.group_m < 1 or self.num_sms < cluster_size:
             errs.append("epi_stages, group_m >= 1 and num_sms >= cluster size")

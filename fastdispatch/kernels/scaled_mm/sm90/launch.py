@@ -45,8 +45,10 @@ class LaunchMixin:
         return cute.tile_to_shape(atom, (rows, self.cfg.tile_k, self.cfg.stages), order=(0, 1, 2))
 
     def _c_smem_layout(self):
-        # bf16 row-major subtile: epi_n * 2 bytes per row picks the swizzle (64 -> 128 B).
+        # bf16 row-major subtile: epi_n * 2 bytes per row picks the swizzle (64 -> 128 B; 8 ->
+        # 16-byte rows, none: each 8x8 stmatrix matrix is then 128 contiguous bytes).
         kind = {
+            8: warpgroup.SmemLayoutAtomKind.K_INTER,
             16: warpgroup.SmemLayoutAtomKind.K_SW32,
             32: warpgroup.SmemLayoutAtomKind.K_SW64,
             64: warpgroup.SmemLayoutAtomKind.K_SW128,
