@@ -33,6 +33,12 @@ SPANNING = {
     "176_tma": dataclasses.replace(SPAN_176, scale_a_tma=True),
     "192": dataclasses.replace(SPAN_176, tile_n=192, epi_n=64, epi_stages=3),
     "rows2_96_tma": dataclasses.replace(sm90.BLOCK_LARGE, tile_n=96, epi_n=32, epi_stages=6, scale_a_tma=True),
+    # DeepGEMM's widths through the 8-column epilogue: 256x88 staged whole (22 buffers), 128x88
+    # through 4 buffers (subtile by subtile), the small-M 64x56 tile with 256-deep k-tiles.
+    "rows2_88": dataclasses.replace(sm90.BLOCK_LARGE, tile_n=88, epi_n=8, epi_stages=22),
+    "88_e4": dataclasses.replace(SPAN_176, tile_n=88, epi_n=8, epi_stages=4),
+    "64x56_k256": sm90.Sm90Config(tile_m=64, tile_n=56, tile_k=256, consumer_wgs=1, promote=1, pdl=True, epi_n=8,
+                                  epi_stages=7, scales=RECIPE, smem_scales=True, early_wait=True),
 }
 
 
@@ -69,10 +75,26 @@ def test_loader_copies_every_block_value_the_tile_touches(name):
     assert base["cp.async.ca.shared.global"] == row_copies + 1 and base["selp.f32"] == 0, base
 
 
+@pytest.mark.parametrize("name", ["rows2_88", "88_e4", "64x56_k256"])
+def test_eight_column_epilogue_stores_16_byte_rows(name):
+    """``epi_n`` 8: two-matrix stmatrix (the four-matrix one covers 16 columns) into unswizzled
+    16-byte rows, one TMA store per 8-column subtile and row block: 22 in the 256x88 tile."""
+    cfg = SPANNING[name].resolved()
+    text = sm90.ptx_sm90(cfg)
+    subtiles = cfg.tile_n // 8 * cfg.row_blocks
+    stm = [line for line in text.splitlines() if line.strip().startswith("stmatrix")]
+    assert len(stm) == subtiles and not any(".x4" in line for line in stm), stm[:2]
+    assert count_ptx_ops(text, ("cp.async.bulk.tensor.2d.global.shared",))[
+        "cp.async.bulk.tensor.2d.global.shared"] == subtiles
+    assert count_ptx_ops(text, ("ld.local", "st.local")) == {"ld.local": 0, "st.local": 0}
+    with pytest.raises(ValueError, match="epi_n must be 8, 16, 32 or 64"):
+        dataclasses.replace(cfg, epi_n=24)
+
+
 @pytest.mark.gpu
 @pytest.mark.sm90
 @pytest.mark.parametrize("has_bias", [False, True])
-@pytest.mark.parametrize("m,n,k", [(300, 2112, 1040), (128, 400, 1024), (4096, 2112, 7168), (1000, 4224, 640)])
+@pytest.mark.parametrize("m,n,k", [(64, 7168, 2048), (37, 400, 1040), (300, 2112, 1040), (128, 400, 1024), (4096, 2112, 7168), (1000, 4224, 640)])
 @pytest.mark.parametrize("name", list(SPANNING))
 def test_spanning_tiles_match_fp64_reference(has_bias, m, n, k, name):
     # N = 2112: twelve 176-wide tiles (the 2nd .. 11th start inside a block, some touch 3);
