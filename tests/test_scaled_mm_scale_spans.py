@@ -1,5 +1,5 @@
 """Hopper tiles that span several of B's 128x128 scale blocks along N (``smem_scales``,
-`sm90.scale_b_blocks`): a tile of 176 or 192 columns (or 96 in the 256-row tile) starts
+`sm90.scale_b_blocks`): a tile of 56, 88, 176 or 192 columns (or 88 / 96 in the 256-row tile) starts
 inside a block and reaches into the next one or two. The loader copies every block value the
 tile touches into the slot; the promotion picks each 8-column group's value (DeepGEMM's
 predicate per group).
@@ -94,9 +94,12 @@ def test_eight_column_epilogue_stores_16_byte_rows(name):
 @pytest.mark.gpu
 @pytest.mark.sm90
 @pytest.mark.parametrize("has_bias", [False, True])
-@pytest.mark.parametrize("m,n,k", [(64, 7168, 2048), (37, 400, 1040), (300, 2112, 1040), (128, 400, 1024), (4096, 2112, 7168), (1000, 4224, 640)])
+@pytest.mark.parametrize("m,n,k", [(64, 7168, 2048), (37, 400, 1040), (300, 2112, 1040), (128, 400, 1024),
+                                   (4096, 2112, 7168), (1000, 4224, 640)])
 @pytest.mark.parametrize("name", list(SPANNING))
 def test_spanning_tiles_match_fp64_reference(has_bias, m, n, k, name):
+    # 64x7168x2048: the 64x56 tile's shape (128 tiles, every other one over two blocks); M = 37:
+    # a partial 64-row tile;
     # N = 2112: twelve 176-wide tiles (the 2nd .. 11th start inside a block, some touch 3);
     # N = 400: the last tile mostly past N (its second and third block values clamped);
     # M = 300 / 1000: partial row tiles; K = 1040: 9 scale blocks, the last partial.
