@@ -243,6 +243,8 @@ def _trials(m, n, k):
         for name, stages in (("rows2_88", 22), ("rows2_88_e11", 11)):
             out[name] = dataclasses.replace(sm90.BLOCK_LARGE, tile_n=88, epi_n=8, epi_stages=stages,
                                             scale_a_tma=pick.scale_a_tma, stages=None).resolved()
+        # ... or DeepGEMM's way: unswizzled 88-column buffers, one TMA store per row block.
+        out["rows2_88_w"] = dataclasses.replace(out["rows2_88"], epi_n=88, epi_stages=2)
         # DeepGEMM's 256x128 tiles (two 128-row blocks per k-stage), A multicast over 1x2 or not;
         # its epilogue (the whole tile staged, one barrier: 3 stages), its 128-SM grid, 64-wide
         # tiles (N = 2112: 33 x 16 tiles = 4 waves, where 128-wide tiles make 2.06)
@@ -265,6 +267,8 @@ def _trials(m, n, k):
         narrow = dataclasses.replace(pick, tile_n=tile_n, epi_n=8, epi_stages=tile_n // 8, tile_k=128, stages=None)
         out[f"tile_n{tile_n}"] = narrow.resolved()
         out[f"tile_n{tile_n}_k256"] = dataclasses.replace(narrow, tile_k=256).resolved()
+        for name in (f"tile_n{tile_n}", f"tile_n{tile_n}_k256"):   # one unswizzled whole-width buffer
+            out[name + "_w"] = dataclasses.replace(out[name], epi_n=tile_n, epi_stages=1)
     if pick.tile_k == 256:   # the 128-deep k-tiles it replaced (one promotion each)
         out["k128"] = dataclasses.replace(pick, tile_k=128, stages=None).resolved()
     if -(-n // pick.tile_n) % 2 == 0:

@@ -40,6 +40,10 @@ SPANNING = {
     "64x56_k256": sm90.Sm90Config(tile_m=64, tile_n=56, tile_k=256, consumer_wgs=1, promote=1, pdl=True, epi_n=8,
                                   epi_stages=7, scales=RECIPE, smem_scales=True, early_wait=True),
 }
+# ... and through whole-width unswizzled buffers (DeepGEMM's epilogue): one TMA store per tile
+# and row block.
+SPANNING["rows2_88_w"] = dataclasses.replace(SPANNING["rows2_88"], epi_n=88, epi_stages=2, scale_a_tma=True)
+SPANNING["64x56_k256_w"] = dataclasses.replace(SPANNING["64x56_k256"], epi_n=56, epi_stages=1)
 
 
 @pytest.mark.parametrize("tile_n", [8, 16, 64, 88, 96, 112, 128, 144, 176, 192, 248, 256])
@@ -89,6 +93,18 @@ def test_eight_column_epilogue_stores_16_byte_rows(name):
     assert count_ptx_ops(text, ("ld.local", "st.local")) == {"ld.local": 0, "st.local": 0}
     with pytest.raises(ValueError, match="epi_n must be 8, 16, 32 or 64"):
         dataclasses.replace(cfg, epi_n=24)
+
+
+@pytest.mark.parametrize("name", ["rows2_88_w", "64x56_k256_w"])
+def test_whole_width_epilogue_stores_each_row_block_once(name):
+    """``epi_n == tile_n`` (56, 88): the same two-matrix stmatrix per 8 columns, into one
+    unswizzled buffer per row block, then one TMA store each (2 in the 256x88 tile, not 22)."""
+    cfg = SPANNING[name].resolved()
+    text = sm90.ptx_sm90(cfg)
+    stm = [line for line in text.splitlines() if line.strip().startswith("stmatrix")]
+    assert len(stm) == cfg.tile_n // 8 * cfg.row_blocks and not any(".x4" in line for line in stm), stm[:2]
+    ops = count_ptx_ops(text, ("cp.async.bulk.tensor.2d.global.shared", "ld.local", "st.local"))
+    assert ops == {"cp.async.bulk.tensor.2d.global.shared": cfg.row_blocks, "ld.local": 0, "st.local": 0}, ops
 
 
 @pytest.mark.gpu

@@ -77,7 +77,9 @@ class Sm90Config:
       When the buffers hold the whole tile (``epi_stages * epi_n >= tile_n``) the epilogue
       stages all of it and issues the stores after one barrier, instead of two per subtile.
       8 (16-byte rows, no swizzle, two-matrix stmatrix) serves the widths that 16 does not
-      divide (DeepGEMM's 56 and 88, which fill the SMs at N = 7168 and 2112).
+      divide (DeepGEMM's 56 and 88, which fill the SMs at N = 7168 and 2112); so does
+      ``epi_n == tile_n`` for them (`unswizzled_epilogue`: plain row-major buffers, one TMA
+      store per tile and row block, DeepGEMM's own epilogue for them).
     - ``row_blocks``: A row blocks of ``tile_m`` rows per CTA tile, sharing each B k-tile in SMEM
       (promote == 1). 2 is DeepGEMM's 256x128 tile: every k-tile is issued, waited for and
       promoted one 128-row wave after the other, so one temporary accumulator serves both
@@ -211,8 +213,9 @@ class Sm90Config:
             errs.append("cluster size must be <= 4")
         if not self.swap_ab and wg_rows(self) != 64:
             errs.append("the TMA-store epilogue (swap_ab=False) needs 64 rows per consumer warpgroup")
-        if not self.swap_ab and (self.epi_n not in (8, 16, 32, 64) or self.tile_n % self.epi_n):
-            errs.append("epi_n must be 8, 16, 32 or 64 and divide tile_n")
+        if not self.swap_ab and not (self.epi_n in (8, 16, 32, 64) and self.tile_n % self.epi_n == 0
+                                     or self.epi_n == self.tile_n):
+            errs.append("epi_n must be 8, 16, 32 or 64 and divide tile_n, or be tile_n")
         cluster_size = self.cluster_m * self.cluster_n * self.split_k
         if self.epi_stages < 1 or self.group_m < 1 or self.num_sms < cluster_size:
             errs.append("epi_stages, group_m >= 1 and num_sms >= cluster size")
@@ -289,6 +292,14 @@ def epi_buffers(cfg: Sm90Config) -> int:
     """The epilogue's SMEM buffers: ``epi_stages``, one set per consumer warpgroup with
     ``pingpong`` (their epilogues run at different times, each through its own)."""
     return cfg.epi_stages * (cfg.consumer_wgs if cfg.pingpong else 1)
+
+
+def unswizzled_epilogue(cfg: Sm90Config) -> bool:
+    """Whether the epilogue's SMEM buffers are plain row-major (no swizzle): 8-column subtiles
+    and whole-width ones of a width no swizzle atom fits (56, 88: 112- / 176-byte rows, an odd
+    number of 16-byte units, so the 8 rows of a stmatrix matrix still fall in 8 distinct
+    16-byte bank groups; an even number would conflict)."""
+    return cfg.epi_n not in (16, 32, 64)
 
 
 def scale_slot_rows(cfg: Sm90Config) -> int:

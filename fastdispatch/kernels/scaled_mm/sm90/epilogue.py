@@ -79,8 +79,9 @@ class EpilogueMixin:
         """Per-CTA epilogue state: the stmatrix copy, its views of SMEM and of the accumulator,
         the TMA-store partition of out and the store pipeline."""
         sC = smem.allocate_tensor(self.c_dtype, c_smem.outer, byte_alignment=1024, swizzle=c_smem.inner)
-        # Four 8x8 matrices per stmatrix (16 columns of a warp's rows), two for 8-column subtiles.
-        matrices = 2 if self.cfg.epi_n == 8 else 4
+        # Four 8x8 matrices per stmatrix (16 columns of a warp's rows), two (8 columns) where 16
+        # does not divide the subtile's width (8, 56, 88).
+        matrices = 4 if self.cfg.epi_n % 16 == 0 else 2
         stm = cute.make_copy_atom(cute.nvgpu.warp.StMatrix8x8x16bOp(False, matrices), self.c_dtype)
         r2s = cute.make_tiled_copy_S(stm, cute.make_tiled_copy_C_atom(stm, tiled_mma))
         thr_r2s = r2s.get_slice(ctidx)

@@ -12,7 +12,7 @@ from cutlass.cute.nvgpu import cpasync, warpgroup
 
 from fastdispatch.kernels.scaled_mm._schedule import persistent_grid
 from fastdispatch.kernels.scaled_mm.sm90.config import (_epilogue_bytes, _scale_ring_bytes, _stage_bytes, epi_buffers,
-                                                       scale_slot_rows)
+                                                       scale_slot_rows, unswizzled_epilogue)
 from fastdispatch.kernels.scaled_mm.sm90.smem_scales import slot_layout
 
 Float32 = cutlass.Float32
@@ -45,16 +45,22 @@ class LaunchMixin:
         return cute.tile_to_shape(atom, (rows, self.cfg.tile_k, self.cfg.stages), order=(0, 1, 2))
 
     def _c_smem_layout(self):
-        # bf16 row-major subtile: epi_n * 2 bytes per row picks the swizzle (64 -> 128 B; 8 ->
-        # 16-byte rows, none: each 8x8 stmatrix matrix is then 128 contiguous bytes).
+        # bf16 row-major subtile: epi_n * 2 bytes per row picks the swizzle (64 -> 128 B, 32 ->
+        # 64 B, 16 -> 32 B); otherwise none (`unswizzled_epilogue`): plain rows, the layout a
+        # TMA box of any width takes (8 columns: each 8x8 stmatrix matrix is 128 contiguous
+        # bytes; 88 columns: 176-byte rows, one store per tile and row block).
+        shape = (*self.epi_tile, epi_buffers(self.cfg))
+        if unswizzled_epilogue(self.cfg):
+            rows, cols = self.epi_tile
+            plain = cute.make_layout(shape, stride=(cols, 1, rows * cols))
+            return cute.make_composed_layout(cute.make_swizzle(0, 4, 3), 0, plain)
         kind = {
-            8: warpgroup.SmemLayoutAtomKind.K_INTER,
             16: warpgroup.SmemLayoutAtomKind.K_SW32,
             32: warpgroup.SmemLayoutAtomKind.K_SW64,
             64: warpgroup.SmemLayoutAtomKind.K_SW128,
         }[self.cfg.epi_n]
         atom = warpgroup.make_smem_layout_atom(kind, self.c_dtype)
-        return cute.tile_to_shape(atom, (*self.epi_tile, epi_buffers(self.cfg)), order=(0, 1, 2))
+        return cute.tile_to_shape(atom, shape, order=(0, 1, 2))
 
     @cute.jit
     def _launch(self, a, bt, scale_a, scale_b, out, bias, stream):
