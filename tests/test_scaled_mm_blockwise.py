@@ -24,9 +24,10 @@ torch = pytest.importorskip("torch")
 from fastdispatch.kernels.scaled_mm._ptx import count_ptx_ops, ptxas_resource_usage  # noqa: E402
 
 RECIPES = ("block_1x128_128x128", "block_1x128_1x128")
-# One config per path the table picks: small M (64 or 128 rows, 16..128-column tiles),
-# 128x128 tiles (plain promotion) and the 2x1 cluster with overlapped promotions.
-TABLE_SHAPES = {"m16": (16, 2112, 7168), "m64": (64, 7168, 2048), "m128": (128, 4096, 7168),
+# One config per path the table picks: small M (64 or 128 rows, 16..128-column tiles; the
+# 56-wide ones that span scale blocks are test_scaled_mm_scale_spans'), 128x128 tiles (plain
+# promotion) and the 2x1 cluster with overlapped promotions.
+TABLE_SHAPES = {"m16": (16, 2112, 7168), "m64": (64, 4096, 7168), "m128": (128, 4096, 7168),
                 "medium": (256, 1024, 2048), "large": (4096, 4096, 7168)}
 
 
@@ -39,12 +40,14 @@ def test_block_configs_promote_every_128_and_fit_one_scale_block():
         for m, n, k in TABLE_SHAPES.values():
             cfg = _config(recipe, m, n, k)
             # Promoted every 128 of K: 128-deep k-tiles, or (B per 128x128, up to M = 2048)
-            # 256-deep ones promoted in two halves where the width divides 128 and 3 stages fit.
+            # 256-deep ones promoted in two halves where the width divides 128 (or is the
+            # small-M 56, whose SMEM scales serve halves that span blocks) and 3 stages fit.
             deep_ok = m <= sm90.WAVES_UP_TO_M and recipe == "block_1x128_128x128"
             assert cfg.scales == recipe and cfg.promote == 1
             assert cfg.tile_k in ((128, 256) if deep_ok else (128,))
             if cfg.tile_k == 256:
-                assert 128 % cfg.tile_n == 0 and cfg.stages >= 3, cfg
+                assert (128 % cfg.tile_n == 0 or cfg.tile_n == sm90.table.NARROW_SPAN and m <= 128) \
+                    and cfg.stages >= 3, cfg
             side = cfg.tile_m if cfg.swap_ab else cfg.tile_n
             # One 128-column scale block per tile, but through SMEM scales (B per 128x128).
             assert 128 % side == 0 or cfg.smem_scales
@@ -57,7 +60,9 @@ def test_block_configs_promote_every_128_and_fit_one_scale_block():
     # (N = 24576), and never the 128x128x256 tile (2 stages: 128-deep k-tiles there).
     assert _small(_config(RECIPES[0], 128, 2112, 7168)) == (64, 32, 256)
     assert _small(_config(RECIPES[0], 128, 4096, 7168)) == (128, 32, 256)
-    assert _small(_config(RECIPES[0], 128, 7168, 16384)) == (128, 64, 256)
+    # N = 7168: DeepGEMM's 56-wide tile (128 of them, one per SM of a wave), 256 deep.
+    assert _small(_config(RECIPES[0], 128, 7168, 16384)) == (128, 56, 256)
+    assert _small(_config(RECIPES[0], 64, 7168, 2048)) == (64, 56, 256)
     assert _small(_config(RECIPES[0], 128, 24576, 1536)) == (128, 192, 128)
     assert _small(_config(RECIPES[0], 128, 16384, 1536)) == (128, 128, 128)
     assert _small(_config(RECIPES[0], 64, 24576, 1536)) == (64, 192, 128)

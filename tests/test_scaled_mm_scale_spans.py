@@ -41,9 +41,10 @@ SPANNING = {
                                   epi_stages=7, scales=RECIPE, smem_scales=True, early_wait=True),
 }
 # ... and through whole-width unswizzled buffers (DeepGEMM's epilogue): one TMA store per tile
-# and row block.
-SPANNING["rows2_88_w"] = dataclasses.replace(SPANNING["rows2_88"], epi_n=88, epi_stages=2, scale_a_tma=True)
+# and row block (the table's small-M 56-wide tiles: 64 and 128 rows).
+SPANNING["rows2_88_w"] = dataclasses.replace(SPANNING["rows2_88"], epi_n=88, epi_stages=2)
 SPANNING["64x56_k256_w"] = dataclasses.replace(SPANNING["64x56_k256"], epi_n=56, epi_stages=1)
+SPANNING["128x56_k256_w"] = dataclasses.replace(SPANNING["64x56_k256_w"], tile_m=128, consumer_wgs=2)
 
 
 @pytest.mark.parametrize("tile_n", [8, 16, 64, 88, 96, 112, 128, 144, 176, 192, 248, 256])
@@ -95,7 +96,7 @@ def test_eight_column_epilogue_stores_16_byte_rows(name):
         dataclasses.replace(cfg, epi_n=24)
 
 
-@pytest.mark.parametrize("name", ["rows2_88_w", "64x56_k256_w"])
+@pytest.mark.parametrize("name", ["rows2_88_w", "64x56_k256_w", "128x56_k256_w"])
 def test_whole_width_epilogue_stores_each_row_block_once(name):
     """``epi_n == tile_n`` (56, 88): the same two-matrix stmatrix per 8 columns, into one
     unswizzled buffer per row block, then one TMA store each (2 in the 256x88 tile, not 22)."""

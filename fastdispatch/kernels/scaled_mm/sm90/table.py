@@ -148,6 +148,12 @@ def _small_m_rowwise_config(m: int, n: int, k: int) -> Sm90Config:
 #: (bytes 96 vs 144: the 64-row tile wins below 1.5), 128x4096x7168 64x64 19.6 vs 128x32 19.0
 #: (128 vs 160: it loses above 1.25).
 ONE_WARPGROUP_COST = 1.4
+#: DeepGEMM's 56-wide tile at small M (N = 7168: 128 tiles, one per SM of a 132-SM wave, where
+#: 64 wide makes 112). On the lent H200, 256-deep with one whole-width epilogue buffer, beside
+#: the 64-wide pick: 64x7168x16384 41.8 vs 42.7 us (DeepGEMM 41.5; an 8-column epilogue 41.7
+#: vs 43.0 the run before), 64x7168x2048 11.6 vs 11.6, 128x7168x2048 (128x56) 12.0 vs 12.5
+#: (bench/results/h200_2026-12-06/probe56.log).
+NARROW_SPAN = 56
 
 
 def _small_m_block_config(m: int, n: int, scales: str = "block_1x128_128x128", cluster_n: int = 1) -> Sm90Config:
@@ -164,7 +170,7 @@ def _small_m_block_config(m: int, n: int, scales: str = "block_1x128_128x128", c
     128 rows and the widest of 16..128."""
     smem = scales == "block_1x128_128x128"
     rows_options = (128, 64) if m > 64 and smem else ((64,) if m <= 64 else (128,))
-    widths = (128, 64, 32, 16) + ((192,) if smem else ())
+    widths = (128, 64, 32, 16) + ((192, NARROW_SPAN) if smem else ())
 
     def cost(shape):
         rows, tile_n = shape
@@ -175,6 +181,13 @@ def _small_m_block_config(m: int, n: int, scales: str = "block_1x128_128x128", c
     # ``early_wait`` where it was measured (B per 128x128): on the lent H200 faster or equal at 9
     # of the 10 DeepSeek-V3 shapes with M <= 128 (64x2112x7168 12.9 vs 13.2 us, 128x2112x7168
     # 15.9 vs 16.7), 128x4096x7168 19.4 vs 19.0 (bench/results/h200_2026-12-02/probeL_early.log).
+    if tile_n == NARROW_SPAN:
+        # One unswizzled 56-column buffer (16 does not divide 56) and 256-deep k-tiles: their
+        # halves span B's scale blocks as the tile does, which the SMEM scales serve (3 stages
+        # or more: 4 at 128 rows, 7 at 64).
+        return Sm90Config(tile_m=rows, tile_n=tile_n, tile_k=256, consumer_wgs=rows // 64, cluster_n=cluster_n,
+                          epi_n=NARROW_SPAN, epi_stages=1, pdl=True, early_wait=True, scales=scales,
+                          smem_scales=True)
     cfg = Sm90Config(tile_m=rows, tile_n=tile_n, tile_k=128, consumer_wgs=rows // 64, cluster_n=cluster_n,
                      epi_n=min(tile_n, 32), epi_stages=max(1, min(4, tile_n // 32)) if tile_n >= 32 else 1,
                      pdl=True, early_wait=smem, scales=scales, smem_scales=smem)
