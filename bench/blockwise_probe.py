@@ -87,7 +87,7 @@ def compile_nofeed(cfg, ones=False):
     700 W cap; with ``ones`` the loader first writes 1.0 into every slot (``_ones``)."""
     import cutlass.pipeline as pipeline
     from fastdispatch.kernels.scaled_mm.sm90 import kernel
-    from fastdispatch.kernels.scaled_mm.sm90.config import scale_ring_slots
+    from fastdispatch.kernels.scaled_mm.sm90.smem_budget import scale_ring_slots
 
     real = kernel.ScaledMmSm90._scale_loader
 
@@ -126,7 +126,7 @@ def compile_feed_part(cfg, drop):
     that part costs; ``copy`` is `compile_nofeed`'s twin for the TMA feed."""
     from fastdispatch.kernels.scaled_mm.sm90 import kernel
     from fastdispatch.kernels.scaled_mm.sm90.producer import _one
-    from fastdispatch.kernels.scaled_mm.sm90.config import scale_b_blocks, scale_ring_slots, scale_slot_rows
+    from fastdispatch.kernels.scaled_mm.sm90.smem_budget import scale_b_blocks, scale_ring_slots, scale_slot_rows
     from fastdispatch.kernels.scaled_mm.sm90.smem_scales import tma_views
     from cutlass.cute.nvgpu import cpasync
     import cutlass.pipeline as pipeline

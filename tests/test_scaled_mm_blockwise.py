@@ -198,7 +198,7 @@ def test_scale_ring_barriers_count_their_arrivals(name):
     cp.async arrivals and its empty barrier every consumer thread (each arrives after its own
     reads). A count that does not match the arrivals is a launch failure on the GPU (the
     empty barriers once counted one arrival per warp)."""
-    from fastdispatch.kernels.scaled_mm.sm90.config import scale_ring_slots
+    from fastdispatch.kernels.scaled_mm.sm90.smem_budget import scale_ring_slots
     cfg = _config(RECIPES[0], *TABLE_SHAPES[name])
     assert cfg.smem_scales
     slots = scale_ring_slots(cfg, cfg.stages)

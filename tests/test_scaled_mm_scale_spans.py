@@ -19,7 +19,7 @@ cutlass = pytest.importorskip("cutlass", reason="nvidia-cutlass-dsl not installe
 sm90 = pytest.importorskip("fastdispatch.kernels.scaled_mm.sm90")
 
 from fastdispatch.kernels.scaled_mm._ptx import count_ptx_ops  # noqa: E402
-from fastdispatch.kernels.scaled_mm.sm90.config import scale_b_blocks  # noqa: E402
+from fastdispatch.kernels.scaled_mm.sm90.smem_budget import scale_b_blocks  # noqa: E402
 # (pytest puts tests/ on sys.path: the blockwise tests' runner)
 from test_scaled_mm_blockwise import _run_block  # noqa: E402
 

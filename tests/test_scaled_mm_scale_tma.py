@@ -70,7 +70,7 @@ def test_loader_copies_scale_rows_as_one_tma_box_per_scale_block(name):
     k-tile, cp.async only for the block values (one per scale block, lane 0), one cp.async
     arrival; each slot's full barrier counts two arrivals (the expect-tx one and lane 0's
     cp.async one) instead of 32, its empty barrier every consumer thread."""
-    from fastdispatch.kernels.scaled_mm.sm90.config import scale_ring_slots
+    from fastdispatch.kernels.scaled_mm.sm90.smem_budget import scale_ring_slots
     copies = _pick(*TABLE_SHAPES[name])
     tma = dataclasses.replace(copies, scale_a_tma=True)
     halves = tma.tile_k // 128

@@ -83,9 +83,9 @@ from fastdispatch.kernels.scaled_mm._compile import ArgSpec, compile_kernel, ptx
 from fastdispatch.kernels.scaled_mm.sm90 import block_scales  # noqa: F401  (sm90.block_scales)
 from fastdispatch.kernels.scaled_mm.sm90.config import (  # noqa: F401  (the module's names before the split)
     _TORCH_NAMES, ARCH, H100_SMS, IMPLEMENTED, OPERAND_DTYPES, OUT_DTYPES, PADDED_STRIDES, SCALE_A_TMA_ABOVE_M,
-    SCALE_RECIPES,
-    SMEM_CAPACITY, SMEM_RESERVED, Sm90Config, _epilogue_bytes, _reduce_bytes, _stage_bytes, dtype_name,
-    kernel_supports, max_stages, scale_a_tma_ok, smem_bytes, with_scale_a_layout)
+    SCALE_RECIPES, Sm90Config, dtype_name, kernel_supports, scale_a_tma_ok, with_scale_a_layout)
+from fastdispatch.kernels.scaled_mm.sm90.smem_budget import (  # noqa: F401
+    SMEM_CAPACITY, SMEM_RESERVED, _epilogue_bytes, _reduce_bytes, _stage_bytes, max_stages, smem_bytes)
 from fastdispatch.kernels.scaled_mm.sm90.table import (  # noqa: F401
     BLOCK_LARGE, BLOCK_SPAN, BLOCK_WAVES, FAST_LARGE, FAST_PINGPONG, LARGE, LARGE_EARLY,
     LARGE_WIDE, MEDIUM, ONE_WARPGROUP_COST, ROW_BLOCKS_GAIN, ROWWISE_WAVES, SMALL_M_WIDE, SPAN_TILE_GAIN,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import cutlass
 import cutlass.cute as cute
 
-from fastdispatch.kernels.scaled_mm.sm90.config import scale_b_blocks
+from fastdispatch.kernels.scaled_mm.sm90.smem_budget import scale_b_blocks
 
 
 def _sides(cfg):

@@ -22,7 +22,8 @@ from cutlass.utils import SmemAllocator
 from fastdispatch.kernels.scaled_mm._compile import TorchLayoutEntries
 from fastdispatch.kernels.scaled_mm._schedule import grouped_cluster_tile
 from fastdispatch.kernels.scaled_mm.sm90 import block_scales
-from fastdispatch.kernels.scaled_mm.sm90.config import OPERAND_DTYPES, OUT_DTYPES, Sm90Config, scale_ring_slots, scale_slot_rows
+from fastdispatch.kernels.scaled_mm.sm90.config import OPERAND_DTYPES, OUT_DTYPES, Sm90Config
+from fastdispatch.kernels.scaled_mm.sm90.smem_budget import scale_ring_slots, scale_slot_rows
 from fastdispatch.kernels.scaled_mm.sm90.epilogue import EpilogueMixin
 from fastdispatch.kernels.scaled_mm.sm90.launch import LaunchMixin
 from fastdispatch.kernels.scaled_mm.sm90.mainloop import MainloopMixin

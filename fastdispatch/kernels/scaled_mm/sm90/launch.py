@@ -11,8 +11,8 @@ import cutlass.cute as cute
 from cutlass.cute.nvgpu import cpasync, warpgroup
 
 from fastdispatch.kernels.scaled_mm._schedule import persistent_grid
-from fastdispatch.kernels.scaled_mm.sm90.config import (_epilogue_bytes, _scale_ring_bytes, _stage_bytes, epi_buffers,
-                                                       scale_slot_rows, unswizzled_epilogue)
+from fastdispatch.kernels.scaled_mm.sm90.smem_budget import (_epilogue_bytes, _scale_ring_bytes, _stage_bytes,
+                                                            epi_buffers, scale_slot_rows, unswizzled_epilogue)
 from fastdispatch.kernels.scaled_mm.sm90.smem_scales import slot_layout
 
 Float32 = cutlass.Float32

@@ -13,7 +13,7 @@ import cutlass.pipeline as pipeline
 from cutlass.cute.nvgpu import cpasync
 
 from fastdispatch.kernels.scaled_mm._schedule import load_k_tiles
-from fastdispatch.kernels.scaled_mm.sm90.config import scale_b_blocks, scale_ring_slots, scale_slot_rows
+from fastdispatch.kernels.scaled_mm.sm90.smem_budget import scale_b_blocks, scale_ring_slots, scale_slot_rows
 from fastdispatch.kernels.scaled_mm.sm90.smem_scales import tma_views
 
 Float32, Int32 = cutlass.Float32, cutlass.Int32

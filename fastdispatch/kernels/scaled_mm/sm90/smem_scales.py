@@ -11,7 +11,7 @@ copies' completion arrives on the slot's full barrier; a consumer issues the k-t
 then waits for that barrier and reads its two rows and the block value from SMEM while they
 run, and frees the slot once its promotion has used them.
 
-The ring has `config.scale_ring_slots` slots, twice the A/B stages or more, so the loader
+The ring has `smem_budget.scale_ring_slots` slots, twice the A/B stages or more, so the loader
 runs that many k-tiles ahead, and the consumers' wait for a slot is off the path to the
 k-tile's first WGMMA. (Before it, each A/B stage held one slot, freed with the stage, and the
 copies arrived on the stage's full barrier; the two designs ran within the runs' spread of
@@ -20,7 +20,7 @@ each other on the lent H200: bench/results/blockwise_sweep_2026-12-01.txt, trial
 A slot holds, per 128-deep scale block of the k-tile (two at tile_k = 256), the CTA tile's
 ``tile_m * row_blocks`` row values of A's scale, then the 128x128 block values of B's that
 the tile's columns touch (one, or up to 3 for tiles that do not divide 128 columns:
-`config.scale_b_blocks`), padded to 16 bytes (`config.scale_slot_floats`). With
+`smem_budget.scale_b_blocks`), padded to 16 bytes (`smem_budget.scale_slot_floats`). With
 ``scale_a_tma`` the row values come as one TMA copy per scale block, whose destination must be 128-byte aligned: the ring's row
 values are then one region (`tma_views`: each block's rows 128-byte aligned, as 32 rows are)
 and the block values, padded to 16 bytes each, a second one after it (the same bytes).
@@ -33,15 +33,15 @@ import copy
 import cutlass
 import cutlass.cute as cute
 
-from fastdispatch.kernels.scaled_mm.sm90.config import (scale_b_blocks, scale_ring_slots, scale_slot_floats,
-                                                        scale_slot_rows)
+from fastdispatch.kernels.scaled_mm.sm90.smem_budget import (scale_b_blocks, scale_ring_slots, scale_slot_floats,
+                                                             scale_slot_rows)
 
 Float32 = cutlass.Float32
 
 
 def slot_layout(cfg):
     """(slot floats, scale blocks per k-tile, ring slots), the rows contiguous (sized as
-    `config._scale_ring_bytes` counts them); with ``scale_a_tma`` as many floats in one mode
+    `smem_budget._scale_ring_bytes` counts them); with ``scale_a_tma`` as many floats in one mode
     (`tma_views` divides them)."""
     shape = (scale_slot_floats(cfg), cfg.tile_k // 128, scale_ring_slots(cfg, cfg.stages))
     if cfg.scale_a_tma:

@@ -8,7 +8,7 @@ import cutlass
 import cutlass.cute as cute
 from cutlass._mlir.dialects.nvvm import MemScopeKind
 
-from fastdispatch.kernels.scaled_mm.sm90.config import _reduce_bytes
+from fastdispatch.kernels.scaled_mm.sm90.smem_budget import _reduce_bytes
 
 Int32 = cutlass.Int32
 # Cluster-scope arrivals: the DSMEM hand-off of partial sums needs cross-CTA ordering. (The

@@ -35,7 +35,7 @@ BLOCK_LARGE = dataclasses.replace(BLOCK_WAVES, epi_n=64, epi_stages=4, num_sms=1
 ROW_BLOCKS_GAIN = 1.06
 
 #: Where 128-wide tiles leave the last wave mostly empty: 128x176 tiles, which span up to three
-#: of B's 128-column scale blocks (`config.scale_b_blocks`; SMEM scales only). N = 2112 is
+#: of B's 128-column scale blocks (`smem_budget.scale_b_blocks`; SMEM scales only). N = 2112 is
 #: 12 x 176: 2.9 waves at M = 4096 where 128x128 makes 4.1. On the lent H200 (2026-12-02,
 #: bench/results/h200_2026-12-02/probeS.log) 128.9 us against the 128x128 tile's 136.5
 #: (DeepGEMM's 256x88 120.0; 128x192 143.2, 256x96 141.5; the whole tile staged, 16x11, the
