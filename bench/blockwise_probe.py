@@ -245,6 +245,11 @@ def _trials(m, n, k):
                                             scale_a_tma=pick.scale_a_tma, stages=None).resolved()
         # ... or DeepGEMM's way: unswizzled 88-column buffers, one TMA store per row block.
         out["rows2_88_w"] = dataclasses.replace(out["rows2_88"], epi_n=88, epi_stages=2)
+        # ... with DeepGEMM's A feed (the leader loads all of A and multicasts it), on all SMs,
+        # B multicast over 2x1 instead of A over 1x2, the dynamic K loop.
+        for name, change in (("al", dict(a_from_leader=True)), ("sm132", dict(num_sms=sm90.H100_SMS)),
+                             ("c2x1", dict(cluster_m=2, cluster_n=1)), ("dyn", dict(static_stages=False))):
+            out["rows2_88_w_" + name] = dataclasses.replace(out["rows2_88_w"], **change, stages=None).resolved()
         # DeepGEMM's 256x128 tiles (two 128-row blocks per k-stage), A multicast over 1x2 or not;
         # its epilogue (the whole tile staged, one barrier: 3 stages), its 128-SM grid, 64-wide
         # tiles (N = 2112: 33 x 16 tiles = 4 waves, where 128-wide tiles make 2.06)
