@@ -14,7 +14,6 @@ import cutlass.cute as cute
 import torch
 
 from fastdispatch.kernels.scaled_mm import sm90
-from fastdispatch.kernels.scaled_mm.sm90.smem_budget import scale_b_blocks
 from fastdispatch.kernels.scaled_mm.sm90.table import block_tile_by_waves
 from fastdispatch.kernels.scaled_mm.bench_blockwise import (DSV3_NK, _median_us, _rel, block_inputs, deepgemm_for,
                                                              dequantized_product)
@@ -38,8 +37,6 @@ def trials(m, n, k):
                 out[name + "_smem_tma"] = dataclasses.replace(out[name + "_smem"], scale_a_tma=True)
     for name, cfg in list(out.items()):
         out[name + "_evn"] = cfg
-        if cfg.smem_scales and scale_b_blocks(cfg) > 1:   # what the per-group block selects cost
-            out[name + "_nosel"] = cfg
         if not cfg.smem_scales:   # (its scales come through the loader: _nofeed / _ones)
             out[name + "_noscale"] = cfg
         if cfg.smem_scales and not cfg.scale_a_tma:   # (the copy-free loader arrives as the copies do)
@@ -68,30 +65,6 @@ def compile_noscale(cfg):
         return sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=False))
     finally:
         block_scales.load_raw = real
-
-
-def compile_noselect(cfg):
-    """A measurement, not a kernel: a tile that spans B's scale blocks (`scale_b_blocks` > 1)
-    compiled with each 8-column group's block fixed at trace time (group g of G takes block
-    g * spans // G) instead of chosen per tile by a select (wrong results where the tile's
-    real bounds differ), so its time minus the real one is what the selects cost (DeepGEMM
-    compiles one K loop per bound instead)."""
-    from fastdispatch.kernels.scaled_mm.sm90 import block_scales
-
-    real = block_scales._spanning_factors
-
-    def fixed_blocks(cfg, vals, count):
-        spans = block_scales.scale_b_blocks(cfg)
-        rows, blocks = vals[:2], vals[2:2 + spans]
-        groups = cfg.tile_n // 8
-        products = [[r * b for b in blocks] for r in rows]
-        return [products[(i // 2) % 2][(i // 4) * spans // groups] for i in range(count)]
-
-    block_scales._spanning_factors = fixed_blocks
-    try:
-        return sm90.raw_callable(sm90.compile_sm90(cfg, has_bias=False))
-    finally:
-        block_scales._spanning_factors = real
 
 
 def compile_evict_normal(cfg):
@@ -352,15 +325,13 @@ def main():
             if only and name not in only:
                 continue
             feed_parts = tuple("no" + part for part in FEED_PARTS)
-            trick = next((t for t in ("noscale", "nofeed", "ones", "evn", "nosel", *feed_parts)
-                          if name.endswith("_" + t)),
+            trick = next((t for t in ("noscale", "nofeed", "ones", "evn", *feed_parts) if name.endswith("_" + t)),
                          None)
-            noscale = trick in ("noscale", "nofeed", "ones", "nosel", *feed_parts)
+            noscale = trick in ("noscale", "nofeed", "ones", *feed_parts)
             try:
                 if trick:   # its own binary: the cache holds the real one under the same config
                     if (cfg, trick) not in fns:
                         fns[(cfg, trick)] = (compile_noscale(cfg) if trick == "noscale"
-                                             else compile_noselect(cfg) if trick == "nosel"
                                              else compile_evict_normal(cfg) if trick == "evn"
                                              else compile_feed_part(cfg, trick[2:]) if trick in feed_parts
                                              else compile_nofeed(cfg, ones=trick == "ones"))

@@ -1,8 +1,8 @@
 """Hopper tiles that span several of B's 128x128 scale blocks along N (``smem_scales``,
 `sm90.scale_b_blocks`): a tile of 56, 88, 176 or 192 columns (or 88 / 96 in the 256-row tile) starts
 inside a block and reaches into the next one or two. The loader copies every block value the
-tile touches into the slot; the promotion picks each 8-column group's value (DeepGEMM's
-predicate per group).
+tile touches into the slot; the promotion is traced once per place a tile can start within a
+block (its class), each 8-column group's block fixed (DeepGEMM's K loop per bound).
 
 CPU tier: how many blocks a tile can touch, which configs may span, the loader's PTX (one
 cp.async per block value). GPU tier (``gpu`` + ``sm90``): spanning tiles against the fp64
@@ -19,6 +19,7 @@ cutlass = pytest.importorskip("cutlass", reason="nvidia-cutlass-dsl not installe
 sm90 = pytest.importorskip("fastdispatch.kernels.scaled_mm.sm90")
 
 from fastdispatch.kernels.scaled_mm._ptx import count_ptx_ops  # noqa: E402
+from fastdispatch.kernels.scaled_mm.sm90.block_scales import tile_classes  # noqa: E402
 from fastdispatch.kernels.scaled_mm.sm90.smem_budget import scale_b_blocks  # noqa: E402
 # (pytest puts tests/ on sys.path: the blockwise tests' runner)
 from test_scaled_mm_blockwise import _run_block  # noqa: E402
@@ -66,14 +67,19 @@ def test_only_smem_scales_let_a_tile_span_blocks():
 def test_loader_copies_every_block_value_the_tile_touches(name):
     """Per 128-deep scale block of a k-tile, lane 0 issues one cp.async per block value
     (`scale_b_blocks` of them) besides the rows' copies (32 lanes x rows / 32) or box; the
-    promotion selects among the values (``selp.f32``), which the one-block tile does not."""
+    promotion is traced once per tile class (`block_scales.tile_classes`), each with its
+    groups' blocks fixed: no select (``selp.f32``) among the values."""
     cfg = SPANNING[name].resolved()
     spans = scale_b_blocks(cfg)
     rows = cfg.tile_m * cfg.row_blocks
-    ops = count_ptx_ops(sm90.ptx_sm90(cfg), ("cp.async.ca.shared.global", "selp.f32"))
+    text = sm90.ptx_sm90(cfg)
+    ops = count_ptx_ops(text, ("cp.async.ca.shared.global", "selp.f32"))
     row_copies = 0 if cfg.scale_a_tma else rows // 32
     assert ops["cp.async.ca.shared.global"] == row_copies + spans, (ops, spans)
-    assert ops["selp.f32"] > 0
+    assert ops["selp.f32"] == 0
+    fmas = count_ptx_ops(text, ("fma.rn.f32",))["fma.rn.f32"]
+    per_class = cfg.tile_m * cfg.tile_n // (128 * cfg.consumer_wgs) * cfg.row_blocks * cfg.tile_k // 128
+    assert fmas % (tile_classes(cfg) * per_class) == 0 and fmas > 0, (fmas, per_class)
     one_block = dataclasses.replace(cfg, tile_n=128, epi_n=32 if cfg.row_blocks == 1 else 64,
                                     epi_stages=4, stages=None).resolved()
     base = count_ptx_ops(sm90.ptx_sm90(one_block), ("cp.async.ca.shared.global", "selp.f32"))

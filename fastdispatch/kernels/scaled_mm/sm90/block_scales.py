@@ -16,9 +16,11 @@ per thread come from the WGMMA accumulator layout (CUTLASS's 64xN C layout): thr
 (v0, v1, v2) of shape (2, 2, N/8) sit at row +8*v1 and column +v0 +8*v2 of the thread's
 first element, so a thread holds 2 distinct rows and N/4 distinct columns; one 128x128 block
 scale covers the whole tile (tiles never straddle a 128-column block: `Sm90Config` checks),
-except with ``smem_scales``, where a tile may span up to 3 (`_spanning_factors`).
+except with ``smem_scales``, where a tile may span up to 3 (`SpanningFactors`).
 """
 from __future__ import annotations
+
+import math
 
 import cutlass
 import cutlass.cute as cute
@@ -115,11 +117,8 @@ def snapshot(raw):
 
 def factors(cfg, vals, count):
     """Per accumulator element (``count`` of them) its scale factor from one block's loaded
-    values, as a list (repeated values are the same register): row x column x block. A tile
-    that spans several of B's 128-column blocks (``smem_scales``: `_spanning_factors`) takes
-    its columns' block values by a select per 8-column group."""
-    if cfg.smem_scales and scale_b_blocks(cfg) > 1:
-        return _spanning_factors(cfg, vals, count)
+    values, as a list (repeated values are the same register): row x column x block; a tile
+    within one of B's 128-column blocks (one that spans several: `factors_for`)."""
     has_rows, has_cols, has_block = _sides(cfg)
     n_cols = cfg.tile_n // 4
     rows = vals[:2] if has_rows else None
@@ -142,32 +141,66 @@ def factors(cfg, vals, count):
     return out
 
 
-def _spanning_factors(cfg, vals, count):
-    """`factors` for a tile over ``spans`` = `scale_b_blocks` of B's blocks: ``vals`` = [row 0,
-    row 1, the blocks' values, the tile columns where blocks 2.. begin] (`SmemValues.take`).
-    An accumulator element's columns come in groups of 8 (value i is in group i // 4), each
-    within one block (the bounds are multiples of 8): group g takes block j's value where
-    bound j - 1 <= 8 g. The bounds are the tile's, so the selects are warp-uniform (DeepGEMM's
-    predicate per group: 2 FMULs per extra block and a select per group and row per k-tile)."""
-    spans = scale_b_blocks(cfg)
-    rows, blocks, bounds = vals[:2], vals[2:2 + spans], vals[2 + spans:]
-    products = [[r * b for b in blocks] for r in rows]   # [row][block]
-    chosen = {}
-    out = []
-    for i in range(count):
-        r, g = (i // 2) % 2, i // 4
-        if (r, g) not in chosen:
-            f = products[r][0]
-            for j in range(1, spans):
-                f = cutlass.select_(bounds[j - 1] <= 8 * g, products[r][j], f)
-            chosen[(r, g)] = f
-        out.append(chosen[(r, g)])
-    return out
+def tile_classes(cfg) -> int:
+    """Where a tile can start within one of B's 128-column scale blocks: tile n starts
+    ``n * tile_n % 128`` columns in, a multiple of gcd(tile_n, 128), so 128 / gcd places
+    (8 for 176 columns, 16 for 56 or 88); the tile's class is that place's index."""
+    return 128 // math.gcd(cfg.tile_n, 128)
+
+
+class SpanningFactors:
+    """`factors` for a tile over ``spans`` = `scale_b_blocks` of B's blocks (trace-time object):
+    ``vals`` = [row 0, row 1, the blocks' values, the tile's class (`tile_classes`)]
+    (`SmemValues.take`). An accumulator element's columns come in groups of 8 (value i is in
+    group i // 4), each within one block; which block depends on the tile's class only, so
+    `promote` traces one promotion per class, each with its groups' blocks fixed, and runs the
+    tile's (DeepGEMM compiles one K loop per such bound). A select per group and row instead
+    cost 13% at 4096x2112x7168 (128x176 tiles: 52 selp.f32 beside 88 FMAs per promotion;
+    121-123 vs 106-109 us on the lent H200, bench/results/h200_2026-12-06/probe_nosel.log)."""
+
+    def __init__(self, cfg, vals, count):
+        spans = scale_b_blocks(cfg)
+        rows, blocks = vals[:2], vals[2:2 + spans]
+        self.tile_class = vals[2 + spans]
+        self.classes = tile_classes(cfg)
+        self.step = 128 // self.classes
+        self.count = count
+        self.products = [[r * b for b in blocks] for r in rows]   # [row][block]: 2 x spans FMULs
+
+    def for_class(self, c):
+        """Per accumulator element its factor for a tile of class ``c`` (starting ``c * step``
+        columns into its first block): group g's block is (c * step + 8 g) // 128."""
+        into = c * self.step
+        return [self.products[(i // 2) % 2][(into + 8 * (i // 4)) // 128] for i in range(self.count)]
+
+
+def factors_for(cfg, vals, count):
+    """`factors`, or for a tile over several of B's blocks its `SpanningFactors`."""
+    if cfg.smem_scales and scale_b_blocks(cfg) > 1:
+        return SpanningFactors(cfg, vals, count)
+    return factors(cfg, vals, count)
 
 
 @cute.jit
 def promote(acc, partial, factors):
-    """acc += partial (rowwise: the scales come in the epilogue) or += partial * factor."""
+    """acc += partial (rowwise: the scales come in the epilogue) or += partial * factor;
+    `SpanningFactors`: the promotion of the tile's class (one warp-uniform branch per class)."""
+    if cutlass.const_expr(isinstance(factors, SpanningFactors)):
+        tile_class = factors.tile_class
+        for c in cutlass.range_constexpr(factors.classes):
+            _promote_if(tile_class == c, acc, partial, factors.for_class(c))
+    else:
+        _promote(acc, partial, factors)
+
+
+@cute.jit
+def _promote_if(hit, acc, partial, factors):
+    if hit:
+        _promote(acc, partial, factors)
+
+
+@cute.jit
+def _promote(acc, partial, factors):
     for i in cutlass.range_constexpr(cute.size(acc)):
         if cutlass.const_expr(factors is None):
             acc[i] = acc[i] + partial[i]

@@ -187,7 +187,7 @@ class MainloopMixin(RingWalksMixin):
         if values is None:
             return None
         per_thread = self.cfg.tile_m // self.cfg.consumer_wgs * self.cfg.tile_n // 128
-        return block_scales.factors(self.cfg, values, per_thread)
+        return block_scales.factors_for(self.cfg, values, per_thread)
 
     @cute.jit
     def _k_loop_start(self, consumed):

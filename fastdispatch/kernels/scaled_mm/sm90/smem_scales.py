@@ -33,6 +33,7 @@ import copy
 import cutlass
 import cutlass.cute as cute
 
+from fastdispatch.kernels.scaled_mm.sm90.block_scales import tile_classes
 from fastdispatch.kernels.scaled_mm.sm90.smem_budget import (scale_b_blocks, scale_ring_slots, scale_slot_floats,
                                                              scale_slot_rows)
 
@@ -72,18 +73,17 @@ class SmemValues:
         self.rows = [tCcC[2 * v1][0] + w * cfg.tile_m for v1 in range(2)]
         self.block_at = scale_slot_rows(cfg)
         self.spans = scale_b_blocks(cfg)
-        self.bounds = []
+        self.tile_class = []   # [its class] where the tile spans blocks (`at_tile`)
         self.slots = scale_ring_slots(cfg, cfg.stages)
         self.views = tma_views(cfg, sS) if cfg.scale_a_tma else None
 
     def at_tile(self, tn):
         """This view for the CTA tile of column ``tn`` (traced in its loop body): where its
-        tile spans several of B's scale blocks (`scale_b_blocks`), the tile columns at which
-        its 2nd and 3rd blocks begin (a multiple of 8: the tile starts at a multiple of 8)."""
+        tile spans several of B's scale blocks (`scale_b_blocks`), its class: where in its
+        first block it starts (`block_scales.tile_classes`; the promotion has one per class)."""
         view = copy.copy(self)
-        if self.spans > 1:
-            into = tn * self.cfg.tile_n % 128   # columns of the first block before the tile
-            view.bounds = [128 * j - into for j in range(1, self.spans)]
+        if self.spans > 1:   # the columns of its first block before the tile, in class steps
+            view.tile_class = [tn * self.cfg.tile_n % 128 // (128 // tile_classes(self.cfg))]
         return view
 
     def _slot(self, pos):
@@ -92,8 +92,8 @@ class SmemValues:
 
     def take(self, pos, half):
         """The values of scale block ``half`` of the k-tile at ring position ``pos``, once
-        they landed: [row 0, row 1, block values..., bounds...], `block_scales.factors`'
-        order (one block value and no bounds unless the tile spans blocks: `at_tile`)."""
+        they landed: [row 0, row 1, block values..., tile class], `block_scales.factors_for`'
+        order (one block value and no class unless the tile spans blocks: `at_tile`)."""
         index, phase = self._slot(pos)
         if self.owner and half == 0:
             self.pipe.sync_object_full.wait(index, phase)
@@ -104,7 +104,7 @@ class SmemValues:
         else:
             rows = [self.sS[(self.rows[0], half, index)], self.sS[(self.rows[1], half, index)]]
             blocks = [self.sS[(self.block_at + b, half, index)] for b in range(self.spans)]
-        return rows + blocks + self.bounds
+        return rows + blocks + self.tile_class
 
     def release(self, pos):
         """The k-tile at ``pos`` has been promoted: its slot may be refilled (every consumer
