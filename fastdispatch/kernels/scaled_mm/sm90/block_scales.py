@@ -174,11 +174,51 @@ class SpanningFactors:
         return [self.products[(i // 2) % 2][(into + 8 * (i // 4)) // 128] for i in range(self.count)]
 
 
+#: Tiles with at most this many classes trace a promotion per class (`SpanningFactors`);
+#: tiles with more select per group (`_spanning_factors`). On the lent H200 (2026-12-03,
+#: bench/results/h200_2026-12-06/blockwise_run18.log) the 8 classes of 128x176 ran 112.1 us at
+#: 4096x2112x7168 against 121-124 with selects; the 16 of the 56-wide small-M tile (28 FMAs per
+#: promotion) ran 1.3-1.6x slower than with selects (64x7168x16384 61.9 vs 42.2 us,
+#: 128x7168x16384 73.8 vs 45.4): 16 branches per promotion, 240 registers.
+MAX_TRACED_CLASSES = 8
+
+
 def factors_for(cfg, vals, count):
-    """`factors`, or for a tile over several of B's blocks its `SpanningFactors`."""
+    """`factors`, or for a tile over several of B's blocks its `SpanningFactors` (up to
+    `MAX_TRACED_CLASSES` classes) or its factors by a select per group."""
     if cfg.smem_scales and scale_b_blocks(cfg) > 1:
-        return SpanningFactors(cfg, vals, count)
+        if tile_classes(cfg) <= MAX_TRACED_CLASSES:
+            return SpanningFactors(cfg, vals, count)
+        return _spanning_factors(cfg, vals, count)
     return factors(cfg, vals, count)
+
+
+def traced_classes(cfg) -> bool:
+    """Whether ``cfg``'s promotion is traced per tile class (`SpanningFactors`): the tile spans
+    B's blocks in at most `MAX_TRACED_CLASSES` classes. The tile then carries its class, else
+    the columns where its 2nd and 3rd blocks begin (`SmemValues.at_tile`)."""
+    return cfg.smem_scales and scale_b_blocks(cfg) > 1 and tile_classes(cfg) <= MAX_TRACED_CLASSES
+
+
+def _spanning_factors(cfg, vals, count):
+    """`factors` by selects for a tile over ``spans`` = `scale_b_blocks` of B's blocks with more
+    than `MAX_TRACED_CLASSES` classes: ``vals`` = [row 0, row 1, the blocks' values, the tile
+    columns where blocks 2.. begin]. Group g takes block j's value where bound j - 1 <= 8 g;
+    the bounds are the tile's, so the selects are warp-uniform."""
+    spans = scale_b_blocks(cfg)
+    rows, blocks, bounds = vals[:2], vals[2:2 + spans], vals[2 + spans:]
+    products = [[r * b for b in blocks] for r in rows]   # [row][block]
+    chosen = {}
+    out = []
+    for i in range(count):
+        r, g = (i // 2) % 2, i // 4
+        if (r, g) not in chosen:
+            f = products[r][0]
+            for j in range(1, spans):
+                f = cutlass.select_(bounds[j - 1] <= 8 * g, products[r][j], f)
+            chosen[(r, g)] = f
+        out.append(chosen[(r, g)])
+    return out
 
 
 @cute.jit

@@ -33,7 +33,7 @@ import copy
 import cutlass
 import cutlass.cute as cute
 
-from fastdispatch.kernels.scaled_mm.sm90.block_scales import tile_classes
+from fastdispatch.kernels.scaled_mm.sm90.block_scales import tile_classes, traced_classes
 from fastdispatch.kernels.scaled_mm.sm90.smem_budget import (scale_b_blocks, scale_ring_slots, scale_slot_floats,
                                                              scale_slot_rows)
 
@@ -73,17 +73,22 @@ class SmemValues:
         self.rows = [tCcC[2 * v1][0] + w * cfg.tile_m for v1 in range(2)]
         self.block_at = scale_slot_rows(cfg)
         self.spans = scale_b_blocks(cfg)
-        self.tile_class = []   # [its class] where the tile spans blocks (`at_tile`)
+        self.tile_class = []   # where the tile spans blocks, its class or bounds (`at_tile`)
         self.slots = scale_ring_slots(cfg, cfg.stages)
         self.views = tma_views(cfg, sS) if cfg.scale_a_tma else None
 
     def at_tile(self, tn):
         """This view for the CTA tile of column ``tn`` (traced in its loop body): where its
         tile spans several of B's scale blocks (`scale_b_blocks`), its class: where in its
-        first block it starts (`block_scales.tile_classes`; the promotion has one per class)."""
+        first block it starts (`block_scales.tile_classes`; the promotion has one per class),
+        or past `block_scales.MAX_TRACED_CLASSES` the tile columns where its 2nd and 3rd
+        blocks begin (the promotion selects per group)."""
         view = copy.copy(self)
-        if self.spans > 1:   # the columns of its first block before the tile, in class steps
-            view.tile_class = [tn * self.cfg.tile_n % 128 // (128 // tile_classes(self.cfg))]
+        into = tn * self.cfg.tile_n % 128   # columns of its first block before the tile
+        if traced_classes(self.cfg):
+            view.tile_class = [into // (128 // tile_classes(self.cfg))]
+        elif self.spans > 1:   # (selects: where its 2nd and 3rd blocks begin)
+            view.tile_class = [128 * j - into for j in range(1, self.spans)]
         return view
 
     def _slot(self, pos):
