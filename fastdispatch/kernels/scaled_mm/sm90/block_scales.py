@@ -186,9 +186,9 @@ MAX_TRACED_CLASSES = 8
 def factors_for(cfg, vals, count):
     """`factors`, or for a tile over several of B's blocks its `SpanningFactors` (up to
     `MAX_TRACED_CLASSES` classes) or its factors by a select per group."""
+    if traced_classes(cfg):
+        return SpanningFactors(cfg, vals, count)
     if cfg.smem_scales and scale_b_blocks(cfg) > 1:
-        if tile_classes(cfg) <= MAX_TRACED_CLASSES:
-            return SpanningFactors(cfg, vals, count)
         return _spanning_factors(cfg, vals, count)
     return factors(cfg, vals, count)
 

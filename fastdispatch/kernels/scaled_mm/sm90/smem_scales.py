@@ -73,7 +73,7 @@ class SmemValues:
         self.rows = [tCcC[2 * v1][0] + w * cfg.tile_m for v1 in range(2)]
         self.block_at = scale_slot_rows(cfg)
         self.spans = scale_b_blocks(cfg)
-        self.tile_class = []   # where the tile spans blocks, its class or bounds (`at_tile`)
+        self.span_values = []   # where the tile spans blocks: its class, or its bounds (`at_tile`)
         self.slots = scale_ring_slots(cfg, cfg.stages)
         self.views = tma_views(cfg, sS) if cfg.scale_a_tma else None
 
@@ -86,9 +86,9 @@ class SmemValues:
         view = copy.copy(self)
         into = tn * self.cfg.tile_n % 128   # columns of its first block before the tile
         if traced_classes(self.cfg):
-            view.tile_class = [into // (128 // tile_classes(self.cfg))]
+            view.span_values = [into // (128 // tile_classes(self.cfg))]
         elif self.spans > 1:   # (selects: where its 2nd and 3rd blocks begin)
-            view.tile_class = [128 * j - into for j in range(1, self.spans)]
+            view.span_values = [128 * j - into for j in range(1, self.spans)]
         return view
 
     def _slot(self, pos):
@@ -97,8 +97,8 @@ class SmemValues:
 
     def take(self, pos, half):
         """The values of scale block ``half`` of the k-tile at ring position ``pos``, once
-        they landed: [row 0, row 1, block values..., tile class], `block_scales.factors_for`'
-        order (one block value and no class unless the tile spans blocks: `at_tile`)."""
+        they landed: [row 0, row 1, block values..., its class or bounds], `block_scales.factors_for`'
+        order (one block value and neither unless the tile spans blocks: `at_tile`)."""
         index, phase = self._slot(pos)
         if self.owner and half == 0:
             self.pipe.sync_object_full.wait(index, phase)
@@ -109,7 +109,7 @@ class SmemValues:
         else:
             rows = [self.sS[(self.rows[0], half, index)], self.sS[(self.rows[1], half, index)]]
             blocks = [self.sS[(self.block_at + b, half, index)] for b in range(self.spans)]
-        return rows + blocks + self.tile_class
+        return rows + blocks + self.span_values
 
     def release(self, pos):
         """The k-tile at ``pos`` has been promoted: its slot may be refilled (every consumer
