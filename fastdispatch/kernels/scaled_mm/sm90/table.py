@@ -181,17 +181,17 @@ def _small_m_block_config(m: int, n: int, scales: str = "block_1x128_128x128", c
     # ``early_wait`` where it was measured (B per 128x128): on the lent H200 faster or equal at 9
     # of the 10 DeepSeek-V3 shapes with M <= 128 (64x2112x7168 12.9 vs 13.2 us, 128x2112x7168
     # 15.9 vs 16.7), 128x4096x7168 19.4 vs 19.0 (bench/results/h200_2026-12-02/probeL_early.log).
-    if tile_n == NARROW_SPAN:
+    narrow = tile_n == NARROW_SPAN
+    if narrow:
         # One unswizzled 56-column buffer (16 does not divide 56) and 256-deep k-tiles: their
         # halves span B's scale blocks as the tile does, which the SMEM scales serve (3 stages
         # or more: 4 at 128 rows, 7 at 64).
-        return Sm90Config(tile_m=rows, tile_n=tile_n, tile_k=256, consumer_wgs=rows // 64, cluster_n=cluster_n,
-                          epi_n=NARROW_SPAN, epi_stages=1, pdl=True, early_wait=True, scales=scales,
-                          smem_scales=True)
-    cfg = Sm90Config(tile_m=rows, tile_n=tile_n, tile_k=128, consumer_wgs=rows // 64, cluster_n=cluster_n,
-                     epi_n=min(tile_n, 32), epi_stages=max(1, min(4, tile_n // 32)) if tile_n >= 32 else 1,
-                     pdl=True, early_wait=smem, scales=scales, smem_scales=smem)
-    return _deep_k_tiles(cfg) if smem else cfg
+        tile_k, epi_n, epi_stages = 256, NARROW_SPAN, 1
+    else:
+        tile_k, epi_n, epi_stages = 128, min(tile_n, 32), max(1, min(4, tile_n // 32)) if tile_n >= 32 else 1
+    cfg = Sm90Config(tile_m=rows, tile_n=tile_n, tile_k=tile_k, consumer_wgs=rows // 64, cluster_n=cluster_n,
+                     epi_n=epi_n, epi_stages=epi_stages, pdl=True, early_wait=smem, scales=scales, smem_scales=smem)
+    return _deep_k_tiles(cfg) if smem and not narrow else cfg
 
 
 def _deep_k_tiles(cfg: Sm90Config) -> Sm90Config:
