@@ -181,13 +181,14 @@ def run_timing(shapes, extra):
 
 def parse_config(text):
     """NAME=k:v,...: a shipped config (or the unshipped trial `sm90.FAST_PINGPONG`, as
-    fast_pingpong) with fields replaced."""
+    fast_pingpong, or the blockwise large-M tile `sm90.BLOCK_LARGE`, as block_large) with
+    fields replaced (values: True / False, integers, else strings such as scales:rowwise)."""
     base, _, kv = text.partition("=")
-    cfg = {**sm90.shipped_configs(), "fast_pingpong": sm90.FAST_PINGPONG}[base]
+    cfg = {**sm90.shipped_configs(), "fast_pingpong": sm90.FAST_PINGPONG, "block_large": sm90.BLOCK_LARGE}[base]
     over = {"stages": None}
     for item in filter(None, kv.split(",")):
         k, v = item.split(":")
-        over[k] = v == "True" if v in ("True", "False") else int(v)
+        over[k] = v == "True" if v in ("True", "False") else (int(v) if v.lstrip("-").isdigit() else v)
     return dataclasses.replace(cfg, **over).resolved()
 
 
