@@ -24,6 +24,8 @@ import math
 
 import cutlass
 import cutlass.cute as cute
+from cutlass._mlir.dialects import llvm
+from cutlass.cutlass_dsl import T
 
 from fastdispatch.kernels.scaled_mm.sm90.smem_budget import scale_b_blocks
 
@@ -246,3 +248,13 @@ def _promote(acc, partial, factors):
             acc[i] = acc[i] + partial[i]
         else:
             acc[i] = acc[i] + partial[i] * factors[i]
+
+
+@cute.jit
+def pin(acc):
+    """Each element of ``acc`` computed here, before what follows (CUTLASS's
+    ``warpgroup_fence_operand``: an empty volatile asm per register). After a promotion it
+    keeps the compiler from sinking the adds past the next WGMMAs, which would hold the
+    old partial sums in a second set of registers while those WGMMAs overwrite them."""
+    for i in cutlass.range_constexpr(cute.size(acc)):
+        acc[i] = cutlass.Float32(llvm.inline_asm(T.f32(), [acc[i].ir_value()], "", "=f,0", has_side_effects=True))
