@@ -91,7 +91,7 @@ def test_carveout_sizes_the_persistent_grid():
     """The config (the compile cache key) holds the SM count: one binary per carveout value."""
     plain = api.config_for("sm90", 4096, 4096, 4096)
     carved = api.config_for("sm90", 4096, 4096, 4096, carveout=20)
-    assert carved.num_sms == plain.num_sms - 20 == 112
+    assert carved.num_sms == plain.num_sms - 20 and plain.num_sms in (128, 132)
     assert dataclasses.replace(carved, num_sms=plain.num_sms) == plain and carved != plain
     with pytest.raises(ValueError):   # fewer SMs than one cluster: make_entry sends it to torch
         api.config_for("sm90", 4096, 4096, 4096, carveout=plain.num_sms)

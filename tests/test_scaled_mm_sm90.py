@@ -48,13 +48,22 @@ def test_default_config_table():
     assert sm90._waves(sm90.LARGE, 4096, 4096) == 8 and sm90._waves(sm90.LARGE_WIDE, 4096, 4096) == 6
     # Waves x (width x K + the per-tile cost): at K = 1536 the 192-wide tile's fewer tiles pay
     # (32 waves against 47 at 4096x24576x1536), at K = 2048 and 16384 not (N = 7168: 10 vs 14).
-    assert sm90.default_config(4096, 24576, 1536) == sm90.LARGE_WIDE.resolved()
-    for k in (2048, 16384):
-        assert sm90.default_config(4096, 7168, k) == sm90.LARGE_EARLY.resolved()
+    # From M = 4096 also the 256x128 tile (`ROWWISE_LARGE`, as two 128-row blocks: 256 columns
+    # of 128 rows in the estimate): 24 waves at 4096x24576x1536, 7 at N = 7168 (K = 2048 and
+    # 16384), 4 at 4096^3 and 4096x4096x7168; at 8192^3 its 16 waves lose to 21 of 192-wide
+    # tiles (width x K), at 4096x2112x7168 its 3 waves of 256 columns to 3 of 192.
+    for m, n, k in ((4096, 24576, 1536), (4096, 7168, 2048), (4096, 7168, 16384), (4096, 4096, 4096),
+                    (4096, 4096, 7168)):
+        assert sm90.default_config(m, n, k) == sm90.ROWWISE_LARGE.resolved(), (m, n, k)
+    assert sm90.default_config(4096, 2112, 7168) == sm90.LARGE_WIDE.resolved()
+    # Below `ROWWISE_LARGE_FROM_M` (not measured there) the 128- and 192-wide tiles only.
+    assert sm90.ROWWISE_LARGE_FROM_M == 4096
+    for m, n, k in ((2048, 8192, 8192), (1024, 4096, 4096), (512, 24576, 1536), (256, 16384, 4096)):
+        assert sm90.default_config(m, n, k).row_blocks == 1, (m, n, k)
+    assert sm90.default_config(2048, 7168, 2048) == sm90.LARGE_EARLY.resolved()
     # Plain promotions with the next stage tested early (``early_wait``) wherever they were
     # measured with it: rowwise large and mid M, every B-per-128x128 blockwise tile; not B per
     # 1x128 without SMEM slots, nor the 128x256 fast-accumulation tile.
-    assert sm90.default_config(4096, 4096, 7168) == sm90.LARGE_EARLY.resolved()
     assert sm90.default_config(8192, 8192, 8192).early_wait and sm90.default_config(512, 2112, 7168).early_wait
     for m, n, k in ((64, 2112, 7168), (1024, 2112, 7168), (4096, 2112, 7168), (4096, 4096, 7168)):
         assert sm90.default_config(m, n, k, scales="block_1x128_128x128").early_wait
@@ -136,19 +145,23 @@ def test_ptx_is_sm90a_wgmma_tma_kernel(ptx, name):
     ops = list(ptx_opcodes(text))
     mma = [o for o in ops if o.startswith("wgmma.mma_async")]
     # One rolled K-loop body per accumulation mode: tile_k / 32 fp8 WGMMAs, m64 x tile_n;
-    # overlapped promotion: a group of `overlap_promotion` k-tiles plus a one-k-tile tail.
-    assert len(mma) == cfg.tile_k // 32 * (cfg.overlap_promotion + 1 if cfg.overlap_promotion else 1)
+    # overlapped promotion: a group of `overlap_promotion` k-tiles plus a one-k-tile tail;
+    # static passes: a pass of ``stages`` k-tiles plus the last pass's ``stages - 1`` guarded
+    # ones; each of them once per row block.
+    sites = (2 * cfg.stages - 1 if cfg.static_stages
+             else cfg.overlap_promotion + 1 if cfg.overlap_promotion else 1)
+    assert len(mma) == cfg.tile_k // 32 * sites * cfg.row_blocks
     assert all(o.endswith(f"m64n{cfg.tile_n}k32.f32.e4m3.e4m3") for o in mma), mma
     loads = [o for o in ops if o.startswith("cp.async.bulk.tensor") and ".global.tile.mbarrier" in o]
-    # A and B per stage, one 128-byte-wide box each per 128 of tile_k.
-    assert len(loads) == 2 * max(1, cfg.tile_k // 128), loads
+    # A (per row block) and B per stage, one 128-byte-wide box each per 128 of tile_k.
+    assert len(loads) == (cfg.row_blocks + 1) * max(1, cfg.tile_k // 128), loads
     multicast = [o for o in loads if ".multicast::cluster" in o]
     assert bool(multicast) == (cfg.cluster_m * cfg.cluster_n > 1)
     stores = [o for o in ops if o.startswith("cp.async.bulk.tensor") and ".global.shared::cta" in o]
     if cfg.swap_ab:
         assert not stores and count_ptx_ops(text, ("st.global",))["st.global"] > 0
     else:
-        assert len(stores) == cfg.tile_n // cfg.epi_n
+        assert len(stores) == cfg.tile_n // cfg.epi_n * cfg.row_blocks
         assert count_ptx_ops(text, ("stmatrix",))["stmatrix"] > 0
     # Split-K partials travel through distributed SMEM; nothing else uses it.
     dsmem = count_ptx_ops(text, ("st.async", "mapa"))
@@ -161,7 +174,10 @@ def test_ptx_is_sm90a_wgmma_tma_kernel(ptx, name):
     assert count_ptx_ops(text, ("ld.local", "st.local")) == {"ld.local": 0, "st.local": 0}
 
 
-@pytest.mark.parametrize("name", ["fast_large", "large", "large_wide", "small_m128", "small_m16_split_k2"])
+# rowwise_large: its static passes spilled ~1300 registers until the promotions' adds were
+# pinned before the next row block's WGMMAs (`block_scales.pin`).
+@pytest.mark.parametrize("name", ["fast_large", "large", "large_wide", "rowwise_large", "small_m128",
+                                  "small_m16_split_k2"])
 def test_no_register_spills(ptx, name):
     usage = ptxas_resource_usage(ptx[name], "sm_90a")
     if usage is None:
@@ -177,13 +193,13 @@ SPLIT_TWO_WGS = sm90.Sm90Config(tile_m=128, tile_n=64, tile_k=128, consumer_wgs=
 
 @pytest.mark.parametrize("has_bias", [False, True])
 def test_rowwise_row_blocks_compile_with_plain_promotions(has_bias):
-    """ROWWISE_WAVES (256x128 tiles as two 128-row blocks, opt-in, not yet run on a GPU): per
-    k-tile each block's 4 WGMMAs and its own wait, plain adds for the promotions (no FMA but the
-    bias's), each block's 2 row scales and the shared 32 column scales (and bias) loaded once,
-    two A copies per stage, no spills."""
+    """ROWWISE_WAVES (256x128 tiles as two 128-row blocks, the dynamic K loop; the table's form
+    is `ROWWISE_LARGE`, in static passes): per k-tile each block's 4 WGMMAs and its own wait,
+    plain adds for the promotions (no FMA but the bias's), each block's 2 row scales and the
+    shared 32 column scales (and bias) loaded once, two A copies per stage, no spills."""
     cfg = sm90.ROWWISE_WAVES.resolved()
     assert cfg.stages == 4 and not any(sm90.default_config(*s).row_blocks > 1
-                                       for s in ((4096, 4096, 4096), (8192, 8192, 8192), (64, 2112, 7168)))
+                                       for s in ((8192, 8192, 8192), (2048, 8192, 8192), (64, 2112, 7168)))
     text = sm90.ptx_sm90(cfg, has_bias=has_bias)
     ops = count_ptx_ops(text, ("wgmma.mma_async", "wgmma.commit_group", "ld.global", "cp.async.bulk.tensor"))
     assert ops["wgmma.mma_async"] == cfg.row_blocks * 4 and ops["wgmma.commit_group"] == cfg.row_blocks

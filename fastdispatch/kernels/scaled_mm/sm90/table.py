@@ -16,7 +16,8 @@ from fastdispatch.kernels.scaled_mm.sm90.config import H100_SMS, Sm90Config, dty
 BLOCK_WAVES = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, cluster_n=2, promote=1,
                          scales="block_1x128_128x128", row_blocks=2)
 #: The same tile for rowwise scales (applied in each block's epilogue); not picked (+2.5% at 4096^3,
-#: nothing elsewhere, 8192^3 worse: the sweep record's trial 8).
+#: nothing elsewhere, 8192^3 worse: the sweep record's trial 8). `ROWWISE_LARGE` is the form
+#: the table picks (`BLOCK_LARGE`'s loop and epilogue).
 ROWWISE_WAVES = dataclasses.replace(BLOCK_WAVES, scales="rowwise")
 #: What `default_config` picks for 1x128 x 128x128 block scales at large M: that tile with the
 #: scales through SMEM slots, the whole 256x128 tile staged for its stores (3 stages) and
@@ -95,6 +96,21 @@ LARGE_WIDE = dataclasses.replace(LARGE, tile_n=192, overlap_promotion=0, epi_sta
 #: (measured 5.7%: 780.4 vs 824.7), 4096x7168x2048 128-wide by 1.4% (2.3-2.5%). A width gain
 #: alone (the earlier rule, 1.013 from 8192^3) picked the 128-wide tile at 4096x24576x1536.
 TILE_FIXED_COST = 50_000
+#: Rowwise on the blockwise large-M tile as `BLOCK_LARGE` runs it (256x128 as two 128-row
+#: blocks, A multicast over 1x2, static passes over a 3-stage ring, the whole tile staged, 128
+#: SMs). `_rowwise_large_tile` counts it as a 256-column tile of 128 rows. On the lent H200,
+#: clean-flush, two interleaved passes beside the table's earlier pick and cuBLAS
+#: (bench/results/h200_2026-12-07/rowpin*.log): 4096^3 118.8 / 117.0 vs 122.0 / 120.7 us
+#: (cuBLAS 124.4 / 122.8), 4096x7168x2048 137.0 / 135.7 vs 140.9 / 139.6, 4096x4096x7168
+#: 201.7 / 198.4 vs 204.6 / 201.9, 4096x24576x1536 277.1 / 249.7 vs 279.6 / 250.7 (the 192-wide
+#: tile), 4096x7168x16384 782.7 / 782.3 vs 780.2 / 778.6 (the estimate's one miss, 0.3%). Where
+#: the estimate keeps the 192-wide tile it was right: 8192^3 919.1 vs 894.9, 4096x2112x7168
+#: 140.5 vs 109.3.
+ROWWISE_LARGE = dataclasses.replace(BLOCK_LARGE, scales="rowwise", smem_scales=False)
+#: Where `ROWWISE_LARGE` was measured (M = 4096, 8192); below it, where the waves are few and
+#: the estimate untested for that tile (it would take it from M = 256 at N = 16384), it is not
+#: considered.
+ROWWISE_LARGE_FROM_M = 4096
 MEDIUM = Sm90Config(tile_m=128, tile_n=128, tile_k=128, consumer_wgs=2, promote=1)
 
 
@@ -210,6 +226,7 @@ def shipped_configs() -> dict[str, Sm90Config]:
         "large": LARGE,
         "large_early": LARGE_EARLY,
         "large_wide": LARGE_WIDE,
+        "rowwise_large": ROWWISE_LARGE,
         "medium": MEDIUM,
         "small_m_wide": SMALL_M_WIDE,
         **{f"small_m{m}": _small_m_config(m) for m in (16, 32, 64, 128)},
@@ -222,7 +239,8 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
     """The config for an M x N x K problem (a small table, measured on the lent H100 / H200):
     rowwise M <= 128 -> `_small_m_rowwise_config` (swap-AB, or one row of 128x192 tiles);
     otherwise 128x128x128 tiles, with a 2x1 cluster (B multicast) once there is a wave of
-    tiles, or 128x192x128 where its waves come out shorter (`_rowwise_large_tile`).
+    tiles, or 128x192x128 or 256x128x128 where their waves come out shorter
+    (`_rowwise_large_tile`).
     ``fast_accum`` (torch._scaled_mm's use_fast_accum=True) allows the 128x256x128
     fast-accumulation tile (`FAST_LARGE`).
     Block scales (``scales`` not 'rowwise') promote every 128 of K, so they take 128-deep
@@ -269,13 +287,15 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
 
 
 def _rowwise_large_tile(m: int, n: int, k: int) -> Sm90Config:
-    """Rowwise from one wave of 128x128 tiles: the 192-wide tile (fewer tiles, coarser waves)
-    or the 128-wide one, whichever has the smaller estimated time, waves x (tile width x K +
-    `TILE_FIXED_COST`); ties keep the 128-wide tile."""
+    """Rowwise from one wave of 128x128 tiles: the 128-wide tile, the 192-wide one or the
+    256x128 one (`ROWWISE_LARGE`: fewer tiles, coarser waves), whichever has the smallest
+    estimated time, waves x (the tile's columns of 128 rows x K + `TILE_FIXED_COST`); ties
+    keep the earlier of those three. The 256x128 tile only from `ROWWISE_LARGE_FROM_M`."""
     def estimate(cfg):
-        return _waves(cfg, m, n) * (cfg.tile_n * k + TILE_FIXED_COST)
+        return _waves(cfg, m, n) * (cfg.tile_n * cfg.row_blocks * k + TILE_FIXED_COST)
 
-    return LARGE_WIDE if estimate(LARGE_WIDE) < estimate(LARGE_EARLY) else LARGE_EARLY
+    tiles = (LARGE_EARLY, LARGE_WIDE) + ((ROWWISE_LARGE,) if m >= ROWWISE_LARGE_FROM_M else ())
+    return min(tiles, key=estimate)
 
 
 #: Blockwise 1x128 x 128x128 from M = 129 up to this M takes its tile by waves
