@@ -125,11 +125,13 @@ class RowBlocksMixin:
                 ab_pipe.consumer_release(stage)
                 next_landed = self._test_landed(ab_pipe, after)
             block_scales.promote(accs[w], tmp, self._factors(values[w]))
-            if cutlass.const_expr(values[w] is None):
-                # Rowwise: the adds done before the next WGMMAs (the next block's, or the next
-                # k-tile's) overwrite ``tmp``. Sunk past them, as the compiler did in the static
-                # passes, the old partial sums needed a second set of registers: 850-1300
-                # spills, 2.5x slower on the GPU.
+            if cutlass.const_expr(values[w] is None and w < len(accs) - 1):
+                # Rowwise: the adds done before the next block's WGMMAs overwrite ``tmp``. Sunk
+                # past them, as the compiler did in the static passes, the old partial sums
+                # needed a second set of registers: ~1300 spills, 2.5x slower on the GPU.
+                # (Pinned after the last block too, before the next k-tile's WGMMAs, the
+                # static loop without ``early_wait`` or with 4 stages loses its last 112-864
+                # spills as well; that binary has not run on a GPU, so it is not shipped.)
                 block_scales.pin(accs[w])
             self._refill_values(scales[w], t, g)
         self._release_values(scales[0], pos)
