@@ -36,9 +36,8 @@ for step in $steps; do
          ncu -i "$OUT/ncusrc.ncu-rep" --page details > "$OUT/ncusrc_details.txt" 2>&1
          ncu -i "$OUT/ncusrc.ncu-rep" --page source --csv --print-source sass > "$OUT/ncusrc_sass.csv" 2>&1
          ls -la "$OUT"/ncusrc* ;;
-    scaledtests) timeout ${SCALEDTESTS_TIMEOUT:-300} python3 -m pytest tests/test_scaled_mm_blockwise.py tests/test_scaled_mm_sm90.py \
-           tests/test_scaled_mm_api.py tests/test_scaled_mm_parity.py -q -p no:cacheprovider -m gpu -rs 2>&1 \
-           | tee "$OUT/scaledtests.log" | tail -15 ;;
+    scaledtests) timeout ${SCALEDTESTS_TIMEOUT:-500} python3 -m pytest tests/test_scaled_mm_*.py -q -p no:cacheprovider \
+           -m gpu -rs --durations=15 2>&1 | tee "$OUT/scaledtests.log" | tail -40 ;;
     pingtests) timeout ${PINGTESTS_TIMEOUT:-200} python3 -m pytest tests/test_scaled_mm_pingpong.py -q -p no:cacheprovider -m gpu -rs 2>&1 \
            | tee "$OUT/pingtests.log" | tail -8 ;;
     fastncu) for shape in ${FASTNCU_SHAPES:-4096x4096x4096 8192x8192x8192}; do

@@ -103,7 +103,8 @@ def _static(tile):
     tile, early = tile.removesuffix("_early"), tile.endswith("_early")
     base = {"large": sm90.BLOCK_LARGE, "large_tma": dataclasses.replace(sm90.BLOCK_LARGE, scale_a_tma=True),
             "span": sm90.BLOCK_SPAN,
-            "small": sm90.default_config(64, 7168, 2048, scales="block_1x128_128x128")}[tile]
+            # (N = 8192: the 64x64 tile; at N = 7168 the table now takes the 56-wide one)
+            "small": sm90.default_config(64, 8192, 2048, scales="block_1x128_128x128")}[tile]
     return dataclasses.replace(base, static_stages=True, early_wait=early, stages=None).resolved()
 
 
@@ -128,6 +129,17 @@ def test_static_block_tiles_match_fp64_reference(tile, m, n, k, has_bias):
     stages = {"large": 3, "large_tma": 3, "span": 5, "small": 6}[tile.removesuffix("_early")]
     assert cfg.stages == stages and cfg.early_wait == tile.endswith("_early"), cfg
     _run_block(cfg, m, n, k, has_bias)
+
+
+@pytest.mark.parametrize("tile", ["large", "large_tma", "span", "small", "small_early"])
+def test_static_tiles_are_the_ones_the_cases_describe(tile):
+    """On CPU, what the GPU cases above assume of their tiles (ring depth, width, k depth), so
+    that a table change which moves them fails here rather than only on a GPU."""
+    cfg = _static(tile)
+    shape = {"large": (128, 128, 128, 3), "large_tma": (128, 128, 128, 3), "span": (128, 176, 128, 5),
+             "small": (64, 64, 256, 6)}[tile.removesuffix("_early")]
+    assert (cfg.tile_m, cfg.tile_n, cfg.tile_k, cfg.stages) == shape, cfg
+    assert cfg.static_stages and cfg.early_wait == tile.endswith("_early")
 
 
 @pytest.mark.gpu
