@@ -105,7 +105,8 @@ TILE_FIXED_COST = 50_000
 #: 201.7 / 198.4 vs 204.6 / 201.9, 4096x24576x1536 277.1 / 249.7 vs 279.6 / 250.7 (the 192-wide
 #: tile), 4096x7168x16384 782.7 / 782.3 vs 780.2 / 778.6 (the estimate's one miss, 0.3%). Where
 #: the estimate keeps the 192-wide tile it was right: 8192^3 919.1 vs 894.9, 4096x2112x7168
-#: 140.5 vs 109.3.
+#: 140.5 vs 109.3. With the picks it makes, do_bench bench runs 21-23 (h200_2026-12-08/): rowwise
+#: 1.02-1.07x cuBLAS at every M = 4096 shape and the squares (4096x7168x16384 1.05-1.07x).
 ROWWISE_LARGE = dataclasses.replace(BLOCK_LARGE, scales="rowwise", smem_scales=False)
 #: Where `ROWWISE_LARGE` was measured (M = 4096, 8192); below it, where the waves are few and
 #: the estimate untested for that tile (it would take it from M = 256 at N = 16384), it is not
