@@ -97,12 +97,13 @@ SHAPES = [(4096, 4096, 7168), (4096, 4096, 256), (8192, 2048, 768), (1000, 2112,
 
 def _static(tile):
     """The static-stage configs the GPU tests run: the 256x128 pick (A's scales by cp.async /
-    TMA), the 128x176 tile spanning 3 of B's scale blocks (5 stages), and the small-M 64x64
-    tile with 256-deep k-tiles (two promotions each, 6 stages); ``_early``: with
-    ``early_wait``."""
+    TMA), the 128x176 tile spanning 3 of B's scale blocks (5 stages), the 192-wide span tile
+    (`sm90.BLOCK_SPAN_WIDE`, a trial: 4 stages, A's scales by TMA as the API would feed them;
+    with ``_early`` the binary bench/blockwise_probe.py timed), and the small-M 64x64 tile with
+    256-deep k-tiles (two promotions each, 6 stages); ``_early``: with ``early_wait``."""
     tile, early = tile.removesuffix("_early"), tile.endswith("_early")
     base = {"large": sm90.BLOCK_LARGE, "large_tma": dataclasses.replace(sm90.BLOCK_LARGE, scale_a_tma=True),
-            "span": sm90.BLOCK_SPAN,
+            "span": sm90.BLOCK_SPAN, "span_wide": dataclasses.replace(sm90.BLOCK_SPAN_WIDE, scale_a_tma=True),
             # (N = 8192: the 64x64 tile; at N = 7168 the table now takes the 56-wide one)
             "small": sm90.default_config(64, 8192, 2048, scales="block_1x128_128x128")}[tile]
     return dataclasses.replace(base, static_stages=True, early_wait=early, stages=None).resolved()
@@ -117,7 +118,11 @@ BLOCK_CASES = ([(tile, *shape) for tile in ("large", "large_tma") for shape in S
                + [("small", 64, 7168, 2048), ("small", 256, 2112, 7168), ("small", 37, 336, 1040)])
 #: ``early_wait``: the same shapes for the 256x128 pick's feeds, one per other tile.
 EARLY_CASES = ([(f"{tile}_early", *shape) for tile in ("large", "large_tma") for shape in SHAPES]
-               + [("span_early", 1000, 2112, 1280), ("small_early", 37, 336, 1040)])
+               + [("span_early", 1000, 2112, 1280), ("small_early", 37, 336, 1040)]
+               # the 192-wide span tile as probed (``early_wait``): 56 k-tiles (0 past
+               # a pass of 4), 10 (2), 9 (1), partial column tiles at N = 336
+               + [("span_wide_early", 4096, 2112, 7168), ("span_wide_early", 1000, 2112, 1280),
+                  ("span_wide_early", 300, 336, 1152)])
 
 
 @pytest.mark.gpu
@@ -126,17 +131,18 @@ EARLY_CASES = ([(f"{tile}_early", *shape) for tile in ("large", "large_tma") for
 @pytest.mark.parametrize("tile,m,n,k", BLOCK_CASES + EARLY_CASES)
 def test_static_block_tiles_match_fp64_reference(tile, m, n, k, has_bias):
     cfg = _static(tile)
-    stages = {"large": 3, "large_tma": 3, "span": 5, "small": 6}[tile.removesuffix("_early")]
+    stages = {"large": 3, "large_tma": 3, "span": 5, "span_wide": 4, "small": 6}[tile.removesuffix("_early")]
     assert cfg.stages == stages and cfg.early_wait == tile.endswith("_early"), cfg
     _run_block(cfg, m, n, k, has_bias)
 
 
-@pytest.mark.parametrize("tile", ["large", "large_tma", "span", "small", "small_early"])
+@pytest.mark.parametrize("tile", ["large", "large_tma", "span", "span_wide_early", "small", "small_early"])
 def test_static_tiles_are_the_ones_the_cases_describe(tile):
     """On CPU, what the GPU cases above assume of their tiles (ring depth, width, k depth), so
     that a table change which moves them fails here rather than only on a GPU."""
     cfg = _static(tile)
     shape = {"large": (128, 128, 128, 3), "large_tma": (128, 128, 128, 3), "span": (128, 176, 128, 5),
+             "span_wide": (128, 192, 128, 4),
              "small": (64, 64, 256, 6)}[tile.removesuffix("_early")]
     assert (cfg.tile_m, cfg.tile_n, cfg.tile_k, cfg.stages) == shape, cfg
     assert cfg.static_stages and cfg.early_wait == tile.endswith("_early")

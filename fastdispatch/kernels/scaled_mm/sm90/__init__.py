@@ -87,7 +87,7 @@ from fastdispatch.kernels.scaled_mm.sm90.config import (  # noqa: F401  (the mod
 from fastdispatch.kernels.scaled_mm.sm90.smem_budget import (  # noqa: F401
     SMEM_CAPACITY, SMEM_RESERVED, _epilogue_bytes, _reduce_bytes, _stage_bytes, max_stages, smem_bytes)
 from fastdispatch.kernels.scaled_mm.sm90.table import (  # noqa: F401
-    BLOCK_LARGE, BLOCK_SPAN, BLOCK_WAVES, FAST_LARGE, FAST_PINGPONG, LARGE, LARGE_EARLY,
+    BLOCK_LARGE, BLOCK_SPAN, BLOCK_SPAN_WIDE, BLOCK_WAVES, FAST_LARGE, FAST_PINGPONG, LARGE, LARGE_EARLY,
     LARGE_WIDE, MEDIUM, ONE_WARPGROUP_COST, ROW_BLOCKS_GAIN, ROWWISE_LARGE, ROWWISE_LARGE_FROM_M, ROWWISE_WAVES, SMALL_M_WIDE, SPAN_TILE_GAIN,
     TILE_FIXED_COST, WAVES_UP_TO_M,
     _small_m_block_config, _small_m_config, _waves, block_tile_by_waves, default_config, shipped_configs)

@@ -44,6 +44,18 @@ ROW_BLOCKS_GAIN = 1.06
 #: (probeL_early.log).
 BLOCK_SPAN = Sm90Config(tile_m=128, tile_n=176, tile_k=128, consumer_wgs=2, cluster_m=2, promote=1, epi_n=16,
                         epi_stages=4, scales="block_1x128_128x128", smem_scales=True, early_wait=True)
+#: The span tile 192 wide in static passes over its 4-stage ring (``static_stages``: each
+#: stage a trace-time index; 2 classes of B's scale blocks to trace where 176 makes 8), the
+#: whole width staged. A trial, not yet picked: its binary ran on the GPU at one shape only
+#: (correct there, no bias, no partial tiles, no partial pass); the GPU tests of those cases
+#: (test_scaled_mm_static_stages.py, ``span_wide_early``) have not run. Where it would take
+#: `BLOCK_SPAN`'s place: where that is picked and 192 wide makes no more waves (N = 2112: 11 x
+#: 32 tiles, 3 waves as 176 makes). On the lent H200 at
+#: 4096x2112x7168 in three interleaved probes: 109.3 / 110.3 / 110.2 us vs `BLOCK_SPAN`'s
+#: 114.4 / 113.0 / 113.0 (128x128 137.3, DeepGEMM 117.0-119.2, torch's blockwise 119.3-120.0;
+#: bench/results/h200_2026-12-08/probe192*.log). The 176-wide tile in static passes ran 165.2;
+#: 192 wide with the dynamic loop 113.9 / 114.7.
+BLOCK_SPAN_WIDE = dataclasses.replace(BLOCK_SPAN, tile_n=192, epi_n=32, epi_stages=6, static_stages=True)
 #: Its work per column against the 128x128 tile's in the waves x width estimate: 0.875, from
 #: that pair (3 waves x 176 against 5 x 128 columns, 128.9 vs 136.5 us; the 128x128 tile's
 #: short last wave runs faster than a full one, which the estimate does not see).
