@@ -215,11 +215,12 @@ def _trials(m, n, k):
                              ("span192", dict(tile_n=192, epi_n=64, epi_stages=3))):
             out[name] = dataclasses.replace(span, **change).resolved()
         if (pick.tile_m, pick.tile_n) == (128, 176):
-            # The span pick 192 wide as it runs (``early_wait``; N = 2112: 11 x 32 tiles, still 3
-            # waves, 2 traced classes instead of 8), the whole width staged, dynamic or static.
-            for name, change in (("pick192", dict(tile_n=192, epi_n=32, epi_stages=6)),
-                                 ("pick192_static", dict(tile_n=192, epi_n=32, epi_stages=6, static_stages=True))):
-                out[name] = dataclasses.replace(pick, **change, stages=None).resolved()
+            # The span pick 192 wide (`sm90.BLOCK_SPAN_WIDE`; N = 2112: 11 x 32 tiles, still 3
+            # waves, 2 traced classes instead of 8), A's scales fed as the pick feeds them, in
+            # static passes or the dynamic loop.
+            wide = dataclasses.replace(sm90.BLOCK_SPAN_WIDE, scale_a_tma=pick.scale_a_tma).resolved()
+            out["pick192_static"] = wide
+            out["pick192"] = dataclasses.replace(wide, static_stages=False)
         # The table's other large-M picks, as the pick feeds A's scales (where it is the span tile).
         out["large"] = dataclasses.replace(sm90.LARGE, scales=RECIPE, smem_scales=True, scale_a_tma=pick.scale_a_tma,
                                            stages=None).resolved()
