@@ -131,8 +131,7 @@ EARLY_CASES = ([(f"{tile}_early", *shape) for tile in ("large", "large_tma") for
 @pytest.mark.parametrize("tile,m,n,k", BLOCK_CASES + EARLY_CASES)
 def test_static_block_tiles_match_fp64_reference(tile, m, n, k, has_bias):
     cfg = _static(tile)
-    stages = {"large": 3, "large_tma": 3, "span": 5, "span_wide": 4, "small": 6}[tile.removesuffix("_early")]
-    assert cfg.stages == stages and cfg.early_wait == tile.endswith("_early"), cfg
+    _check_tile(tile, cfg)
     _run_block(cfg, m, n, k, has_bias)
 
 
@@ -140,12 +139,19 @@ def test_static_block_tiles_match_fp64_reference(tile, m, n, k, has_bias):
 def test_static_tiles_are_the_ones_the_cases_describe(tile):
     """On CPU, what the GPU cases above assume of their tiles (ring depth, width, k depth), so
     that a table change which moves them fails here rather than only on a GPU."""
-    cfg = _static(tile)
-    shape = {"large": (128, 128, 128, 3), "large_tma": (128, 128, 128, 3), "span": (128, 176, 128, 5),
-             "span_wide": (128, 192, 128, 4),
-             "small": (64, 64, 256, 6)}[tile.removesuffix("_early")]
+    _check_tile(tile, _static(tile))
+
+
+#: What each `_static` tile is, as the cases' comments count their k-tiles: (tile_m, tile_n,
+#: tile_k, stages).
+STATIC_TILES = {"large": (128, 128, 128, 3), "large_tma": (128, 128, 128, 3), "span": (128, 176, 128, 5),
+                "span_wide": (128, 192, 128, 4), "small": (64, 64, 256, 6)}
+
+
+def _check_tile(tile, cfg):
+    shape = STATIC_TILES[tile.removesuffix("_early")]
     assert (cfg.tile_m, cfg.tile_n, cfg.tile_k, cfg.stages) == shape, cfg
-    assert cfg.static_stages and cfg.early_wait == tile.endswith("_early")
+    assert cfg.static_stages and cfg.early_wait == tile.endswith("_early"), cfg
 
 
 @pytest.mark.gpu
