@@ -38,6 +38,9 @@ for step in $steps; do
          ls -la "$OUT"/ncusrc* ;;
     scaledtests) timeout ${SCALEDTESTS_TIMEOUT:-500} python3 -m pytest tests/test_scaled_mm_*.py -q -p no:cacheprovider \
            -m gpu -rs --durations=15 2>&1 | tee "$OUT/scaledtests.log" | tail -40 ;;
+    spantests) timeout ${SPANTESTS_TIMEOUT:-400} python3 -m pytest tests/test_scaled_mm_static_stages.py tests/test_scaled_mm_blockwise.py \
+           tests/test_scaled_mm_waves.py tests/test_scaled_mm_routing.py -q -p no:cacheprovider -m gpu -rs --durations=8 \
+           ${SPANTESTS_K:+-k "$SPANTESTS_K"} 2>&1 | tee "$OUT/spantests.log" | tail -25 ;;
     pingtests) timeout ${PINGTESTS_TIMEOUT:-200} python3 -m pytest tests/test_scaled_mm_pingpong.py -q -p no:cacheprovider -m gpu -rs 2>&1 \
            | tee "$OUT/pingtests.log" | tail -8 ;;
     fastncu) for shape in ${FASTNCU_SHAPES:-4096x4096x4096 8192x8192x8192}; do

@@ -68,10 +68,10 @@ def test_block_configs_promote_every_128_and_fit_one_scale_block():
     assert _small(_config(RECIPES[0], 64, 24576, 1536)) == (64, 192, 128)
     assert _small(_config(RECIPES[1], 128, 2112, 7168)) == (128, 16, 128)   # B per 1x128: 128 rows
     # Large M, B per 128x128: DeepGEMM's 256x128 tile with SMEM scales, but where its coarser
-    # waves cost more than it gains (N = 2112: the 176-wide tile over 3 scale blocks, 12 per
-    # row); B per 1x128: the overlapped 128x128 tile.
+    # waves cost more than it gains (N = 2112: a tile over 3 scale blocks, 192 wide in static
+    # passes, 11 per row, where 176 wide makes as many waves); B per 1x128: the overlapped 128x128 tile.
     assert _config(RECIPES[0], 4096, 4096, 7168) == sm90.BLOCK_LARGE.resolved()
-    assert _config(RECIPES[0], 4096, 2112, 7168) == sm90.BLOCK_SPAN.resolved()
+    assert _config(RECIPES[0], 4096, 2112, 7168) == sm90.BLOCK_SPAN_WIDE.resolved()
     assert _config(RECIPES[1], 4096, 2112, 7168).overlap_promotion == 4
     assert _config(RECIPES[1], 4096, 4096, 7168).overlap_promotion == 4
     # SMEM scales wherever the kernel has them (B per 128x128), never for B per 1x128.

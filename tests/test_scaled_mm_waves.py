@@ -77,7 +77,7 @@ def test_the_rule_picks_what_the_h200_runs_measured(m, n, k, tile, tile_k, clust
 
 
 def test_above_2048_the_table_keeps_its_estimate():
-    assert _pick(4096, 2112) == sm90.BLOCK_SPAN.resolved()
+    assert _pick(4096, 2112) == sm90.BLOCK_SPAN_WIDE.resolved()
     assert _pick(4096, 4096) == sm90.BLOCK_LARGE.resolved()
     # B per 1x128 never takes the rule (its scales are no SMEM slots).
     assert not sm90.default_config(512, 2112, 7168, scales="block_1x128_1x128").smem_scales

@@ -17,16 +17,18 @@ SM100_RECIPES = ("tensorwise", "rowwise")
 #: A's scales by TMA (`sm90.with_scale_a_layout`: torch's scale layout, M % 4 == 0): the
 #: 256x128 tile ran 1.03-1.13x torch's blockwise at M = 4096 and 0.995-1.02x at 8192^3 in two
 #: runs on the lent H200 (2026-12-02), the 128x176 tile the table keeps for N = 2112 at
-#: M = 4096 0.92-0.95x then (`SPAN_TILE_OURS` since), the same 256x128 tile with its scales by
+#: M = 4096 0.92-0.95x then (`SPAN_TILES_OURS` since), the same 256x128 tile with its scales by
 #: cp.async ~0.96-1.0x.
 #: Elsewhere ours serves: at M = 200, K = 384 torch's blockwise result was 0.26 off the fp64
 #: product, ours 1.7e-3-class.
 BLOCKWISE_OURS_UP_TO_M = 128
-#: ... and the 128x176 tile the table takes for N = 2112 above M = 2048, since its promotion is
-#: traced per tile class (`sm90.block_scales.SpanningFactors`): 4096x2112x7168 112.1 us vs
-#: torch's blockwise 116.6 on the lent H200 (2026-12-03, blockwise_run18.log; 121-124 before,
-#: with a select per column group; the same kernel without them ran 106-109 in probe_nosel.log).
-SPAN_TILE_OURS = (128, 176)
+#: ... and the spanning tiles the table takes for N = 2112 above `sm90.WAVES_UP_TO_M` (128x176,
+#: and 128x192 in its place where that makes no more waves), since their promotion is traced
+#: per tile class (`sm90.block_scales.SpanningFactors`): 4096x2112x7168 on the lent H200,
+#: 128x176 112.1 us vs torch's blockwise 116.6 (2026-12-03, blockwise_run18.log; 121-124
+#: before, with a select per column group), 128x192 in static passes 109.3-110.3 vs
+#: 119.3-120.0 (2026-12-08, probe192*.log).
+SPAN_TILES_OURS = ((128, 176), (128, 192))
 #: From M = 129 to `sm90.WAVES_UP_TO_M` our 256x128 tile runs only from this N: on the lent H200
 #: (2026-12-02, two probe runs) 1.01-1.09x torch's blockwise at N = 24576 (M = 512-2048), but
 #: 0.94-1.05x at N = 4096 / 7168 (512x7168x2048 0.965x, 1024x4096x7168 0.98-0.99x,
@@ -101,7 +103,8 @@ def kernel_gap(family: str, a, b, scale_a, scale_b, bias, scale_result, out_dtyp
             if large.row_blocks > 1:   # the 256x128 tile
                 ours = m > sm90.WAVES_UP_TO_M or n >= MID_M_ROW_BLOCKS_FROM_N
             else:
-                ours = fills_the_sms(large) or (large.tile_m, large.tile_n) == SPAN_TILE_OURS
+                ours = fills_the_sms(large) or (m > sm90.WAVES_UP_TO_M
+                                                and (large.tile_m, large.tile_n) in SPAN_TILES_OURS)
             if not (large.scale_a_tma and ours):
                 return (f"blockwise at M = {m} > {BLOCKWISE_OURS_UP_TO_M}: cuBLAS's blockwise kernel is faster "
                         f"there than our {cfg.tile_m * cfg.row_blocks}x{cfg.tile_n} tile"

@@ -46,11 +46,9 @@ BLOCK_SPAN = Sm90Config(tile_m=128, tile_n=176, tile_k=128, consumer_wgs=2, clus
                         epi_stages=4, scales="block_1x128_128x128", smem_scales=True, early_wait=True)
 #: The span tile 192 wide in static passes over its 4-stage ring (``static_stages``: each
 #: stage a trace-time index; 2 classes of B's scale blocks to trace where 176 makes 8), the
-#: whole width staged. A trial, not yet picked: its binary ran on the GPU at one shape only
-#: (correct there, no bias, no partial tiles, no partial pass); the GPU tests of those cases
-#: (test_scaled_mm_static_stages.py, ``span_wide_early``) have not run. Where it would take
-#: `BLOCK_SPAN`'s place: where that is picked and 192 wide makes no more waves (N = 2112: 11 x
-#: 32 tiles, 3 waves as 176 makes). On the lent H200 at
+#: whole width staged. `default_config` takes it in `BLOCK_SPAN`'s place where that is picked
+#: and 192 wide makes no more waves (N = 2112: 11 x 32 tiles, 3 waves as 176 makes). On the
+#: lent H200 at
 #: 4096x2112x7168 in three interleaved probes: 109.3 / 110.3 / 110.2 us vs `BLOCK_SPAN`'s
 #: 114.4 / 113.0 / 113.0 (128x128 137.3, DeepGEMM 117.0-119.2, torch's blockwise 119.3-120.0;
 #: bench/results/h200_2026-12-08/probe192*.log). The 176-wide tile in static passes ran 165.2;
@@ -292,6 +290,8 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
                      LARGE: _waves(LARGE, m, n) * 128,
                      BLOCK_SPAN: _waves(BLOCK_SPAN, m, n) * 176 / SPAN_TILE_GAIN}
         cfg = min(estimates, key=estimates.get)   # (ties: the first, as before)
+        if cfg is BLOCK_SPAN and _waves(BLOCK_SPAN_WIDE, m, n) <= _waves(BLOCK_SPAN, m, n):
+            cfg = BLOCK_SPAN_WIDE   # the same waves of fewer, wider tiles (N = 2112: 11 x 192)
     elif blockwise:
         cfg = LARGE
     else:
