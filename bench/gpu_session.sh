@@ -36,7 +36,7 @@ for step in $steps; do
          ncu -i "$OUT/ncusrc.ncu-rep" --page details > "$OUT/ncusrc_details.txt" 2>&1
          ncu -i "$OUT/ncusrc.ncu-rep" --page source --csv --print-source sass > "$OUT/ncusrc_sass.csv" 2>&1
          ls -la "$OUT"/ncusrc* ;;
-    scaledtests) timeout ${SCALEDTESTS_TIMEOUT:-500} python3 -m pytest tests/test_scaled_mm_*.py -q -p no:cacheprovider \
+    scaledtests) timeout ${SCALEDTESTS_TIMEOUT:-560} python3 -m pytest tests/test_scaled_mm_*.py -q -p no:cacheprovider \
            -m gpu -rs --durations=15 2>&1 | tee "$OUT/scaledtests.log" | tail -40 ;;
     spantests) timeout ${SPANTESTS_TIMEOUT:-400} python3 -m pytest tests/test_scaled_mm_static_stages.py tests/test_scaled_mm_blockwise.py \
            tests/test_scaled_mm_waves.py tests/test_scaled_mm_routing.py -q -p no:cacheprovider -m gpu -rs --durations=8 \
