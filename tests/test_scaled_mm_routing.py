@@ -185,10 +185,13 @@ def test_blockwise_routes_to_the_faster_kernel():
     assert routing.route((9, 0), *blockwise(4096, 1024, "block_1x128_1x128"), None, None, BF16) == ("sm90", None)
     # Above M = 128: ours where the table picks the 256x128 tile and A's scales can come by TMA
     # (from M = 129 to 2048 also its SM-filling tiles, at N >= 16384 only the 256x128: test_scaled_mm_waves).
-    # The 128x176 tile at N = 2112 too (its promotion traced per tile class), but neither
-    # where A's scales cannot come by TMA (M % 4 != 0).
+    # The span tile at N = 2112 too (128x192 in static passes, its promotion traced per tile
+    # class), but neither where A's scales cannot come by TMA (M % 4 != 0).
     assert routing.route((9, 0), *blockwise(4096, 7168, n=4096), None, None, BF16) == ("sm90", None)
     assert routing.route((9, 0), *blockwise(4096, 7168, n=2112), None, None, BF16) == ("sm90", None)
+    # The same 128x192 width as a mid-M wave tile (the dynamic loop: 0.95-0.97x torch) is not ours.
+    variant, why = routing.route((9, 0), *blockwise(1536, 7168, n=2112), None, None, BF16)
+    assert variant == "torch" and "128x192" in why, why
     for m, n in ((4098, 4096), (4098, 2112)):
         variant, why = routing.route((9, 0), *blockwise(m, 7168, n=n), None, None, BF16)
         assert variant == "torch" and "faster" in why and "not a TMA source" in why, (m, n, why)

@@ -259,7 +259,8 @@ def default_config(m: int, n: int, k: int, *, fast_accum: bool = False, scales: 
     128-column scale block, but with B per 128x128 (SMEM scales): up to M = 128
     `_small_m_block_config`, from M = 129 to
     `WAVES_UP_TO_M` DeepGEMM's choice by waves (`block_tile_by_waves`), above it the 256x128,
-    128x128 or 128x176 tile by a waves x width estimate. Dtypes are torch dtypes or the
+    128x128 or 128x176 tile by a waves x width estimate (the 176-wide one 192 wide,
+    `BLOCK_SPAN_WIDE`, where that makes no more waves). Dtypes are torch dtypes or the
     config's names."""
     types = {"scales": "rowwise" if scales == "tensorwise" else scales,
              "a_dtype": dtype_name(a_dtype) or a_dtype, "b_dtype": dtype_name(b_dtype) or b_dtype,
