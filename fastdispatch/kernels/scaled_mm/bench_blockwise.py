@@ -9,6 +9,11 @@ dequantized inputs before it is timed. Timer: ``triton.testing.do_bench`` median
 anchor's figures use the same), every implementation once per round, ``rounds`` rounds
 interleaved; the table shows the median over rounds and the spread.
 
+The kernel rows call our binaries directly; the user's path, ``fastdispatch.scaled_mm`` with the
+same blockwise arguments (key, routing, launch; output allocated per call as torch's is), is
+timed beside ``torch._scaled_mm`` the same way (``api_blockwise``) and back to back on the host
+(``wall_us``: `bench.wall_us`, 200 calls), where its per-call overhead shows at small M.
+
 ``python bench/bench_scaled_mm.py --recipe blockwise [--quick] [--json PATH]``.
 """
 from __future__ import annotations
@@ -114,7 +119,10 @@ def _rel(out, ref):
 
 def main(quick: bool = False, rounds: int = 2) -> dict:
     """Run the table; returns {'rows': [...], 'summary': {...}, 'deepgemm': reason or None}."""
+    import fastdispatch
     from fastdispatch.kernels.scaled_mm import sm90
+    from fastdispatch.kernels.scaled_mm.bench import wall_us
+    from fastdispatch.kernels.scaled_mm.routing import route
     shapes = QUICK if quick else SHAPES + ROWWISE_ONLY
     deep_gemm, dg_reason = deepgemm_for([shape for shape in shapes if shape not in ROWWISE_ONLY])
     dg = deep_gemm is not None
@@ -150,6 +158,9 @@ def main(quick: bool = False, rounds: int = 2) -> dict:
             "torch_rowwise": (lambda: torch._scaled_mm(a_row, bt_row.t(), scale_a=sa_row, scale_b=sb_row,
                                                        out_dtype=torch.bfloat16), ref_row),
         }
+        if not rowwise_only:   # the user's path: fastdispatch.scaled_mm, routed as it routes
+            impls["api_blockwise"] = (lambda: fastdispatch.scaled_mm(a, bt.t(), sa, sb_blocks.t(),
+                                                                     out_dtype=torch.bfloat16), ref_block)
         if dg and not rowwise_only:
             sa_dg = deep_gemm.get_col_major_tma_aligned_tensor(sa)
             impls["deepgemm"] = (lambda: deep_gemm.gemm_fp8_fp8_bf16_nt((a, sa_dg), (bt, sb_blocks), out) or out,
@@ -172,6 +183,10 @@ def main(quick: bool = False, rounds: int = 2) -> dict:
         for _ in range(rounds):
             for name in runnable:
                 row["rounds"].setdefault(name, []).append(_median_us(impls[name][0]))
+        if "api_blockwise" in runnable and "torch_blockwise" in runnable:
+            row["wall_us"] = {name: wall_us(impls[name][0]) for name in ("api_blockwise", "torch_blockwise")}
+            row["api_variant"] = route(torch.cuda.get_device_capability(), a, bt.t(), sa, sb_blocks.t(), None,
+                                       None, torch.bfloat16)[0]
         flops = 2.0 * m * n * k
         for name in runnable:
             times = row["rounds"][name]
@@ -200,8 +215,14 @@ def _print_row(row):
     ratios = {"bw/dg": _ratio(row, "ours_blockwise", "deepgemm"),
               "bw/torch_bw": _ratio(row, "ours_blockwise", "torch_blockwise"),
               "row/cublas": _ratio(row, "ours_rowwise", "torch_rowwise"),
-              "fast/cublas": _ratio(row, "ours_rowwise_fast", "torch_rowwise_fast")}
+              "fast/cublas": _ratio(row, "ours_rowwise_fast", "torch_rowwise_fast"),
+              "api/torch_bw": _ratio(row, "api_blockwise", "torch_blockwise")}
     text = " ".join(f"{key}={value:.3f}" for key, value in ratios.items() if value)
+    if "wall_us" in row:
+        wall = row["wall_us"]
+        text += (f"\n    back to back (host wall per call): fastdispatch.scaled_mm ({row['api_variant']}) "
+                 f"{wall['api_blockwise']:.1f} us, torch._scaled_mm {wall['torch_blockwise']:.1f} us, "
+                 f"torch/api {wall['torch_blockwise'] / wall['api_blockwise']:.3f}")
     errs = " ".join(f"{name}:{e:.1e}" if isinstance(e, float) else f"{name}:{e}" for name, e in row["rel_err"].items())
     print(f"{m}x{n}x{k}: {cells}\n    speedup (theirs/ours time): {text}\n    rel_err {errs}", flush=True)
 
@@ -215,9 +236,13 @@ def _summary(rows):
     for key, ours, theirs in (("blockwise_vs_deepgemm", "ours_blockwise", "deepgemm"),
                               ("blockwise_vs_torch", "ours_blockwise", "torch_blockwise"),
                               ("rowwise_vs_cublas", "ours_rowwise", "torch_rowwise"),
-                              ("fast_vs_cublas", "ours_rowwise_fast", "torch_rowwise_fast")):
+                              ("fast_vs_cublas", "ours_rowwise_fast", "torch_rowwise_fast"),
+                              ("api_vs_torch_blockwise", "api_blockwise", "torch_blockwise")):
         ratios = [_ratio(r, ours, theirs) for r in rows]
         ratios = [x for x in ratios if x]
         if ratios:
             out[key] = {"geomean": round(geo(ratios), 3), "min": round(min(ratios), 3)}
+    walls = [r["wall_us"]["torch_blockwise"] / r["wall_us"]["api_blockwise"] for r in rows if "wall_us" in r]
+    if walls:
+        out["api_vs_torch_blockwise_wall"] = {"geomean": round(geo(walls), 3), "min": round(min(walls), 3)}
     return out
