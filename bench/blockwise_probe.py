@@ -1,6 +1,6 @@
 """Config trials for the blockwise kernel (GPU; each trial checked against the fp64 reference,
-then timed with do_bench medians, trials of one shape interleaved over two rounds):
-``python bench/blockwise_probe.py [--shapes 64x2112x7168,...] [--only pick,...] [--torch]``.
+then timed with do_bench medians, trials of one shape interleaved over ``--rounds`` rounds, 2 by
+default): ``python bench/blockwise_probe.py [--shapes 64x2112x7168,...] [--only pick,...] [--torch]``.
 The trials are the table's pick and its neighbours at small M, the wave rule's candidates at
 mid M, the large-M tiles and feed variants above (`trials`). Prints one line per shape and
 trial: time, TFLOP/s, the ratio to DeepGEMM timed beside them (and with ``--torch`` to
@@ -314,6 +314,7 @@ def main():
                         help="every scale 1.0 (same layouts), for every trial and DeepGEMM: what the values cost "
                              "(power at the cap) apart from moving them")
     parser.add_argument("--torch", action="store_true", help="time torch._scaled_mm's blockwise beside the trials")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per shape (medians over them)")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
@@ -363,7 +364,7 @@ def main():
             calls["torch"] = (lambda: torch._scaled_mm(a, bt.t(), scale_a=sa, scale_b=sb.t(), out_dtype=torch.bfloat16),
                               None)
         times = {name: [] for name in calls}
-        for _ in range(2):
+        for _ in range(args.rounds):
             for name, (call, _) in calls.items():
                 times[name].append(_median_us(call))
         dg_us = statistics.median(times["deepgemm"]) if "deepgemm" in times else None

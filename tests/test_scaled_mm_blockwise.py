@@ -346,12 +346,13 @@ def _run_block(cfg, m, n, k, has_bias, layout="torch"):
 @pytest.mark.sm90
 @pytest.mark.parametrize("recipe", RECIPES)
 @pytest.mark.parametrize("has_bias", [False, True])
-@pytest.mark.parametrize("m,n,k", [(1, 2112, 7168), (16, 2112, 7168), (37, 336, 1040), (64, 7168, 2048),
+@pytest.mark.parametrize("m,n,k", [(1, 2112, 7168), (16, 2112, 7168), (37, 336, 1040), (37, 7168, 1040), (64, 7168, 2048),
                                    (100, 4096, 1536), (128, 4096, 7168), (129, 336, 1040),
                                    (256, 1024, 2048), (1000, 2112, 1040), (4096, 4096, 7168)])
 def test_block_scales_match_fp64_reference(recipe, has_bias, m, n, k):
     # N = 336: a partial last 128-column scale block; K = 1040: a partial last k-block (TMA
     # zero-fills it) and 9 k-tiles (two overlapped groups of 4 and a tail of 1 at M = 1000).
+    # M = 37 / 64 at N = 7168: the 56-wide tile, 27 rows past M at 37.
     _run_block(_config(recipe, m, n, k), m, n, k, has_bias)
 
 

@@ -181,6 +181,12 @@ ONE_WARPGROUP_COST = 1.4
 #: vs 43.0 the run before), 64x7168x2048 11.6 vs 11.6, 128x7168x2048 (128x56) 12.0 vs 12.5
 #: (bench/results/h200_2026-12-06/probe56.log).
 NARROW_SPAN = 56
+# A trial, not yet picked: at M <= 64 (one 64-row tile) the 56-wide tile in 1x2 clusters (A
+# multicast to both CTAs; blockwise_probe's ``cluster_n2``) ran on the lent H200 (2026-12-04,
+# bench/results/h200_2026-12-09/probe_c2*.log, two runs, DeepGEMM and torch beside)
+# 64x7168x2048 11.2 / 11.2 us vs 11.7 / 11.8 (DeepGEMM 11.4 / 11.4), 64x7168x16384 42.0 / 41.2
+# vs 41.8 / 41.3 (a tie), 128x7168x2048 11.9 / 12.5 vs 11.8 / 11.8; correct there, but the
+# device time ran out before its GPU tests (partial M, bias, both scale layouts) could run.
 
 
 def _small_m_block_config(m: int, n: int, scales: str = "block_1x128_128x128", cluster_n: int = 1) -> Sm90Config:
