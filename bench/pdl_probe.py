@@ -20,6 +20,7 @@ import torch
 import triton
 
 from fastdispatch.kernels.scaled_mm import sm90
+from fastdispatch.kernels.scaled_mm.bench import rel_error
 
 FP8 = torch.float8_e4m3fn
 SHAPES = "4096,4096,4096,fast;8192,8192,8192,fast;16384,8192,8192,fast;4096,4096,4096;128,24576,1536;4096,4096,7168"
@@ -62,7 +63,7 @@ def main():
             out.fill_(float("nan"))
             fn(a, b, sa, sb, out)
             torch.cuda.synchronize()
-            err = float((out.float() - ref).norm() / ref.norm())
+            err = rel_error(out, ref)
             bound = 4e-3 if fast else 2e-3
             print(f"{'OK  ' if err <= bound and not out.isnan().any() else 'FAIL'} {m}x{n}x{k} pdl={pdl} "
                   f"rel_err {err:.2e} (bound {bound:.0e})", flush=True)
